@@ -1,0 +1,29 @@
+# mmdet_custom: `make demo` and `make test` work from a fresh clone; everything else builds on `make install`.
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+DATA ?=
+DEMO_DIR ?= work_dirs/demo
+DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid-smoke.py
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench bench-anchors clean
+
+install:
+	VENV=$(VENV) bash scripts/install.sh
+
+# Train then test the baseline. Default data: the generated smoke dataset (see README); DATA=<raw iSAID dir>
+# converts real iSAID with the devkit windowing and runs the same job on it.
+demo: install
+	VENV=$(VENV) DATA="$(DATA)" DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh
+
+test: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: install bench-anchors
+
+bench-anchors: install
+	$(PY) tools/benchmarks/bench_anchor_recall.py
+
+clean:
+	rm -rf work_dirs/demo .pytest_cache
