@@ -1,0 +1,1 @@
+from .nan_skip_hook import NanSkipHook  # noqa: F401

@@ -1,0 +1,1 @@
+from .dice_iou import DiceIoUMetric  # noqa: F401

@@ -1,0 +1,63 @@
+# iSAID patches written by tools/dataset_converters/isaid.py (800x800 windows, overlap 200):
+#   data/isaid/{train,val,test}/images/Pxxxx_{y0}_{y1}_{x0}_{x1}.png
+#   data/isaid/annotations/instances_{train,val,test}.json   (15 classes by name, ids 1..15 in devkit order)
+# The dataset type keeps the devkit's class names; mmdet's iSAIDDataset says 'store_tank' and drops storage tanks.
+dataset_type = 'ISAIDInstanceDataset'
+data_root = 'data/isaid/'
+backend_args = None
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=(800, 800), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale=(800, 800), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/images/'),
+        filter_cfg=dict(filter_empty_gt=True, min_size=0),
+        pipeline=train_pipeline,
+        backend_args=backend_args))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/images/'),
+        test_mode=True,
+        pipeline=test_pipeline,
+        backend_args=backend_args))
+test_dataloader = val_dataloader
+
+# COCO AP over up to 1000 detections per image (iSAID images hold up to thousands of objects): CocoMetric uses
+# the last of proposal_nums as COCOeval's maxDets for AP. classwise=True prints the per-class AP table.
+val_evaluator = dict(
+    type='CocoMetric',
+    ann_file=data_root + 'annotations/instances_val.json',
+    metric=['bbox', 'segm'],
+    classwise=True,
+    proposal_nums=(100, 300, 1000),
+    format_only=False,
+    backend_args=backend_args)
+test_evaluator = val_evaluator

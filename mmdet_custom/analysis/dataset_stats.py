@@ -1,0 +1,219 @@
+"""Statistics of a COCO-format instance dataset: instances per class, objects per image, object sizes.
+
+Written to ``out_dir``::
+
+    instances_per_class.csv / .png   class, category_id, instances, images holding it, small/medium/large, median
+                                     sqrt(area) in pixels
+    objects_per_image.csv / .png     one row per image: image_id, file_name, objects, outlier (Tukey fences)
+    box_sizes.csv / .png             one row per instance: ann_id, image_id, class, bbox w/h, area, sqrt(area), size
+    summary.json                     totals, quartiles and fences of objects per image, small/medium/large counts
+
+Crowd annotations (``iscrowd=1``) are left out of every count (COCOeval ignores them) and only totalled in the
+summary. Object size follows COCOeval (Lin et al., Microsoft COCO, ECCV 2014; ``cocoeval.py`` area ranges): the
+annotation's ``area`` (the mask area, or the box area when ``area`` is absent) with small < 32^2 <= medium < 96^2
+<= large, in pixels of the image as stored in the json.
+"""
+import json
+import os
+import os.path as osp
+from collections import Counter
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ._io import new_figure, save_figure, write_csv, write_json
+
+#: COCOeval's area thresholds (pixels^2) between small/medium and medium/large.
+SMALL_AREA, MEDIUM_AREA = 32**2, 96**2
+
+
+def coco_size(area: float) -> str:
+    """COCO size bucket of an object of ``area`` pixels^2: 'small' (< 32^2), 'medium' (< 96^2) or 'large'."""
+    return 'small' if area < SMALL_AREA else 'medium' if area < MEDIUM_AREA else 'large'
+
+
+def tukey_fences(values, k: float = 1.5):
+    """Tukey's outlier fences ``(Q1 - k IQR, Q3 + k IQR)`` of ``values`` (linear-interpolated quartiles).
+
+    Returns:
+        tuple[float, float, float, float]: ``q1, q3, low_fence, high_fence``.
+    """
+    q1, q3 = np.percentile(np.asarray(values, dtype=float), [25, 75])
+    iqr = q3 - q1
+    return float(q1), float(q3), float(q1 - k * iqr), float(q3 + k * iqr)
+
+
+def _load(ann_file: str) -> dict:
+    if not osp.isfile(ann_file):
+        raise FileNotFoundError(f'annotation file not found: {ann_file}')
+    with open(ann_file) as f:
+        coco = json.load(f)
+    for key in ('images', 'annotations', 'categories'):
+        if not isinstance(coco.get(key), list):
+            raise ValueError(f'{ann_file}: field "{key}" missing or not a list')
+    return coco
+
+
+def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int = 40) -> Dict:
+    """Count instances per class, objects per image and object sizes of a COCO json; write CSVs and PNG plots.
+
+    Args:
+        ann_file (str): COCO instances json (``images``, ``annotations`` with ``image_id``, ``category_id``,
+            ``bbox`` [x, y, w, h] and optionally ``area`` and ``iscrowd``; ``categories`` with ``id``, ``name``).
+        out_dir (str): folder for the files listed in the module docstring (created if missing).
+        outlier_k (float): an image is an outlier when its object count lies outside
+            ``[Q1 - k IQR, Q3 + k IQR]``. Defaults to 1.5 (Tukey).
+        bins (int): bins of the object-size histogram (log-spaced sqrt(area)). Defaults to 40.
+
+    Returns:
+        dict: the summary also written to ``summary.json``: ``images``, ``instances``, ``crowd_instances``,
+        ``instances_per_class`` (name -> count), ``objects_per_image`` (``min``, ``median``, ``max``, ``q1``,
+        ``q3``, ``low_fence``, ``high_fence``, ``outlier_images``), ``sizes`` (``small``, ``medium``, ``large``
+        counts) and ``files`` (the paths written).
+
+    Raises:
+        FileNotFoundError: when ``ann_file`` does not exist.
+        ValueError: when the json lacks ``images``/``annotations``/``categories``, or an annotation lacks
+            ``bbox`` or names an ``image_id`` or ``category_id`` that the json does not list (the message names
+            the file, the annotation id and the field).
+    """
+    coco = _load(ann_file)
+    cats = sorted(coco['categories'], key=lambda c: c['id'])
+    cat_name = {c['id']: c['name'] for c in cats}
+    images = coco['images']
+    image_ids = {img['id'] for img in images}
+
+    rows_box, per_image, crowd = [], Counter(), 0
+    per_class, per_class_images = Counter(), {c['id']: set() for c in cats}
+    per_class_sizes = {c['id']: Counter() for c in cats}
+    per_class_sqrt: Dict[int, List[float]] = {c['id']: [] for c in cats}
+    for ann in coco['annotations']:
+        aid = ann.get('id')
+        for key in ('image_id', 'category_id', 'bbox'):
+            if key not in ann:
+                raise ValueError(f'{ann_file}: annotation {aid} has no "{key}"')
+        if ann['category_id'] not in cat_name:
+            raise ValueError(f'{ann_file}: annotation {aid}: category_id {ann["category_id"]} is not in categories')
+        if ann['image_id'] not in image_ids:
+            raise ValueError(f'{ann_file}: annotation {aid}: image_id {ann["image_id"]} is not in images')
+        if ann.get('iscrowd', 0):
+            crowd += 1
+            continue
+        cid = ann['category_id']
+        w, h = float(ann['bbox'][2]), float(ann['bbox'][3])
+        area = float(ann['area']) if 'area' in ann else w * h
+        size = coco_size(area)
+        per_image[ann['image_id']] += 1
+        per_class[cid] += 1
+        per_class_images[cid].add(ann['image_id'])
+        per_class_sizes[cid][size] += 1
+        per_class_sqrt[cid].append(np.sqrt(area))
+        rows_box.append([aid, ann['image_id'], cat_name[cid], round(w, 2), round(h, 2), round(area, 2),
+                         round(float(np.sqrt(area)), 3), size])
+
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    # instances per class
+    files['instances_per_class_csv'] = osp.join(out_dir, 'instances_per_class.csv')
+    write_csv(files['instances_per_class_csv'],
+              ['class', 'category_id', 'instances', 'images', 'small', 'medium', 'large', 'median_sqrt_area'],
+              [[cat_name[c['id']], c['id'], per_class[c['id']], len(per_class_images[c['id']]),
+                per_class_sizes[c['id']]['small'], per_class_sizes[c['id']]['medium'],
+                per_class_sizes[c['id']]['large'],
+                round(float(np.median(per_class_sqrt[c['id']])), 3) if per_class_sqrt[c['id']] else '']
+               for c in cats])
+    # many categories (e.g. COCO's 80): plot only those present
+    shown = [c for c in cats if per_class[c['id']]] if len(cats) > 30 else cats
+    fig, axes = new_figure(figsize=(min(max(6, 0.45 * len(shown) + 2), 30), 4.5))
+    ax = axes[0, 0]
+    names = [cat_name[c['id']] for c in shown]
+    counts = [per_class[c['id']] for c in shown]
+    bars = ax.bar(range(len(shown)), counts, color='tab:blue')
+    ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(range(len(shown)), names, rotation=60, ha='right', fontsize=8)
+    ax.set_ylabel('instances')
+    ax.set_title(f'Instances per class ({sum(per_class.values())} in {len(images)} images)')
+    if any(counts):
+        ax.set_yscale('symlog', linthresh=10)
+    files['instances_per_class_png'] = osp.join(out_dir, 'instances_per_class.png')
+    save_figure(fig, files['instances_per_class_png'])
+
+    # objects per image, outliers by Tukey's fences
+    n_obj = np.array([per_image[img['id']] for img in images], dtype=int)
+    q1, q3, low, high = tukey_fences(n_obj, outlier_k) if len(n_obj) else (0., 0., 0., 0.)
+    outlier = (n_obj < low) | (n_obj > high)
+    files['objects_per_image_csv'] = osp.join(out_dir, 'objects_per_image.csv')
+    write_csv(files['objects_per_image_csv'], ['image_id', 'file_name', 'objects', 'outlier'],
+              [[img['id'], img.get('file_name', ''), int(n), int(o)] for img, n, o in zip(images, n_obj, outlier)])
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    if len(n_obj):
+        top = int(n_obj.max())
+        edges = np.arange(top + 2) - 0.5 if top < 60 else np.linspace(-0.5, top + 0.5, 61)
+        inlier_hist, _ = np.histogram(n_obj[~outlier], bins=edges)
+        outlier_hist, _ = np.histogram(n_obj[outlier], bins=edges)
+        centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        ax.bar(centres, inlier_hist, width=widths, color='tab:blue', label='images')
+        if outlier.any():
+            ax.bar(centres, outlier_hist, width=widths, bottom=inlier_hist, color='tab:red',
+                   label=f'outlier images ({int(outlier.sum())})')
+        ax.axvline(high, color='tab:red', ls='--', lw=1, label=f'Q3 + {outlier_k:g} IQR = {high:.1f}')
+        ax.legend()
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel('objects per image')
+    ax.set_ylabel('images')
+    ax.set_title(f'Objects per image (median {np.median(n_obj) if len(n_obj) else 0:g}, Q1 {q1:g}, Q3 {q3:g})')
+    files['objects_per_image_png'] = osp.join(out_dir, 'objects_per_image.png')
+    save_figure(fig, files['objects_per_image_png'])
+
+    # object sizes
+    files['box_sizes_csv'] = osp.join(out_dir, 'box_sizes.csv')
+    write_csv(files['box_sizes_csv'],
+              ['ann_id', 'image_id', 'class', 'bbox_w', 'bbox_h', 'area', 'sqrt_area', 'size'], rows_box)
+    sqrt_area = np.array([r[6] for r in rows_box], dtype=float)
+    sizes = Counter(r[7] for r in rows_box)
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    if len(sqrt_area):
+        lo, hi = max(sqrt_area.min(), 1.0), max(sqrt_area.max(), 2.0)
+        ax.hist(sqrt_area, bins=np.geomspace(lo * 0.99, hi * 1.01, bins), color='tab:blue')
+        ax.set_xscale('log')
+    for thr, name in ((32, 'small | medium'), (96, 'medium | large')):
+        ax.axvline(thr, color='tab:red', ls='--', lw=1)
+        ax.text(thr, 0.98, f' {name}', color='tab:red', rotation=90, va='top', fontsize=8,
+                transform=ax.get_xaxis_transform())
+    ax.set_xlabel('sqrt(area) [pixels]')
+    ax.set_ylabel('instances')
+    ax.set_title(f'Object size: small {sizes["small"]}, medium {sizes["medium"]}, large {sizes["large"]}')
+    files['box_sizes_png'] = osp.join(out_dir, 'box_sizes.png')
+    save_figure(fig, files['box_sizes_png'])
+
+    summary = dict(
+        ann_file=osp.abspath(ann_file),
+        images=len(images),
+        instances=int(sum(per_class.values())),
+        crowd_instances=crowd,
+        instances_per_class={cat_name[c['id']]: per_class[c['id']] for c in cats},
+        objects_per_image=dict(
+            min=int(n_obj.min()) if len(n_obj) else 0, median=float(np.median(n_obj)) if len(n_obj) else 0.,
+            max=int(n_obj.max()) if len(n_obj) else 0, q1=q1, q3=q3, low_fence=low, high_fence=high,
+            outlier_images=int(outlier.sum())),
+        sizes={k: sizes[k] for k in ('small', 'medium', 'large')},
+        files=files)
+    files['summary_json'] = osp.join(out_dir, 'summary.json')
+    write_json(files['summary_json'], summary)
+    return summary
+
+
+def format_stats(summary: Dict, top: Optional[int] = None) -> str:
+    """A readable text table of :func:`dataset_stats`'s summary (classes by count, ``top`` of them)."""
+    s = summary
+    opi = s['objects_per_image']
+    lines = [f'{s["images"]} images, {s["instances"]} instances ({s["crowd_instances"]} crowd left out)',
+             f'objects per image: min {opi["min"]}, Q1 {opi["q1"]:g}, median {opi["median"]:g}, Q3 {opi["q3"]:g}, '
+             f'max {opi["max"]}; {opi["outlier_images"]} outlier images (> {opi["high_fence"]:.1f} or '
+             f'< {opi["low_fence"]:.1f})',
+             'sizes: ' + ', '.join(f'{k} {v}' for k, v in s['sizes'].items())]
+    ranked = sorted(s['instances_per_class'].items(), key=lambda kv: -kv[1])[:top]
+    lines += [f'    {name:<20s} {count}' for name, count in ranked]
+    return '\n'.join(lines)

@@ -1,0 +1,544 @@
+"""Optuna search for per-level RPN anchor sizes and a shared ratio set that maximise exact anchor recall.
+
+The objective of a trial is a weighted recall of the training boxes (by default ``0.7 x recall@(RPN positive
+IoU) + 0.3 x recall@0.7``), computed exactly by :func:`~.recall.max_iou_exact` on the config's input size,
+strides and centre convention. The number of levels, of sizes per level and of ratios stay those of the
+config's anchors (the RPN head's ``num_base_priors`` and its weights layout do not change), and the config's
+anchors are the first trial, so the best setting is never worse than the config's.
+"""
+import datetime
+import json
+import math
+import os
+import os.path as osp
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .data import GTBoxes
+from .recall import AnchorSetting, level_name, max_iou_exact, recall_table
+
+#: IoU thresholds always reported, besides the RPN's positive threshold.
+REPORT_IOUS = (0.5, 0.7, 0.75)
+#: Marker of the RPN positive IoU threshold in objective weights.
+POS = 'pos'
+DEFAULT_WEIGHTS = ((POS, 0.7), (0.7, 0.3))
+#: Decimals kept of a searched ratio (the written config then builds exactly the evaluated anchors).
+RATIO_DECIMALS = 3
+
+
+# ----------------------------------------------------------------------------------------------- settings
+def anchor_setting_from_cfg(anchor_generator_cfg: dict) -> AnchorSetting:
+    """The anchors of an ``anchor_generator`` config, as per-level sizes.
+
+    The generator is built through mmdet's ``TASK_UTILS`` registry, so defaults, ``base_sizes`` and
+    ``octave_base_scale`` / ``scales_per_octave`` are resolved as mmdet resolves them; mmdet's stock
+    ``AnchorGenerator`` (size = base size x scale, shared scales) becomes per-level sizes.
+
+    Raises:
+        ValueError: for generators other than ``AnchorGenerator`` / ``PerLevelAnchorGenerator``, explicit
+            ``centers`` or non-square strides.
+    """
+    from mmdet.models.task_modules.prior_generators import AnchorGenerator
+    from mmdet.registry import TASK_UTILS
+
+    from mmdet_custom.models.task_modules import PerLevelAnchorGenerator  # noqa: F401  (registers it)
+
+    generator = TASK_UTILS.build(dict(anchor_generator_cfg))
+    if type(generator) not in (AnchorGenerator, PerLevelAnchorGenerator):
+        raise ValueError(f'anchor search supports AnchorGenerator and PerLevelAnchorGenerator, got '
+                         f'{type(generator).__name__}.')
+    if getattr(generator, 'centers', None) is not None:
+        raise ValueError('anchor search does not support anchor_generator.centers; use center_offset.')
+    if any(sw != sh for sw, sh in generator.strides):
+        raise ValueError(f'anchor search needs square strides, got {generator.strides}.')
+    if isinstance(generator, PerLevelAnchorGenerator):
+        sizes = generator.sizes
+    else:
+        sizes = [[float(base) * float(s) for s in generator.scales] for base in generator.base_sizes]
+    return AnchorSetting(
+        strides=tuple(int(sw) for sw, _ in generator.strides),
+        sizes=tuple(tuple(float(v) for v in level) for level in sizes),
+        ratios=tuple(float(r) for r in generator.ratios),
+        center_offset=float(generator.center_offset))
+
+
+def stride_adjusted_anchors(strides: Sequence[int]) -> AnchorSetting:
+    """The seed's hand-tuned set: sizes (2, 4) x stride on every level, ratios (0.5, 1, 2).
+
+    ``configs/_base_/anchors/isaid_stride_adjusted.py`` writes this set for strides (4, 8, 16, 32, 64).
+    """
+    return AnchorSetting(tuple(int(s) for s in strides), tuple((2. * s, 4. * s) for s in strides),
+                         (0.5, 1.0, 2.0))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Per-level sizes on a grid tied to each stride and a shared set of ratios.
+
+    The size ``j`` of level ``l`` (stride ``s``) is searched on ``{s/2, s, 3s/2, ...}`` between
+    ``size_ranges[l]``; each ratio log-uniformly in ``ratio_range`` (kept to 3 decimals). Sizes within a level
+    and the ratios are sorted when a setting is made, so the order of the parameters does not matter.
+
+    Attributes:
+        strides (tuple[int]): level strides (fixed).
+        sizes_per_level (int): anchor sizes per level (fixed).
+        num_ratios (int): ratios (fixed).
+        size_ranges (tuple[tuple[float, float, float]]): (low, high, step) of each level, pixels.
+        ratio_range (tuple[float, float]): (low, high) of a ratio (h / w).
+        center_offset (float): the config's centre offset (fixed).
+    """
+
+    strides: Tuple[int, ...]
+    sizes_per_level: int
+    num_ratios: int
+    size_ranges: Tuple[Tuple[float, float, float], ...]
+    ratio_range: Tuple[float, float] = (0.2, 5.0)
+    center_offset: float = 0.
+
+    @classmethod
+    def around(cls, baseline: AnchorSetting, max_multiple: float = 8.,
+               ratio_range: Tuple[float, float] = (0.2, 5.0)) -> 'SearchSpace':
+        """Space around a baseline: sizes in [stride/2, max_multiple x stride] (widened to hold the
+        baseline) in steps of stride/2; the number of sizes and ratios of the baseline.
+
+        Raises:
+            ValueError: if the baseline's levels hold different numbers of sizes.
+        """
+        counts = {len(s) for s in baseline.sizes}
+        if len(counts) != 1:
+            raise ValueError(f'anchor levels hold different numbers of sizes {baseline.sizes}.')
+        ranges = []
+        for stride, sizes in zip(baseline.strides, baseline.sizes):
+            step = stride / 2.
+            high = max(max_multiple * stride, math.ceil(max(sizes) / step) * step)
+            ranges.append((step, float(high), step))
+        ratio_range = (min(ratio_range[0], min(baseline.ratios)), max(ratio_range[1], max(baseline.ratios)))
+        return cls(tuple(baseline.strides), counts.pop(), len(baseline.ratios), tuple(ranges),
+                   (float(ratio_range[0]), float(ratio_range[1])), baseline.center_offset)
+
+    def size_param(self, level: int, j: int) -> str:
+        return f'{level_name(self.strides[level])}_size{j}'
+
+    def ratio_param(self, j: int) -> str:
+        return f'ratio{j}'
+
+    def distributions(self) -> dict:
+        """Optuna distributions of every parameter, by name."""
+        from optuna.distributions import FloatDistribution
+        dists = {}
+        for level, (low, high, step) in enumerate(self.size_ranges):
+            for j in range(self.sizes_per_level):
+                dists[self.size_param(level, j)] = FloatDistribution(low, high, step=step)
+        for j in range(self.num_ratios):
+            dists[self.ratio_param(j)] = FloatDistribution(*self.ratio_range, log=True)
+        return dists
+
+    def suggest(self, trial) -> AnchorSetting:
+        """Sample a setting with an Optuna trial."""
+        params = {}
+        for level, (low, high, step) in enumerate(self.size_ranges):
+            for j in range(self.sizes_per_level):
+                name = self.size_param(level, j)
+                params[name] = trial.suggest_float(name, low, high, step=step)
+        for j in range(self.num_ratios):
+            params[self.ratio_param(j)] = trial.suggest_float(self.ratio_param(j), *self.ratio_range, log=True)
+        return self.setting(params)
+
+    def setting(self, params: Dict[str, float]) -> AnchorSetting:
+        """The anchor setting of a parameter dict (sizes sorted per level, ratios sorted and rounded)."""
+        sizes = tuple(
+            tuple(sorted(float(params[self.size_param(level, j)]) for j in range(self.sizes_per_level)))
+            for level in range(len(self.strides)))
+        ratios = tuple(sorted(round(float(params[self.ratio_param(j)]), RATIO_DECIMALS)
+                              for j in range(self.num_ratios)))
+        return AnchorSetting(self.strides, sizes, ratios, self.center_offset)
+
+    def params(self, setting: AnchorSetting) -> Dict[str, float]:
+        """Parameter dict of a setting of this space's shape (for ``study.enqueue_trial``).
+
+        Raises:
+            ValueError: if the setting has other strides or other numbers of sizes or ratios.
+        """
+        if (tuple(setting.strides) != tuple(self.strides) or len(setting.ratios) != self.num_ratios
+                or any(len(s) != self.sizes_per_level for s in setting.sizes)):
+            raise ValueError(f'anchors {setting} do not fit the search space {self.describe()}.')
+        params = {self.size_param(level, j): float(v)
+                  for level, sizes in enumerate(setting.sizes) for j, v in enumerate(sorted(sizes))}
+        params.update({self.ratio_param(j): float(r) for j, r in enumerate(sorted(setting.ratios))})
+        return params
+
+    def snap(self, setting: AnchorSetting) -> AnchorSetting:
+        """Nearest setting on this space's grid (sizes rounded to the step and clamped, ratios clamped)."""
+        sizes = []
+        for (low, high, step), level_sizes in zip(self.size_ranges, setting.sizes):
+            sizes.append(tuple(sorted(float(min(max(round(v / step) * step, low), high)) for v in level_sizes)))
+        ratios = tuple(sorted(round(min(max(r, self.ratio_range[0]), self.ratio_range[1]), RATIO_DECIMALS)
+                              for r in setting.ratios))
+        return AnchorSetting(self.strides, tuple(sizes), ratios, self.center_offset)
+
+    def describe(self) -> dict:
+        """JSON-able description, stored in the study to detect a resumed study with another space."""
+        return dict(strides=list(self.strides), sizes_per_level=self.sizes_per_level, num_ratios=self.num_ratios,
+                    size_ranges=[list(r) for r in self.size_ranges], ratio_range=list(self.ratio_range),
+                    center_offset=self.center_offset)
+
+
+# ----------------------------------------------------------------------------------------------- objective
+def parse_weights(items: Sequence[str]) -> Tuple[Tuple[object, float], ...]:
+    """Parse ``['pos=0.7', '0.7=0.3']`` into ``(('pos', 0.7), (0.7, 0.3))`` (IoU threshold = weight).
+
+    Raises:
+        ValueError: on a malformed item, an IoU outside (0, 1], a negative weight or weights summing to 0.
+    """
+    weights = []
+    for item in items:
+        try:
+            iou, weight = item.split('=')
+            iou = POS if iou.strip() == POS else float(iou)
+            weight = float(weight)
+        except ValueError:
+            raise ValueError(f'--weights: expected IOU=WEIGHT (IOU a number or "pos"), got {item!r}.') from None
+        weights.append((iou, weight))
+    return check_weights(weights)
+
+
+def check_weights(weights) -> Tuple[Tuple[object, float], ...]:
+    """Validate objective weights ``((iou | 'pos', weight), ...)``; see :func:`parse_weights`."""
+    weights = tuple((iou, float(w)) for iou, w in weights)
+    for iou, w in weights:
+        if iou != POS and not 0. < float(iou) <= 1.:
+            raise ValueError(f'objective weights: IoU threshold {iou} is not in (0, 1].')
+        if w < 0:
+            raise ValueError(f'objective weights: weight {w} of IoU {iou} is negative.')
+    if not weights or sum(w for _, w in weights) <= 0:
+        raise ValueError(f'objective weights {weights} sum to 0.')
+    return weights
+
+
+def resolve_weights(weights, pos_iou: float) -> Tuple[Tuple[float, float], ...]:
+    """Replace ``'pos'`` by the RPN positive IoU threshold."""
+    return tuple((float(pos_iou) if iou == POS else float(iou), w) for iou, w in check_weights(weights))
+
+
+def describe_objective(weights: Sequence[Tuple[float, float]]) -> str:
+    return ' + '.join(f'{w:g} x recall@{iou:g}' for iou, w in weights)
+
+
+@dataclass
+class Evaluation:
+    """Recall of one anchor setting."""
+
+    setting: AnchorSetting
+    objective: float
+    recalls: Dict[float, float]
+    table: Dict[str, Dict[float, float]] = field(default_factory=dict, repr=False)
+
+
+def evaluate(setting: AnchorSetting, gt: GTBoxes, weights: Sequence[Tuple[float, float]],
+             thresholds: Sequence[float] = REPORT_IOUS, per_group: bool = False) -> Evaluation:
+    """Exact recall of ``setting`` on ``gt`` and the weighted objective.
+
+    Args:
+        setting (AnchorSetting): anchors.
+        gt (GTBoxes): boxes in network-input pixels.
+        weights: resolved ``((iou, weight), ...)``; the objective is ``sum(w * recall@iou) / sum(w)``.
+        thresholds: IoU thresholds to report besides those of the weights.
+        per_group (bool): also compute the per-class and per-size table.
+    """
+    ious = max_iou_exact(gt.boxes, gt.img_shapes, setting)
+    thrs = sorted({float(t) for t in thresholds} | {iou for iou, _ in weights})
+    recalls = {t: float((ious >= t).mean()) for t in thrs}
+    objective = sum(w * recalls[iou] for iou, w in weights) / sum(w for _, w in weights)
+    table = recall_table(ious, thrs, gt.labels, gt.classes, gt.areas) if per_group else {}
+    return Evaluation(setting, float(objective), recalls, table)
+
+
+# ----------------------------------------------------------------------------------------------- suggestions
+def data_suggested_anchors(gt: GTBoxes, baseline: AnchorSetting, space: Optional[SearchSpace] = None
+                           ) -> AnchorSetting:
+    """A data-driven setting of the baseline's shape: box-size quantiles per level.
+
+    Each box goes to the level whose baseline sizes are nearest in log scale (geometric mean); the sizes of a
+    level are the ``(j + 0.5) / k`` quantiles of ``sqrt(w * h)`` of its boxes, the ratios the ``(j + 0.5) / n``
+    quantiles of ``h / w`` of all boxes. A level without boxes keeps its baseline sizes. Snapped to ``space``
+    when given (so it can be enqueued as a trial).
+    """
+    w = gt.boxes[:, 2] - gt.boxes[:, 0]
+    h = gt.boxes[:, 3] - gt.boxes[:, 1]
+    log_size = 0.5 * np.log(w * h)
+    centres = np.array([np.mean(np.log(s)) for s in baseline.sizes])
+    level_of = np.abs(log_size[:, None] - centres[None, :]).argmin(axis=1)
+    sizes = []
+    for level, base_sizes in enumerate(baseline.sizes):
+        k = len(base_sizes)
+        mine = log_size[level_of == level]
+        if len(mine) == 0:
+            sizes.append(tuple(base_sizes))
+        else:
+            sizes.append(tuple(float(v) for v in np.exp(np.quantile(mine, (np.arange(k) + 0.5) / k))))
+    n = len(baseline.ratios)
+    ratios = tuple(float(r) for r in np.exp(np.quantile(np.log(h / w), (np.arange(n) + 0.5) / n)))
+    setting = AnchorSetting(baseline.strides, tuple(sizes), ratios, baseline.center_offset)
+    return space.snap(setting) if space is not None else setting
+
+
+# ----------------------------------------------------------------------------------------------- the study
+def _ensure_sqlite_dir(storage: str) -> None:
+    if storage.startswith('sqlite:///'):
+        path = storage[len('sqlite:///'):]
+        if path and path != ':memory:':
+            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+
+
+def open_study(storage: str, study_name: str, space: SearchSpace, weights: Sequence[Tuple[float, float]],
+               seed: int = 0, data: str = ''):
+    """Create, or load to resume, a maximising TPE study; refuse one made for another search.
+
+    The search space and objective are stored in the study's user attributes when it is created.
+
+    Raises:
+        ValueError: if the stored study was made with another search space or objective (or, for a study
+            made elsewhere, its trials used other parameter distributions).
+    """
+    import optuna
+
+    _ensure_sqlite_dir(storage)
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction='maximize', sampler=sampler,
+                                load_if_exists=True)
+    setup = dict(search_space=space.describe(), objective=[[iou, w] for iou, w in weights])
+    stored = {key: study.user_attrs.get(key) for key in setup}
+    if all(v is None for v in stored.values()):
+        dists = space.distributions()
+        for trial in study.get_trials(deepcopy=False):
+            if trial.distributions and trial.distributions != dists:
+                raise ValueError(
+                    f'study {study_name!r} in {storage} holds trials over other parameters '
+                    f'({sorted(trial.distributions)}) than this search ({sorted(dists)}); use another '
+                    f'--study-name or storage.')
+        for key, value in setup.items():
+            study.set_user_attr(key, json.loads(json.dumps(value)))
+        study.set_user_attr('data', data)
+    else:
+        for key, value in setup.items():
+            if stored[key] != json.loads(json.dumps(value)):
+                raise ValueError(
+                    f'study {study_name!r} in {storage} was made with a different {key.replace("_", " ")}: '
+                    f'stored {stored[key]}, this run {value}. Use another --study-name (or storage) to start '
+                    f'a new study, or rerun with the original settings to resume it.')
+        if data and study.user_attrs.get('data') not in (None, data):
+            warnings.warn(f'study {study_name!r} was made on {study.user_attrs.get("data")}, '
+                          f'resumed on {data}.')
+    return study
+
+
+def run_study(study, space: SearchSpace, gt: GTBoxes, weights: Sequence[Tuple[float, float]], n_trials: int,
+              enqueue: Sequence[Tuple[str, AnchorSetting]] = ()) -> None:
+    """Enqueue the given settings (skipped when already tried) and run ``n_trials`` more trials.
+
+    Each trial stores its recalls in its user attributes ``recall@<iou>``.
+    """
+    for role, setting in enqueue:
+        study.enqueue_trial(space.params(setting), user_attrs={'role': role}, skip_if_exists=True)
+
+    def objective(trial) -> float:
+        result = evaluate(space.suggest(trial), gt, weights)
+        for iou, value in result.recalls.items():
+            trial.set_user_attr(f'recall@{iou:g}', value)
+        return result.objective
+
+    if n_trials > 0:
+        study.optimize(objective, n_trials=n_trials)
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`search_anchors`."""
+
+    study: object
+    space: SearchSpace
+    weights: Tuple[Tuple[float, float], ...]
+    rows: List[Tuple[str, Evaluation]]      # config, stride-adjusted, data-suggested, best
+    best: Evaluation
+    baseline: Evaluation
+    gt: GTBoxes
+    config: str = ''
+
+
+def search_anchors(cfg, n_trials: int, storage: str, study_name: str, weights=DEFAULT_WEIGHTS, seed: int = 0,
+                   gt: Optional[GTBoxes] = None) -> SearchResult:
+    """Search the RPN anchors of an mmdet config (see the module docstring).
+
+    Args:
+        cfg (mmengine.Config): full config with ``model.rpn_head.anchor_generator``,
+            ``model.train_cfg.rpn.assigner.pos_iou_thr`` and ``train_dataloader``.
+        n_trials (int): trials to run now (a resumed study adds them to the stored ones).
+        storage (str): Optuna storage URL, e.g. ``sqlite:///work_dirs/anchor_search.db``.
+        study_name (str): study name; an existing study of that name is resumed.
+        weights: ``((iou | 'pos', weight), ...)`` of the objective.
+        seed (int): TPE seed.
+        gt (GTBoxes, optional): boxes; default :func:`~.data.load_gt_boxes` of ``cfg``.
+
+    Returns:
+        SearchResult: the study, the comparison rows and the best setting.
+
+    Raises:
+        ValueError: on a config without RPN anchors, bad weights, no boxes or a study made for another search.
+    """
+    from .data import load_gt_boxes
+
+    rpn_head = cfg.get('model', {}).get('rpn_head')
+    if not rpn_head or 'anchor_generator' not in rpn_head:
+        raise ValueError(f'{cfg.filename}: model.rpn_head.anchor_generator not found.')
+    try:
+        pos_iou = float(cfg.model.train_cfg.rpn.assigner.pos_iou_thr)
+    except (AttributeError, KeyError, TypeError):
+        raise ValueError(f'{cfg.filename}: model.train_cfg.rpn.assigner.pos_iou_thr not found.') from None
+    allowed_border = cfg.model.train_cfg.rpn.get('allowed_border', -1)
+    if allowed_border is not None and allowed_border >= 0:
+        warnings.warn(f'{cfg.filename}: rpn allowed_border={allowed_border} is not modelled; recall counts '
+                      f'every anchor of the grid.')
+    weights = resolve_weights(weights, pos_iou)
+    baseline = anchor_setting_from_cfg(rpn_head['anchor_generator'])
+    gt = gt if gt is not None else load_gt_boxes(cfg)
+    space = SearchSpace.around(baseline)
+    suggested = data_suggested_anchors(gt, baseline, space)
+
+    data = f'{gt.source} ({len(gt)} boxes)'
+    study = open_study(storage, study_name, space, weights, seed, data)
+    run_study(study, space, gt, weights, n_trials, enqueue=[('config', baseline), ('data-suggested', suggested)])
+
+    thresholds = sorted(set(REPORT_IOUS) | {pos_iou})
+    best_setting = space.setting(study.best_trial.params)
+    rows = [('config', baseline), ('stride-adjusted', stride_adjusted_anchors(baseline.strides)),
+            ('data-suggested', suggested), ('best', best_setting)]
+    evaluated = [(name, evaluate(s, gt, weights, thresholds, per_group=name in ('config', 'best')))
+                 for name, s in rows]
+    return SearchResult(study, space, weights, evaluated, evaluated[-1][1], evaluated[0][1], gt,
+                        str(cfg.filename or ''))
+
+
+# ----------------------------------------------------------------------------------------------- reports
+def format_comparison(rows: Sequence[Tuple[str, Evaluation]], thresholds: Sequence[float] = REPORT_IOUS) -> str:
+    """Plain-text table: sizes per level (P2, P3, ...), ratios, recall@thresholds and the objective."""
+    strides = rows[0][1].setting.strides
+    header = ['anchors'] + [level_name(s) for s in strides] + ['ratios'] + \
+        [f'R@{t:g}' for t in thresholds] + ['objective']
+    lines = [header]
+    for name, ev in rows:
+        sizes = ev.setting.describe_sizes() if ev.setting.strides == strides else ['-'] * len(strides)
+        lines.append([name] + sizes + ['/'.join(f'{r:g}' for r in ev.setting.ratios)] +
+                     [f'{ev.recalls.get(float(t), math.nan):.4f}' for t in thresholds] + [f'{ev.objective:.4f}'])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    fmt = lambda line: '  '.join(cell.ljust(w) for cell, w in zip(line, widths))  # noqa: E731
+    return '\n'.join([fmt(lines[0]), '  '.join('-' * w for w in widths)] + [fmt(line) for line in lines[1:]])
+
+
+def format_groups(evaluation: Evaluation, thresholds: Sequence[float] = REPORT_IOUS) -> str:
+    """Plain-text per-class and per-size recall table of one evaluation."""
+    lines = [['group', 'boxes'] + [f'R@{t:g}' for t in thresholds]]
+    for name, row in evaluation.table.items():
+        if row['num']:
+            lines.append([name, str(row['num'])] + [f'{row[float(t)]:.4f}' for t in thresholds])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return '\n'.join('  '.join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+
+
+def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[str] = ()) -> str:
+    """Write ``setting`` as a config fragment, atomically (temp file in the same folder, then ``os.replace``).
+
+    The fragment defines ``rpn_anchor_generator``, a complete ``anchor_generator`` dict with ``_delete_=True``;
+    a variant config lists the fragment in ``_base_`` beside its parent and sets
+    ``model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))``. (mmengine refuses a key
+    defined by two files of one ``_base_`` list, so a fragment defining ``model`` could not sit beside a
+    parent that defines ``model``.)
+
+    Returns:
+        str: the path written.
+    """
+    cfg = setting.generator_cfg()
+    body = [f'    {key}={value!r},' for key, value in cfg.items() if key != 'type']
+    text = '\n'.join(
+        [f'# {line}' if line else '#' for line in header] +
+        ['# _delete_: replaces the parent\'s whole anchor_generator; the stock AnchorGenerator\'s scales /',
+         '# octave_base_scale / base_sizes keys do not apply to PerLevelAnchorGenerator.',
+         '# Use: _base_ = [<parent config>, <this file>]',
+         '#      model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))',
+         'rpn_anchor_generator = dict(',
+         '    _delete_=True,',
+         f'    type={cfg["type"]!r},'] + body + [')', ''])
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path), suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def fragment_header(result: SearchResult, storage: str) -> List[str]:
+    """Header lines of a written fragment: study, date, objective, recalls, data and trial count."""
+    import optuna
+    gt, best, base = result.gt, result.best, result.baseline
+    n_done = len(result.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    recall = lambda ev: ' / '.join(f'{ev.recalls[t]:.4f}' for t in REPORT_IOUS)  # noqa: E731
+    resize = gt.resize
+    resize_txt = (f'Resize(scale={resize.scale}, keep_ratio={resize.keep_ratio})'
+                  if resize is not None and resize.scale is not None else f'{resize}')
+    return [
+        'RPN anchors found by tools/anchor_search.py (Optuna TPE, exact anchor recall); rerun it, do not edit.',
+        f'study: {result.study.study_name} in {storage}, {n_done} completed trials, written '
+        f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
+        f'config: {result.config}',
+        f'data: {gt.source}: {len(gt)} boxes in {gt.num_images} images, network-input pixels of {resize_txt}',
+        f'objective: {describe_objective(result.weights)} = {best.objective:.4f} '
+        f'(config\'s anchors: {base.objective:.4f})',
+        f'recall@{"/".join(f"{t:g}" for t in REPORT_IOUS)}: {recall(best)} (config\'s anchors: {recall(base)})',
+    ]
+
+
+def save_study_plots(study, out_dir: str) -> List[str]:
+    """Optimisation history and parameter importances as PNG (optuna.visualization.matplotlib).
+
+    Importances need at least two completed trials with different values; otherwise they are skipped with a
+    warning. Returns the paths written.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        ax = ovm.plot_optimization_history(study)
+        path = osp.join(out_dir, 'optimization_history.png')
+        ax.figure.savefig(path, dpi=120, bbox_inches='tight')
+        plt.close(ax.figure)
+        written.append(path)
+        values = {t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+        if len(values) < 2:
+            warnings.warn('parameter importances need >= 2 completed trials with different objective values; '
+                          'skipped.')
+            return written
+        try:
+            ax = ovm.plot_param_importances(study)
+        except (ValueError, RuntimeError) as e:
+            warnings.warn(f'parameter importances skipped: {e}')
+            return written
+        path = osp.join(out_dir, 'param_importances.png')
+        ax.figure.savefig(path, dpi=120, bbox_inches='tight')
+        plt.close(ax.figure)
+        written.append(path)
+    return written

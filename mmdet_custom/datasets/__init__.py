@@ -1,0 +1,3 @@
+from .isaid import ISAID_CLASSES, ISAID_PALETTE, ISAIDInstanceDataset
+
+__all__ = ['ISAID_CLASSES', 'ISAID_PALETTE', 'ISAIDInstanceDataset']

@@ -1,0 +1,128 @@
+"""COCO class subsets: category remapping, kept annotations, crowd regions, empty images."""
+import json
+import os
+import os.path as osp
+import runpy
+from collections import Counter
+
+import pytest
+
+from mmdet_custom.converters.coco_subset import COCO_SUBSET_CLASSES, convert_coco_subset, subset_coco
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def tiny_coco(tiny_coco_dir):
+    with open(tiny_coco_dir / 'instances_train2017_small.json') as f:
+        return json.load(f)
+
+
+def _count_by_name(coco):
+    names = {c['id']: c['name'] for c in coco['categories']}
+    return Counter(names[a['category_id']] for a in coco['annotations'])
+
+
+def test_default_subset_remaps_ids_and_keeps_annotations(tiny_coco):
+    src_json = json.dumps(tiny_coco)
+    out = subset_coco(tiny_coco)
+    assert json.dumps(tiny_coco) == src_json  # input untouched
+    assert [(c['id'], c['name']) for c in out['categories']] == [
+        (1, 'person'), (2, 'cat'), (3, 'sports ball'), (4, 'book')]
+    assert out['categories'][3]['supercategory'] == 'indoor'
+
+    src_counts, out_counts = _count_by_name(tiny_coco), _count_by_name(out)
+    assert {n: out_counts[n] for n in COCO_SUBSET_CLASSES} == {n: src_counts[n] for n in COCO_SUBSET_CLASSES}
+    assert (out_counts['person'], out_counts['cat'], out_counts['sports ball'], out_counts['book']) == (33, 1, 0, 7)
+    assert sum(out_counts.values()) == len(out['annotations']) == 41
+
+    # every kept annotation is the source one with only category_id changed
+    src_by_id = {a['id']: a for a in tiny_coco['annotations']}
+    old_name = {c['id']: c['name'] for c in tiny_coco['categories']}
+    for ann in out['annotations']:
+        src = src_by_id[ann['id']]
+        assert {k: v for k, v in ann.items() if k != 'category_id'} == \
+               {k: v for k, v in src.items() if k != 'category_id'}
+        assert COCO_SUBSET_CLASSES[ann['category_id'] - 1] == old_name[src['category_id']]
+    assert out['images'] == tiny_coco['images'] and out['info'] == tiny_coco['info']
+
+
+def test_crowd_annotation_is_kept_unchanged(tiny_coco):
+    crowd_src = [a for a in tiny_coco['annotations'] if a['iscrowd']]
+    assert len(crowd_src) == 1 and isinstance(crowd_src[0]['segmentation']['counts'], list)
+    out = subset_coco(tiny_coco, classes=('book', 'person'))
+    crowd = [a for a in out['annotations'] if a['iscrowd']]
+    assert crowd == [dict(crowd_src[0], category_id=2)]  # person is id 2 in this order
+    assert [c['name'] for c in out['categories']] == ['book', 'person']
+
+
+def test_drop_empty_removes_exactly_images_without_kept_annotations(tiny_coco):
+    kept_cat_ids = {c['id'] for c in tiny_coco['categories'] if c['name'] in ('cat', 'book')}
+    with_ann = {a['image_id'] for a in tiny_coco['annotations'] if a['category_id'] in kept_cat_ids}
+    assert 0 < len(with_ann) < len(tiny_coco['images'])
+    out = subset_coco(tiny_coco, classes=('cat', 'book'), drop_empty=True)
+    assert [im['id'] for im in out['images']] == [im['id'] for im in tiny_coco['images'] if im['id'] in with_ann]
+    assert len(subset_coco(tiny_coco, classes=('cat', 'book'))['images']) == len(tiny_coco['images'])
+
+
+def test_unknown_class_lists_available_names(tiny_coco):
+    with pytest.raises(ValueError, match=r"unknown class name\(s\) \['giraffe '\]; available: .*'person'"):
+        subset_coco(tiny_coco, classes=('person', 'giraffe '))
+    with pytest.raises(ValueError, match='more than once'):
+        subset_coco(tiny_coco, classes=('person', 'person'))
+
+
+def test_convert_writes_atomically_and_cli(tiny_coco_dir, tmp_path):
+    src = tiny_coco_dir / 'instances_train2017_small.json'
+    out = tmp_path / 'ann' / 'subset.json'
+    stats = convert_coco_subset(src, out, drop_empty=True)
+    assert stats['per_class'] == {'person': 33, 'cat': 1, 'sports ball': 0, 'book': 7}
+    with open(out) as f:
+        written = json.load(f)
+    assert len(written['images']) == stats['images'] and len(written['annotations']) == 41
+    with pytest.raises(ValueError, match='instances_train2017_small.json: unknown class'):
+        convert_coco_subset(src, tmp_path / 'bad.json', classes=('unicorn',))
+    assert sorted(os.listdir(tmp_path)) == ['ann'] and os.listdir(tmp_path / 'ann') == ['subset.json']
+
+    cli = runpy.run_path(osp.join(REPO_ROOT, 'tools', 'dataset_converters', 'coco_subset.py'))
+    cli['main']([str(src), str(tmp_path / 'cli.json'), '--classes', 'cat', 'person'])
+    with open(tmp_path / 'cli.json') as f:
+        coco = json.load(f)
+    assert [c['name'] for c in coco['categories']] == ['cat', 'person'] and len(coco['images']) == 16
+
+
+def test_mask_rcnn_trains_and_tests_on_the_subset(tiny_coco_dir, tmp_path):
+    """configs/coco_subset: 2 training iterations then COCO evaluation, on the subset of tiny_coco at 320 px."""
+    pytest.importorskip('mmcv.ops')
+    from mmengine.config import Config, ConfigDict
+
+    from mmdet_custom.apis import test, train
+    ann = tmp_path / 'instances_subset.json'
+    stats = convert_coco_subset(tiny_coco_dir / 'instances_train2017_small.json', ann, drop_empty=True)
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'coco_subset', 'mask-rcnn_r50_fpn_1x_coco-subset.py'))
+    assert cfg.train_dataloader.dataset.metainfo.classes == COCO_SUBSET_CLASSES
+    # CPU-sized: random init (no download), 320 px instead of 1333x800, 2 iterations, 2 evaluation images
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.model.backbone.init_cfg = None
+    cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
+    cfg.param_scheduler = []
+    cfg.optim_wrapper.optimizer.lr = 0.002
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = ConfigDict(type='CheckpointHook', by_epoch=False, interval=2, save_optimizer=False)
+    cfg.log_processor.by_epoch = False
+    cfg.randomness = dict(seed=0)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg[name]
+        loader.num_workers, loader.persistent_workers = 0, False
+        loader.dataset.update(data_root=str(tiny_coco_dir), ann_file=str(ann),
+                              data_prefix=dict(img='train_2017_small/'))
+        for transform in loader.dataset.pipeline:
+            if transform.type == 'Resize':
+                transform.scale = (320, 320)
+    cfg.val_dataloader.dataset.indices = cfg.test_dataloader.dataset.indices = 2
+    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = str(ann)
+
+    runner = train(cfg)
+    assert runner.iter == 2 and len(runner.train_dataloader.dataset) == stats['images']
+    metrics = test(cfg, str(tmp_path / 'work' / 'iter_2.pth'), work_dir=str(tmp_path / 'test'))
+    assert 0.0 <= metrics['coco/segm_mAP'] <= 1.0 and 0.0 <= metrics['coco/bbox_mAP'] <= 1.0

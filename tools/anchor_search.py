@@ -1,0 +1,63 @@
+"""Search RPN anchors by exact recall: ``python tools/anchor_search.py CONFIG --trials 200 --study-name NAME``.
+
+Optuna TPE over per-level anchor sizes (steps of stride / 2) and the shared ratio set, with the number of anchors
+per location of the config. The config's anchors are the first trial; rerunning with the same ``--storage`` and
+``--study-name`` resumes the study. Writes the best setting as a config fragment (``--out``), prints a comparison
+(config / stride-adjusted / data-suggested / best) and saves the optimisation history and parameter importances
+as PNG under ``--work-dir``. The logic lives in :mod:`mmdet_custom.anchor_search`.
+"""
+import argparse
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Search RPN anchors by exact anchor recall (Optuna TPE)')
+    parser.add_argument('config', help='config file path (its train dataset, pipeline and RPN anchors are used)')
+    parser.add_argument('--trials', type=int, default=200, help='trials to run now (added to a resumed study)')
+    parser.add_argument('--storage', default='sqlite:///work_dirs/anchor_search.db', help='Optuna storage URL')
+    parser.add_argument('--study-name', default=None, help='study name (default: the config name)')
+    parser.add_argument('--out', default=None,
+                        help='config fragment to write (default: configs/_base_/anchors/<study-name>.py)')
+    parser.add_argument('--work-dir', default=None,
+                        help='folder for the PNG plots (default: work_dirs/anchor_search/<study-name>)')
+    parser.add_argument('--seed', type=int, default=0, help='TPE sampler seed')
+    parser.add_argument('--weights', nargs='+', default=['pos=0.7', '0.7=0.3'], metavar='IOU=WEIGHT',
+                        help='objective = sum of weight x recall@IOU; IOU "pos" is the RPN assigner pos_iou_thr')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
+        'config file.')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmdet_custom.anchor_search import (fragment_header, format_comparison, format_groups, parse_weights,
+                                            save_study_plots, search_anchors, write_anchor_fragment)
+    weights = parse_weights(args.weights)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    study_name = args.study_name or osp.splitext(osp.basename(args.config))[0]
+    out = args.out or osp.join('configs', '_base_', 'anchors', f'{study_name}.py')
+    work_dir = args.work_dir or osp.join('work_dirs', 'anchor_search', study_name)
+
+    result = search_anchors(cfg, args.trials, args.storage, study_name, weights, seed=args.seed)
+    write_anchor_fragment(out, result.best.setting, fragment_header(result, args.storage))
+    plots = save_study_plots(result.study, work_dir)
+
+    gt = result.gt
+    print(f'\n{len(gt)} boxes in {gt.num_images} images of {gt.source} '
+          f'({gt.num_crowd} crowd, {gt.num_zero_size} zero-size skipped)')
+    print(format_comparison(result.rows))
+    print('\nbest, per class and size:')
+    print(format_groups(result.best))
+    print(f'\nwrote {out}')
+    for path in plots:
+        print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()

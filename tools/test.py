@@ -1,0 +1,52 @@
+"""Test a detector: ``python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--max-per-img 1000] ...``.
+
+Prints bbox and segm AP, AP50, AP75, APs/APm/APl and the per-class AP table (CocoMetric, classwise) and writes the
+metrics to ``<work_dir>/test_metrics.json``. With ``--format-only --out results.json`` it exports COCO results
+(bbox xywh, score, RLE segmentation) for images without labels instead. The logic lives in
+:func:`mmdet_custom.apis.test`.
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and eval) a detector (mmdet_custom)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
+    parser.add_argument('--out', type=str,
+                        help='with --format-only: the COCO results json to write; otherwise dump predictions '
+                        'to a pickle file for offline evaluation')
+    parser.add_argument('--format-only', action='store_true',
+                        help='export results without evaluating (images without labels)')
+    parser.add_argument('--score-thr', type=float, default=0.0, help='with --format-only: minimum score kept')
+    parser.add_argument('--max-per-img', type=int, default=None,
+                        help='detections kept and evaluated per image (iSAID: 1000)')
+    parser.add_argument('--name-to-ids', default=None,
+                        help='json mapping image file name -> image id for the exported results')
+    parser.add_argument('--drop-border', action='store_true',
+                        help='with --format-only: drop instances whose mask touches the image border')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
+        'config file.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmdet_custom.apis import test
+    test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options, out=args.out,
+         format_only=args.format_only, score_thr=args.score_thr, max_per_img=args.max_per_img,
+         name_to_ids=args.name_to_ids, drop_border=args.drop_border, launcher=args.launcher)
+
+
+if __name__ == '__main__':
+    main()
