@@ -37,7 +37,21 @@ def allowed_globals() -> List[Any]:
     return allowed
 
 
-torch.serialization.add_safe_globals(allowed_globals())
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """A ``getattr`` that resolves only the statistics methods of :class:`HistoryBuffer`.
+
+    ``HistoryBuffer.__getstate__`` stores its statistics methods (``min``, ``max``, ``mean``, ``current``, ...), which
+    pickle writes as ``getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let a file reach any
+    attribute of any allowed object, so the pickle global ``builtins.getattr`` is mapped to this function instead.
+    """
+    method = getattr(obj, name, None) if obj is HistoryBuffer and not name.startswith('_') else None
+    if method is None or not callable(method):
+        raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed in a checkpoint')
+    return method
+
+
+torch.serialization.add_safe_globals(
+    allowed_globals() + [(_history_buffer_getattr, 'builtins.getattr'), (_history_buffer_getattr, '__builtin__.getattr')])
 
 
 def load_checkpoint_file(filename: str, map_location: Optional[Any] = None) -> Any:

@@ -303,7 +303,8 @@ def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
     ``[x, x+1) x [y, y+1)``, as ``pycocotools`` rasterises by pixel centre) every pixel centre of the mask is then
     strictly inside and every other one strictly outside, so ``pycocotools`` gives back exactly the mask (without
     its holes). A contour through pixel centres instead loses half a pixel all around (6% of the area on average,
-    up to 11%, on the objects of the devkit's P0003). Vertices are multiples of 0.25 in ``[0.25, W - 0.25] x [0.25, H - 0.25]``.
+    up to 11%, on the objects of the devkit's P0003). Vertices are multiples of 0.25 in
+    ``[0.25, W - 0.25] x [0.25, H - 0.25]``.
 
     Args:
         mask (np.ndarray): ``(H, W)`` bool or 0/1 mask.
@@ -610,7 +611,7 @@ def _convert_split(raw_dir: str, out_dir: str, split: str, classes, palette, pat
                              f'need one (R, G, B) colour per class')
         names = _list_images(img_dir)
         summary['images'] = len(names)
-        for name in tqdm(names, desc=f'{split}: masks', unit='img', disable=not show_progress):
+        for name in tqdm(names, desc=f'{split}: {summary["source"]}', unit='img', disable=not show_progress):
             image_path = osp.join(img_dir, name)
             windows = sliding_windows(*_image_size(image_path), patch_size, overlap)
             if split in IMAGE_ONLY_SPLITS:

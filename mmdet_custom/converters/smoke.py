@@ -37,8 +37,10 @@ _COUNTS = {'Small_Vehicle': (6, 14), 'Large_Vehicle': (2, 5), 'storage_tank': (1
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     base = rng.integers(60, 110, size=3)
-    low = rng.normal(0, 18, size=(size // 16, size // 16, 3))
-    tex = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC) + rng.normal(0, 6, size=(size, size, 3))
+    # one luminance texture for all channels (fields and soil), a little per-channel grain
+    low = rng.normal(0, 18, size=(size // 16, size // 16)).astype(np.float32)
+    tex = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)[..., None]
+    tex = tex + rng.normal(0, 4, size=(size, size, 3))
     img = np.clip(base[None, None] + tex, 0, 255).astype(np.uint8)
     for _ in range(rng.integers(1, 3)):  # roads
         horizontal, pos, width = rng.random() < 0.5, int(rng.integers(0, size)), int(rng.integers(14, 26))

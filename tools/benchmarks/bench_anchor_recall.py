@@ -35,8 +35,8 @@ def isaid_box_sizes(root: str) -> np.ndarray:
     for path in sorted(glob.glob(osp.join(root, '**', '*_instance_id_RGB.png'), recursive=True)):
         rgb = np.asarray(Image.open(path).convert('RGB'), dtype=np.int64)
         ids = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
-        _, labels = np.unique(ids, return_inverse=True)   # 0 = background (id 0, the smallest)
-        for sl in ndimage.find_objects(labels.reshape(ids.shape))[1:]:
+        _, labels = np.unique(ids, return_inverse=True)   # 0 = background (id 0, the smallest); objects 1..
+        for sl in ndimage.find_objects(labels.reshape(ids.shape)):
             if sl is not None:
                 sizes.append((sl[1].stop - sl[1].start, sl[0].stop - sl[0].start))
     return np.asarray(sizes, dtype=np.float64).reshape(-1, 2)

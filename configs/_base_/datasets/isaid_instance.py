@@ -31,7 +31,8 @@ train_dataloader = dict(
         data_root=data_root,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/images/'),
-        filter_cfg=dict(filter_empty_gt=True, min_size=0),
+        # the converter keeps up to --max-empty-fraction empty train patches on purpose (background examples)
+        filter_cfg=dict(filter_empty_gt=False, min_size=0),
         pipeline=train_pipeline,
         backend_args=backend_args))
 val_dataloader = dict(

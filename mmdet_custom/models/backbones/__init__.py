@@ -1,0 +1,3 @@
+from .timm_cbam import TimmCBAMBackbone
+
+__all__ = ['TimmCBAMBackbone']

@@ -1,0 +1,3 @@
+from .cbam import CBAM, ChannelAttention, SpatialAttention
+
+__all__ = ['CBAM', 'ChannelAttention', 'SpatialAttention']

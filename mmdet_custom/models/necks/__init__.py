@@ -1,0 +1,3 @@
+from .attention_fpn import AttentionFPN
+
+__all__ = ['AttentionFPN']

@@ -1,0 +1,316 @@
+"""Exact anchor recall, ground-truth boxes in network-input pixels and the Optuna anchor search."""
+import json
+import math
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmdet_custom.anchor_search import (AnchorSetting, GTBoxes, ResizeSpec, SearchSpace, data_suggested_anchors,
+                                        gt_boxes_from_data_infos, max_iou_brute_force, max_iou_exact, open_study,
+                                        parse_weights, recall_table, resolve_weights, run_study,
+                                        stride_adjusted_anchors, write_anchor_fragment)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ROOT_CONFIG = REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r50_fpn_1x_isaid.py'
+STRIDE_ADJUSTED = REPO_ROOT / 'configs' / '_base_' / 'anchors' / 'isaid_stride_adjusted.py'
+SEED_ANCHORS = AnchorSetting((4, 8, 16, 32, 64), ((8, 16), (16, 32), (32, 64), (64, 128), (128, 256)),
+                             (0.5, 1.0, 2.0))
+MMDET_ANCHORS = AnchorSetting((4, 8, 16, 32, 64), ((32,), (64,), (128,), (256,), (512,)), (0.5, 1.0, 2.0))
+
+
+def isaid_instances(raw_dir: Path):
+    """Per devkit image: (file stem, split, width, height, boxes (N, 4) xyxy pixel extents, class indices)."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from mmdet_custom.datasets import ISAID_PALETTE
+
+    colour_to_class = {tuple(c): i for i, c in enumerate(ISAID_PALETTE)}
+    out = []
+    for id_png in sorted(raw_dir.glob('*/images/*_instance_id_RGB.png')):
+        stem = id_png.name[:-len('_instance_id_RGB.png')]
+        rgb = np.asarray(Image.open(id_png).convert('RGB'), dtype=np.int64)
+        colour = np.asarray(Image.open(id_png.with_name(f'{stem}_instance_color_RGB.png')).convert('RGB'))
+        ids = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+        _, labels = np.unique(ids, return_inverse=True)      # id 0 (background) -> label 0
+        labels = labels.reshape(ids.shape)
+        boxes, classes = [], []
+        for label, sl in enumerate(ndimage.find_objects(labels), start=1):
+            if sl is None:
+                continue
+            boxes.append([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop])
+            ys, xs = np.nonzero(labels[sl] == label)
+            classes.append(colour_to_class[tuple(colour[sl][ys[0], xs[0]])])
+        out.append((stem, id_png.parents[1].name, ids.shape[1], ids.shape[0], np.asarray(boxes, float),
+                    np.asarray(classes)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- exact recall
+def test_max_iou_hand_computed():
+    anchors = AnchorSetting((4, ), ((8., ), ), (1.0, ))
+    shape = np.array([16, 16])       # 4 x 4 centres at 0, 4, 8, 12
+    boxes = np.array([
+        [0., 0., 8., 8.],            # exactly the anchor centred at (4, 4)
+        [2., 2., 10., 10.],          # centre 6: centres 4 and 8 tie, overlap 6 x 6 -> 36 / (64 + 64 - 36)
+        [13., 13., 16., 16.],        # inside the anchor centred at (12, 12): 9 / 64
+    ])
+    ious = max_iou_exact(boxes, shape, anchors)
+    np.testing.assert_allclose(ious, [1.0, 36 / 92, 9 / 64], rtol=0, atol=1e-12)
+    # 4 x 4 anchors: the box centre 14.5 is nearest 16, off the 4 x 4 grid, so clamped to 12: overlap 1 x 1
+    small = AnchorSetting((4, ), ((4., ), ), (1.0, ))
+    np.testing.assert_allclose(max_iou_exact(boxes[2:], shape, small), [1 / (9 + 16 - 1)], rtol=0, atol=1e-12)
+    # a 20 x 20 input adds the centre 16: overlap 2 x 2
+    np.testing.assert_allclose(max_iou_exact(boxes[2:], np.array([20, 20]), small), [4 / (9 + 16 - 4)],
+                               rtol=0, atol=1e-12)
+    # ratio h / w = 4: w = 8 / 2 = 4, h = 16; a box of that shape at a grid centre matches it exactly
+    tall = AnchorSetting((4, ), ((8., ), ), (4.0, ))
+    np.testing.assert_allclose(max_iou_exact(np.array([[6., 0., 10., 16.]]), shape, tall), [1.0])
+    # center_offset 0.5: centres at 2, 6, 10, 14; the box centred at 6 matches exactly
+    offset = AnchorSetting((4, ), ((8., ), ), (1.0, ), center_offset=0.5)
+    np.testing.assert_allclose(max_iou_exact(boxes[1:2], shape, offset), [1.0])
+
+
+@pytest.mark.parametrize('anchors', [SEED_ANCHORS, MMDET_ANCHORS,
+                                     AnchorSetting((8, 16), ((10., 23.), (40., 41.)), (0.3, 1.7), 0.5)],
+                         ids=['seed', 'mmdet', 'offset'])
+def test_exact_equals_brute_force_random(anchors):
+    rng = np.random.default_rng(0)
+    img_shapes = np.array([[96, 128], [64, 64], [160, 96]])
+    shapes = img_shapes[rng.integers(0, len(img_shapes), 600)]
+    h, w = shapes[:, 0].astype(float), shapes[:, 1].astype(float)
+    size = np.exp(rng.uniform(np.log(0.05), np.log(300.), (600, 2)))    # tiny to larger than the image
+    cx, cy = rng.uniform(-10, w + 10), rng.uniform(-10, h + 10)          # some centres outside the image
+    boxes = np.stack([cx - size[:, 0] / 2, cy - size[:, 1] / 2, cx + size[:, 0] / 2, cy + size[:, 1] / 2], 1)
+    boxes = np.clip(boxes, 0, np.stack([w, h, w, h], 1))
+    # boxes flush with each border and the whole image
+    boxes[:4] = [[0, 0, 3, 5], [w[1] - 2, h[1] - 7, w[1], h[1]], [0, 0, w[2], h[2]], [0, h[3] - 1, 1, h[3]]]
+    # centres exactly between two grid centres of every stride (ties)
+    boxes[4:8] = [[2, 2, 10, 6], [4, 0, 28, 16], [0, 8, 32, 40], [7.5, 3.5, 8.5, 4.5]]
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, shapes = boxes[keep], shapes[keep]
+    exact = max_iou_exact(boxes, shapes, anchors, chunk_size=97)
+    brute = max_iou_brute_force(boxes, shapes, anchors)
+    assert np.abs(exact - brute).max() <= 1e-9
+    assert exact.min() < 0.05 and exact.max() > 0.7     # a real spread of IoUs, not all 0 or all 1
+    np.testing.assert_array_equal(max_iou_exact(boxes, shapes, anchors, num_threads=2), exact)
+
+
+def test_exact_equals_brute_force_real_isaid(isaid_raw_dir):
+    resize = ResizeSpec(scale=(800, 800), keep_ratio=True)
+    n_checked = 0
+    for stem, _, width, height, boxes, _ in isaid_instances(isaid_raw_dir):
+        new_w, new_h, sx, sy = resize.output_size(width, height)
+        scaled = boxes * [sx, sy, sx, sy]
+        shape = np.array([math.ceil(new_h / 32) * 32, math.ceil(new_w / 32) * 32])
+        for anchors in (SEED_ANCHORS, MMDET_ANCHORS):
+            exact = max_iou_exact(scaled, shape, anchors)
+            brute = max_iou_brute_force(scaled, shape, anchors)
+            assert np.abs(exact - brute).max() <= 1e-9, stem
+        n_checked += len(boxes)
+    assert n_checked == 131 + 59    # P0005 (train) and P0003 (val) of the devkit sample
+
+
+def test_recall_table_hand_computed():
+    ious = np.array([0.9, 0.69, 0.7, 0.4, 0.75])
+    labels = np.array([0, 0, 1, 1, 1])
+    areas = np.array([10., 32.**2, 5000., 96.**2, 1e5])
+    table = recall_table(ious, [0.5, 0.7], labels, ('ship', 'plane'), areas)
+    assert table['all'] == {0.5: 0.8, 0.7: 0.6, 'num': 5}
+    assert table['ship'] == {0.5: 1.0, 0.7: 0.5, 'num': 2}
+    assert table['plane'][0.7] == pytest.approx(2 / 3)
+    assert table['small'] == {0.5: 1.0, 0.7: 1.0, 'num': 1}               # 32**2 itself is medium
+    assert table['medium'] == {0.5: 1.0, 0.7: 0.5, 'num': 2}
+    assert table['large'] == {0.5: 0.5, 0.7: 0.5, 'num': 2}
+
+
+# ----------------------------------------------------------------------------------------------- boxes
+def test_resize_spec_matches_mmcv_rounding():
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(800, 800), keep_ratio=True)]
+    resize = ResizeSpec.from_pipeline(pipeline)
+    # P0005 is 884 x 977 (w x h): factor min(800 / 977, 800 / 884) = 0.81883, (884 * f + 0.5, 977 * f + 0.5)
+    assert resize.output_size(884, 977) == (724, 800, 724 / 884, 800 / 977)
+    assert ResizeSpec(scale=(1333, 800), keep_ratio=True).output_size(800, 800)[:2] == (800, 800)
+    assert ResizeSpec(scale=(1333, 800), keep_ratio=False).output_size(800, 600) == (1333, 800, 1333 / 800,
+                                                                                       800 / 600)
+    assert ResizeSpec(scale_factor=0.5, keep_ratio=True).output_size(801, 600)[:2] == (401, 300)
+    with pytest.raises(ValueError, match='RandomResize'):
+        ResizeSpec.from_pipeline([dict(type='RandomResize', scale=[(800, 800), (1000, 1000)])])
+    with pytest.warns(UserWarning, match='no Resize'):
+        assert ResizeSpec.from_pipeline([dict(type='LoadImageFromFile')]).output_size(10, 20) == (10, 20, 1., 1.)
+
+
+def _info(img_id, w, h, instances):
+    return dict(img_id=img_id, width=w, height=h, instances=[
+        dict(bbox=b, bbox_label=lab, ignore_flag=ign) for b, lab, ign in instances])
+
+
+def test_gt_boxes_from_data_infos_scales_pads_and_skips():
+    resize = ResizeSpec(scale=(800, 800), keep_ratio=True)
+    infos = [
+        _info(7, 400, 200, [([10, 20, 30, 60], 1, 0),          # x2 scale -> [20, 40, 60, 120]
+                            ([0, 0, 50, 50], 0, 1),            # crowd
+                            ([390, 100, 420, 150], 0, 0),      # crosses the border: clipped to 800
+                            ([400, 10, 410, 20], 0, 0)]),      # outside the image: zero width once clipped
+        _info(8, 100, 100, [([5, 5, 5, 9], 0, 0)]),             # zero width
+    ]
+    with pytest.warns(UserWarning, match='skipped 2 box'):
+        gt = gt_boxes_from_data_infos(infos, ('a', 'b'), resize, pad_size_divisor=32, source='toy.json')
+    np.testing.assert_allclose(gt.boxes, [[20, 40, 60, 120], [780, 200, 800, 300]])
+    np.testing.assert_array_equal(gt.labels, [1, 0])
+    np.testing.assert_array_equal(gt.img_ids, [7, 7])
+    np.testing.assert_array_equal(gt.img_shapes, [[416, 800], [416, 800]])   # 800 x 400 padded to 32
+    assert (gt.num_images, gt.num_crowd, gt.num_zero_size) == (2, 1, 2)
+    with pytest.raises(ValueError, match='toy.json: no ground-truth boxes'):
+        gt_boxes_from_data_infos([_info(1, 10, 10, [])], ('a', ), resize, source='toy.json')
+    with pytest.raises(ValueError, match='toy.json: no ground-truth boxes'), pytest.warns(UserWarning):
+        gt_boxes_from_data_infos(infos[1:], ('a', ), resize, source='toy.json')
+
+
+# ----------------------------------------------------------------------------------------------- search
+def _toy_gt(n=300, seed=0) -> GTBoxes:
+    rng = np.random.default_rng(seed)
+    wh = np.exp(rng.normal(np.log(14), 0.7, (n, 2)))
+    xy = rng.uniform(0, 256 - wh)
+    boxes = np.concatenate([xy, xy + wh], 1)
+    return GTBoxes(boxes, rng.integers(0, 2, n), np.zeros(n, int), np.tile([256, 256], (n, 1)), ('a', 'b'),
+                   'toy', 1)
+
+
+def test_weights_parsing():
+    assert parse_weights(['pos=0.7', '0.7=0.3']) == (('pos', 0.7), (0.7, 0.3))
+    assert resolve_weights(parse_weights(['pos=1', '0.5=1']), 0.6) == ((0.6, 1.0), (0.5, 1.0))
+    for bad, match in ((['0.7'], 'IOU=WEIGHT'), (['1.5=1'], r'not in \(0, 1\]'), (['0.5=-1'], 'negative'),
+                       (['0.5=0'], 'sum to 0')):
+        with pytest.raises(ValueError, match=match):
+            parse_weights(bad)
+
+
+def test_search_space_round_trip_and_snap():
+    space = SearchSpace.around(SEED_ANCHORS)
+    assert space.size_ranges[0] == (2.0, 32.0, 2.0) and space.size_ranges[-1] == (32.0, 512.0, 32.0)
+    assert space.setting(space.params(SEED_ANCHORS)) == SEED_ANCHORS
+    snapped = space.snap(AnchorSetting(SEED_ANCHORS.strides, ((9.1, 1.), (16, 33), (32, 64), (64, 128),
+                                                              (128, 9999)), (0.1, 1.0, 2.12345)))
+    assert snapped.sizes[0] == (2.0, 10.0) and snapped.sizes[1] == (16.0, 32.0) and snapped.sizes[4][1] == 512.
+    assert snapped.ratios == (0.2, 1.0, 2.123)
+    with pytest.raises(ValueError, match='do not fit'):
+        space.params(MMDET_ANCHORS)
+    # mmdet's stock anchors (one size, 8 x stride) are inside their own space
+    assert SearchSpace.around(MMDET_ANCHORS).size_ranges[0] == (2.0, 32.0, 2.0)
+
+
+def test_data_suggested_anchors_follow_the_boxes():
+    gt = _toy_gt(2000)
+    space = SearchSpace.around(SEED_ANCHORS)
+    suggested = data_suggested_anchors(gt, SEED_ANCHORS, space)
+    assert suggested == space.snap(suggested)
+    # boxes of median side ~14 px: the P2 sizes bracket the small boxes, the empty P6 keeps the seed's sizes
+    assert suggested.sizes[0][0] < 14 < suggested.sizes[1][1] and suggested.sizes[4] == (128., 256.)
+    assert suggested.ratios[0] < 1 < suggested.ratios[2]
+
+
+def test_study_resumes_and_keeps_baseline(tmp_path):
+    gt = _toy_gt()
+    space = SearchSpace.around(SEED_ANCHORS)
+    weights = resolve_weights((('pos', 0.7), (0.7, 0.3)), 0.7)
+    storage = f'sqlite:///{tmp_path}/nested/anchors.db'
+    for _ in range(2):
+        study = open_study(storage, 'toy', space, weights, seed=0, data='toy')
+        run_study(study, space, gt, weights, 3, enqueue=[('config', SEED_ANCHORS)])
+    trials = study.get_trials()
+    assert len(trials) == 6 and all(t.value is not None for t in trials)
+    assert trials[0].params == space.params(SEED_ANCHORS) and trials[0].user_attrs['role'] == 'config'
+    assert sum(t.params == space.params(SEED_ANCHORS) for t in trials) == 1
+    assert study.best_value >= trials[0].value
+    assert 0 < trials[0].user_attrs['recall@0.7'] < 1
+    # the same storage and name with another search space or objective is refused
+    other = SearchSpace.around(stride_adjusted_anchors((4, 8, 16, 32)))
+    with pytest.raises(ValueError, match='different search space'):
+        open_study(storage, 'toy', other, weights)
+    with pytest.raises(ValueError, match='different objective'):
+        open_study(storage, 'toy', space, resolve_weights((('pos', 1.0), ), 0.7))
+
+
+def test_fragment_written_loads_and_builds(tmp_path):
+    from mmengine import Config
+
+    from mmdet.registry import TASK_UTILS
+    setting = AnchorSetting((4, 8, 16, 32, 64), ((6, 12), (14, 30), (32, 48), (64, 96), (160, 256)),
+                            (0.333, 1.0, 2.5))
+    frag = write_anchor_fragment(str(tmp_path / 'frag.py'), setting, ['study: toy'])
+    assert [p.name for p in tmp_path.iterdir()] == ['frag.py']     # no temporary file left
+    assert Path(frag).read_text().startswith('# study: toy\n')
+    variant = tmp_path / 'variant.py'
+    variant.write_text(f"_base_ = ['{ROOT_CONFIG}', '{frag}']\n"
+                       "model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))\n")
+    cfg = Config.fromfile(str(variant))
+    generator = TASK_UTILS.build(cfg.model.rpn_head.anchor_generator)
+    assert generator.sizes == [list(map(float, s)) for s in setting.sizes]
+    assert generator.ratios.tolist() == pytest.approx(list(setting.ratios))
+    assert generator.num_base_priors == [6] * 5
+
+
+def test_stride_adjusted_fragment_is_the_library_set():
+    from mmengine import Config
+    frag = Config.fromfile(str(STRIDE_ADJUSTED)).rpn_anchor_generator
+    expected = stride_adjusted_anchors((4, 8, 16, 32, 64)).generator_cfg()
+    assert {k: v for k, v in frag.items() if k != '_delete_'} == expected and frag._delete_ is True
+
+
+def _write_isaid_coco(raw_dir: Path, out: Path) -> Path:
+    """A COCO json of the devkit sample's full images (boxes from the instance-id PNGs, one crowd box)."""
+    from mmdet_custom.datasets import ISAID_CLASSES
+    images, anns = [], []
+    for img_id, (stem, split, width, height, boxes, classes) in enumerate(isaid_instances(raw_dir), start=1):
+        images.append(dict(id=img_id, file_name=f'{split}/images/{stem}.png', width=width, height=height))
+        for box, cls in zip(boxes, classes):
+            x1, y1, x2, y2 = box.tolist()
+            anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=int(cls) + 1, iscrowd=0,
+                             bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1)))
+    anns[0]['iscrowd'] = 1
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(ISAID_CLASSES)]
+    out.write_text(json.dumps(dict(images=images, annotations=anns, categories=categories)))
+    return out
+
+
+def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
+    from mmengine import Config
+
+    from mmdet.registry import TASK_UTILS
+    main = runpy.run_path(str(REPO_ROOT / 'tools' / 'anchor_search.py'))['main']
+    ann = _write_isaid_coco(isaid_raw_dir, tmp_path / 'instances.json')
+    config = tmp_path / 'isaid_tiny.py'
+    config.write_text(f"_base_ = ['{ROOT_CONFIG}']\n"
+                      f"train_dataloader = dict(dataset=dict(data_root='{isaid_raw_dir}/', ann_file='{ann}',"
+                      f" data_prefix=dict(img='')))\n")
+    out = tmp_path / 'anchors' / 'found.py'
+    storage = f'sqlite:///{tmp_path}/search.db'
+    args = [str(config), '--trials', '4', '--storage', storage, '--study-name', 'tiny', '--out', str(out),
+            '--work-dir', str(tmp_path / 'plots'), '--seed', '1']
+    main(args)
+    printed = capsys.readouterr().out
+    assert '189 boxes in 2 images' in printed and '1 crowd' in printed     # 190 objects, one marked crowd
+    for row in ('config', 'stride-adjusted', 'data-suggested', 'best'):
+        assert f'\n{row} ' in printed
+    text = out.read_text()
+    assert 'study: tiny' in text and '4 completed trials' in text and str(ann) in text
+    assert (tmp_path / 'plots' / 'optimization_history.png').stat().st_size > 0
+    assert (tmp_path / 'plots' / 'param_importances.png').stat().st_size > 0
+
+    variant = tmp_path / 'variant.py'
+    variant.write_text(f"_base_ = ['{config}', '{out}']\n"
+                       "model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))\n")
+    generator = TASK_UTILS.build(Config.fromfile(str(variant)).model.rpn_head.anchor_generator)
+    found = Config.fromfile(str(out)).rpn_anchor_generator
+    assert generator.sizes == [[float(v) for v in s] for s in found.sizes]
+    assert generator.strides == [(s, s) for s in (4, 8, 16, 32, 64)]
+
+    # resumed: 2 more trials in the same study, the config's anchors still tried once
+    main(args[:2] + ['2'] + args[3:])
+    import optuna
+    study = optuna.load_study(study_name='tiny', storage=storage)
+    assert len(study.trials) == 6
+    assert sum(t.user_attrs.get('role') == 'config' for t in study.trials) == 1

@@ -1,0 +1,76 @@
+"""Checkpoints under torch >= 2.6: mmengine's own files load with weights_only=True; anything else is refused."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import load_checkpoint
+
+import mmdet_custom  # noqa: F401  (installs the loader)
+from mmdet_custom.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+
+MARKER = 'pwned.txt'
+
+
+class _Payload:
+    """An object whose unpickling would run code: it writes a marker file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_mmengine_checkpoint_types_load(tmp_path):
+    hub = HistoryBuffer()
+    hub.update(np.float64(0.5))
+    ckpt = {'meta': {'message_hub': {'log_scalars': {'loss': hub}, 'runtime_info': {'best': np.float32(0.25),
+                                                                                      'arr': np.arange(3)}}},
+            'state_dict': {'w': torch.ones(2)}}
+    path = tmp_path / 'ok.pth'
+    torch.save(ckpt, path)
+    loaded = load_checkpoint_file(str(path))
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+    assert loaded['meta']['message_hub']['log_scalars']['loss'].current() == 0.5
+    assert loaded['meta']['message_hub']['runtime_info']['arr'].tolist() == [0, 1, 2]
+
+
+def test_foreign_pickle_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / MARKER
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': _Payload(str(marker))}, path)
+    with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
+        load_checkpoint_file(str(path))
+    # the same refusal through mmengine's public API (load_from / --resume / tools/test.py use it)
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(torch.nn.Linear(1, 1), str(path))
+    assert not marker.exists(), 'the payload ran: the checkpoint was unpickled without the allow-list'
+    assert issubclass(UnsafeCheckpointError, pickle.UnpicklingError)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nothere.pth'):
+        load_checkpoint_file(str(tmp_path / 'nothere.pth'))
+
+
+class _GetattrPayload:
+    def __init__(self, obj, name):
+        self.obj, self.name = obj, name
+
+    def __reduce__(self):
+        return (getattr, (self.obj, self.name))
+
+
+@pytest.mark.parametrize('obj,name', [(HistoryBuffer, '__init__'), (np.ndarray, 'tofile'), (HistoryBuffer, 'update')])
+def test_getattr_is_limited_to_history_buffer_statistics(tmp_path, obj, name):
+    """Only getattr(HistoryBuffer, <statistics method>) may appear; mmengine pickles those, nothing else."""
+    path = tmp_path / 'getattr.pth'
+    torch.save({'x': _GetattrPayload(obj, name)}, path)
+    if name == 'update':  # a public, callable method of HistoryBuffer: allowed, resolves to the function itself
+        assert load_checkpoint_file(str(path))['x'] is HistoryBuffer.update
+    else:
+        with pytest.raises(UnsafeCheckpointError, match='getattr.pth'):
+            load_checkpoint_file(str(path))

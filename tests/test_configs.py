@@ -1,0 +1,214 @@
+"""Every config of the project loads, builds with random init and trains one step; the CBAM family composes.
+
+The configs are globbed at collection time, so configs added later (cells, COCO subsets, recipe variants) are
+covered without touching this file.
+"""
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / 'configs'
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.relative_to(CONFIG_DIR).parts)
+
+ANCHORS_STEP = 'configs/mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py'
+ANCHORS_FRAGMENT = 'configs/_base_/anchors/isaid_stride_adjusted.py'
+ROOT = 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'
+R101 = 'configs/mask_rcnn/mask-rcnn_r101_fpn_anchors_1x_isaid.py'
+FULL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'
+R50_CBAM = 'configs/cbam/mask-rcnn_r50-cbam_fpn_anchors_1x_isaid.py'
+R50_ATTN_FPN = 'configs/cbam/mask-rcnn_r50_attn-fpn_anchors_1x_isaid.py'
+R50_BOTH = 'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_isaid.py'
+# ablation -> the dotted keys of the one part of cfg.model it drops (every other key must equal the full model's)
+ABLATIONS = {
+    'configs/cbam/mask-rcnn_effb0_attn-fpn_1x_isaid.py': {'backbone.use_cbam': False},
+    'configs/cbam/mask-rcnn_effb0-cbam_fpn_1x_isaid.py': {'neck.type': 'FPN', 'neck.cbam_reduction': None},
+    'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid-stock-heads.py': {
+        'roi_head.bbox_head.type': 'Shared2FCBBoxHead',
+        'roi_head.bbox_head.dropout_p': None,
+        'roi_head.mask_head.type': 'FCNMaskHead'
+    },
+}
+
+
+def _load(path):
+    from mmengine.config import Config
+    return Config.fromfile(str(REPO_ROOT / path))
+
+
+def _flatten(d, prefix=''):
+    """Nested dict -> {dotted key: leaf value} (lists are leaves)."""
+    out = {}
+    for k, v in d.items():
+        key = f'{prefix}{k}'
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + '.'))
+        else:
+            out[key] = v
+    return out
+
+
+def _batch(num_classes, num_images=2, size=128, seed=0):
+    """``num_images`` random uint8 images of ``size`` x ``size`` with 2-3 boxes and rectangular masks each."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    rng = np.random.default_rng(seed)
+    inputs, samples = [], []
+    for i in range(num_images):
+        n = 2 + i % 2
+        x0 = rng.integers(0, size // 2, n)
+        y0 = rng.integers(0, size // 2, n)
+        w = rng.integers(8, size // 2, n)
+        h = rng.integers(8, size // 2, n)
+        boxes = np.stack([x0, y0, x0 + w, y0 + h], 1).astype(np.float32)
+        masks = np.zeros((n, size, size), np.uint8)
+        for j, (a, b, c, d) in enumerate(boxes.astype(int)):
+            masks[j, b:d, a:c] = 1
+        sample = DetDataSample(metainfo=dict(
+            img_id=i, img_shape=(size, size), ori_shape=(size, size), scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.from_numpy(boxes),
+            labels=torch.from_numpy(rng.integers(0, num_classes, n)).long(),
+            masks=BitmapMasks(masks, size, size))
+        inputs.append(torch.from_numpy(rng.integers(0, 256, (3, size, size), dtype=np.uint8)))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
+def test_config_builds_and_trains_one_step(config):
+    """Load, build with random init, one ``loss`` + backward on 2 images of 128 px: finite losses, gradients in
+    the backbone."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from mmdet_custom.analysis.model_stats import disable_pretrained
+
+    register_all_modules(init_default_scope=True)
+    cfg = _load(config.relative_to(REPO_ROOT))
+    model_cfg = disable_pretrained(copy.deepcopy(cfg.model))
+    assert 'Pretrained' not in str(model_cfg)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    model.train()
+
+    num_classes = model.roi_head.bbox_head.num_classes
+    data = model.data_preprocessor(_batch(num_classes), training=True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    loss, log_vars = model.parse_losses(losses)
+    for name, value in log_vars.items():
+        assert np.isfinite(float(value)), f'{config.name}: {name} = {value}'
+    assert loss.requires_grad
+    loss.backward()
+
+    backbone_grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
+    assert backbone_grads and all(g is not None for g in backbone_grads), 'no gradient reached the backbone'
+    assert all(torch.isfinite(g).all() for g in backbone_grads)
+    assert any(g.abs().sum() > 0 for g in backbone_grads)
+
+
+def test_configs_are_found():
+    names = {str(p.relative_to(REPO_ROOT)) for p in CONFIGS}
+    assert {ROOT, ANCHORS_STEP, R101, FULL, R50_CBAM, R50_ATTN_FPN, R50_BOTH, *ABLATIONS} <= names
+
+
+def test_anchors_step_composes():
+    root, step, fragment = _load(ROOT).model, _load(ANCHORS_STEP).model, _load(ANCHORS_FRAGMENT)
+    assert root.train_cfg.rpn.assigner.pos_iou_thr == 0.7
+    assert step.train_cfg.rpn.assigner.pos_iou_thr == 0.5
+    # the fragment's generator replaces the stock one entirely (no stale `scales` / `octave_base_scale` key)
+    expected = {k: v for k, v in fragment.rpn_anchor_generator.items() if k != '_delete_'}
+    assert step.rpn_head.anchor_generator.to_dict() == expected
+    assert step.rpn_head.anchor_generator.type == 'PerLevelAnchorGenerator'
+    assert step.rpn_head.anchor_generator.sizes[0] == [8, 16]
+    # levels agree: one anchor stride per FPN output, RoI strides a prefix of them
+    strides = step.rpn_head.anchor_generator.strides
+    assert len(strides) == step.neck.num_outs
+    roi_strides = step.roi_head.bbox_roi_extractor.featmap_strides
+    assert strides[:len(roi_strides)] == roi_strides == step.roi_head.mask_roi_extractor.featmap_strides
+    # nothing else changed
+    diff = {k for k, v in _flatten(step.to_dict()).items() if _flatten(root.to_dict()).get(k, object()) != v}
+    assert {k.split('.')[0] for k in diff} == {'rpn_head', 'train_cfg'}
+    assert _load(R101).model.backbone.depth == 101
+    assert _flatten(_load(R101).model.rpn_head.to_dict()) == _flatten(step.rpn_head.to_dict())
+
+
+def test_cbam_steps_compose():
+    step = _load(ANCHORS_STEP).model
+    cbam, attn, both = _load(R50_CBAM).model, _load(R50_ATTN_FPN).model, _load(R50_BOTH).model
+    assert cbam.backbone.plugins[0].cfg.type == 'CBAM'
+    assert cbam.backbone.plugins[0].stages == (True, True, True, True)
+    assert cbam.neck == step.neck
+    assert attn.neck.type == 'AttentionFPN' and 'plugins' not in attn.backbone
+    assert both.backbone == cbam.backbone and both.neck == attn.neck
+    for model in (cbam, attn, both):
+        assert model.rpn_head == step.rpn_head and model.train_cfg == step.train_cfg
+
+
+def test_full_model_composes():
+    cfg = _load(FULL)
+    model = cfg.model
+    assert model.backbone.type == 'TimmCBAMBackbone'
+    assert model.backbone.model_name == 'efficientnet_b0'
+    assert model.backbone.pretrained is True and model.backbone.use_cbam is True
+    assert 'depth' not in model.backbone  # ResNet's arguments are gone (_delete_)
+    assert model.neck.type == 'AttentionFPN' and model.neck.in_channels == [24, 40, 112, 320]
+    assert model.roi_head.bbox_head.type == 'RegularizedShared2FCBBoxHead'
+    assert model.roi_head.bbox_head.dropout_p == 0.3
+    assert model.roi_head.mask_head.type == 'ResidualFCNMaskHead'
+    # inherits the anchors step
+    step = _load(ANCHORS_STEP).model
+    assert model.rpn_head == step.rpn_head and model.train_cfg == step.train_cfg
+    # the recipe
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.to_dict() == dict(type='AdamW', lr=3e-4, weight_decay=1e-3)
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys == {'roi_head': dict(lr_mult=0.25)}
+    assert cfg.optim_wrapper.clip_grad.max_norm == 1.0
+    plateau = [s for s in cfg.param_scheduler if s.type == 'ReduceOnPlateauLR']
+    assert len(plateau) == 1
+    assert plateau[0].monitor == 'coco/segm_mAP_50' and plateau[0].rule == 'greater'
+    assert (plateau[0].factor, plateau[0].patience, plateau[0].min_value) == (0.5, 3, 1e-6)
+    assert cfg.train_cfg.val_interval == 1  # the plateau scheduler reads the metrics of every epoch
+
+
+def test_full_model_recipe_builds():
+    """The optimizer wrapper and schedulers of the full model build: AdamW with roi_head at 0.25x lr."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from mmdet_custom.analysis.model_stats import disable_pretrained
+
+    register_all_modules(init_default_scope=True)
+    cfg = _load(FULL)
+    model = MODELS.build(disable_pretrained(cfg.model))
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert type(wrapper.optimizer).__name__ == 'AdamW'
+    roi_ids = {id(p) for p in model.roi_head.parameters()}
+    for group in wrapper.optimizer.param_groups:
+        expected = 3e-4 * (0.25 if all(id(p) in roi_ids for p in group['params']) else 1.0)
+        assert group['lr'] == pytest.approx(expected)
+        assert group['weight_decay'] == pytest.approx(1e-3)
+    assert any(all(id(p) in roi_ids for p in g['params']) for g in wrapper.optimizer.param_groups)
+    schedulers = [
+        PARAM_SCHEDULERS.build(dict(s, optimizer=wrapper)) for s in copy.deepcopy(cfg.param_scheduler)
+    ]
+    assert [type(s).__name__ for s in schedulers] == ['LinearLR', 'ReduceOnPlateauLR']
+
+
+@pytest.mark.parametrize('ablation', sorted(ABLATIONS))
+def test_ablation_differs_in_one_part(ablation):
+    full = _flatten(_load(FULL).model.to_dict())
+    abl = _flatten(_load(ablation).model.to_dict())
+    changes = {k: abl.get(k) for k in full.keys() | abl.keys() if full.get(k, None) != abl.get(k, None)}
+    assert changes == ABLATIONS[ablation]
+    cfg_full, cfg_abl = _load(FULL), _load(ablation)
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader'):
+        assert cfg_abl[key] == cfg_full[key], key
