@@ -210,6 +210,10 @@ def test_data_suggested_anchors_follow_the_boxes():
     # boxes of median side ~14 px: the P2 sizes bracket the small boxes, the empty P6 keeps the seed's sizes
     assert suggested.sizes[0][0] < 14 < suggested.sizes[1][1] and suggested.sizes[4] == (128., 256.)
     assert suggested.ratios[0] < 1 < suggested.ratios[2]
+    # all boxes of one size: both P2 quantiles snap to 14, the second is stepped up to 16
+    same = GTBoxes(np.tile([[0., 0., 14., 14.]], (10, 1)), np.zeros(10, int), np.zeros(10, int),
+                   np.tile([256, 256], (10, 1)))
+    assert data_suggested_anchors(same, SEED_ANCHORS, space).sizes[0] == (14., 16.)
 
 
 def test_study_resumes_and_keeps_baseline(tmp_path):
@@ -314,3 +318,45 @@ def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
     study = optuna.load_study(study_name='tiny', storage=storage)
     assert len(study.trials) == 6
     assert sum(t.user_attrs.get('role') == 'config' for t in study.trials) == 1
+
+
+def test_importances_skipped_gracefully(tmp_path):
+    import optuna
+
+    from mmdet_custom.anchor_search import save_study_plots
+    gt = _toy_gt(50)
+    space = SearchSpace.around(SEED_ANCHORS)
+    weights = resolve_weights((('pos', 1.0), ), 0.7)
+    study = open_study('sqlite:///:memory:', 'one', space, weights)
+    run_study(study, space, gt, weights, 1, enqueue=[('config', SEED_ANCHORS)])
+    with pytest.warns(UserWarning, match='importances need >= 2 completed trials'):
+        written = save_study_plots(study, str(tmp_path))
+    assert [Path(p).name for p in written] == ['optimization_history.png']
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE, ))) == 1
+
+
+def test_load_gt_boxes_on_converted_isaid_patches(isaid_raw_dir, tmp_path):
+    """Boxes of the converter's 400 px patches, doubled by the root config's Resize((800, 800), keep_ratio)."""
+    from mmengine import Config
+
+    from mmdet_custom.anchor_search import load_gt_boxes
+    convert_isaid = pytest.importorskip('mmdet_custom.converters.isaid').convert_isaid
+    convert_isaid(isaid_raw_dir, tmp_path, splits=['train'], patch_size=400, overlap=0, max_boxes=None,
+                  max_empty_fraction=None, show_progress=False)
+    coco = json.loads((tmp_path / 'annotations' / 'instances_train.json').read_text())
+    names = {c['id']: c['name'] for c in coco['categories']}
+    expected = [(a['bbox'][0] * 2, a['bbox'][1] * 2, (a['bbox'][0] + a['bbox'][2]) * 2,
+                 (a['bbox'][1] + a['bbox'][3]) * 2, names[a['category_id']]) for a in coco['annotations']
+                if not a.get('iscrowd') and a['bbox'][2] >= 1 and a['bbox'][3] >= 1 and a['area'] > 0]
+    assert {(im['width'], im['height']) for im in coco['images']} == {(400, 400)}
+
+    cfg = Config.fromfile(str(ROOT_CONFIG))
+    cfg.train_dataloader.dataset.data_root = f'{tmp_path}/'
+    gt = load_gt_boxes(cfg)
+    got = sorted((*b, gt.classes[c]) for b, c in zip(gt.boxes.tolist(), gt.labels.tolist()))
+    assert len(got) == len(expected) > 150
+    np.testing.assert_allclose([g[:4] for g in got], [e[:4] for e in sorted(expected)], atol=1e-9)
+    assert [g[4] for g in got] == [e[4] for e in sorted(expected)]
+    assert (gt.img_shapes == 800).all() and gt.source.endswith('instances_train.json')
+    exact = max_iou_exact(gt.boxes, gt.img_shapes, SEED_ANCHORS)
+    assert np.abs(exact - max_iou_brute_force(gt.boxes, gt.img_shapes, SEED_ANCHORS)).max() <= 1e-9

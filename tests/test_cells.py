@@ -295,6 +295,8 @@ def test_predictions_to_coco_results_loads_and_masks_round_trip(tmp_path):
     kept = predictions_to_coco_results(samples[1:], cat_ids, name_to_id=name_to_id, drop_border=True,
                                        score_thr=0.5)
     assert [r['category_id'] for r in kept] == [1]
+    records = [dict(file_name=k, id=v, height=h, width=w) for k, v in name_to_id.items()]
+    assert predictions_to_coco_results(samples, cat_ids, name_to_id=records) == results
     with pytest.raises(KeyError, match='img_b'):
         predictions_to_coco_results(samples[1:], cat_ids, name_to_id={'other.tif': 1})
     with pytest.raises(IndexError, match='label 3'):
@@ -322,10 +324,17 @@ CELLS_CONFIG = osp.join(REPO_ROOT, 'configs', 'cells', 'mask-rcnn_r50_fpn_1x_cel
 
 
 def _cpu_run_cfg(cfg, work_dir):
-    """A CPU-sized run of ``cfg``: random init (no download), 2 iterations, no workers, one small checkpoint."""
+    """A CPU-sized run of ``cfg``: ResNet-18 without pretrained weights (no download; the data side is under test,
+    not the backbone), 100 proposals and 64 sampled RoIs instead of 1000 and 512, 2 iterations, no workers, one
+    checkpoint without optimizer state."""
     from mmengine.config import ConfigDict
     cfg.work_dir = str(work_dir)
-    cfg.model.backbone.init_cfg = None
+    cfg.model.backbone.update(depth=18, init_cfg=None)
+    cfg.model.neck.in_channels = [64, 128, 256, 512]
+    cfg.model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
+    cfg.model.train_cfg.rcnn.sampler.num = 64
+    cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
+    cfg.model.test_cfg.rcnn.max_per_img = 20
     cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
     cfg.param_scheduler = []
     cfg.optim_wrapper.optimizer.lr = 0.002
@@ -352,8 +361,9 @@ def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, tmp_path):
     folders = sorted((cells_dir / 'train').iterdir())[:2]
     for folder in folders:
         tifffile.imwrite(test_src / f'{folder.name}.tif', tifffile.imread(folder / 'image.tif'))
-    name_to_id = {f'{folder.name}.tif': 101 + i for i, folder in enumerate(folders)}
-    (tmp_path / 'test_image_name_to_ids.json').write_text(json.dumps(name_to_id))
+    records = [dict(file_name=f'{folder.name}.tif', id=101 + i, height=256, width=320)
+               for i, folder in enumerate(folders)]
+    (tmp_path / 'test_image_name_to_ids.json').write_text(json.dumps(records))
     convert_cells_test(test_src, tmp_path / 'test_image_name_to_ids.json', data)
 
     cfg = _cpu_run_cfg(Config.fromfile(CELLS_CONFIG), tmp_path / 'work')

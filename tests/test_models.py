@@ -10,6 +10,7 @@ from mmdet.models.necks import FPN
 from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.registry import MODELS
+from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -87,9 +88,11 @@ def test_cbam_rejects_bad_arguments():
 def test_cbam_builds_from_registry_and_as_resnet_plugin():
     with DefaultScope.overwrite_default_scope('mmdet'):
         assert isinstance(MODELS.build(dict(type='CBAM', in_channels=8, reduction=4)), CBAM)
-    for scope in ('mmdet', None):  # build_plugin_layer looks in the default scope's registry, or the root one
-        with DefaultScope.overwrite_default_scope(scope):
-            resnet = ResNet(depth=50, base_channels=8, stem_channels=8, plugins=CBAM_PLUGIN).eval()
+    # mmcv's build_plugin_layer looks in the default scope's registry, or in the root one when no scope is set
+    assert MMENGINE_MODELS.get('CBAM') is CBAM
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        resnet = ResNet(depth=50, base_channels=8, stem_channels=8, plugins=CBAM_PLUGIN)
+    resnet.eval()  # (mmdet's ResNet.train returns None)
     blocks = [block for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for block in layer]
     assert len(blocks) == 16 and all(isinstance(block.cbam, CBAM) for block in blocks)
     assert blocks[0].cbam.in_channels == 32 and blocks[-1].cbam.in_channels == 256  # planes * expansion
@@ -220,6 +223,7 @@ def test_attention_fpn_shapes_and_attention():
     inputs = [torch.rand(2, c, s, s) for c, s in zip(in_channels, (16, 8, 4, 2))]
     with DefaultScope.overwrite_default_scope('mmdet'):
         neck = MODELS.build(dict(type='AttentionFPN', in_channels=in_channels, out_channels=16, num_outs=5))
+    assert isinstance(neck, AttentionFPN)
     neck.init_weights()
     outs = neck(inputs)
     assert [tuple(o.shape) for o in outs] == [(2, 16, s, s) for s in (16, 8, 4, 2, 1)]
@@ -293,7 +297,8 @@ def test_bbox_head_drops_a_fraction_p_after_each_shared_fc():
     head(torch.rand(8, 4, 2, 2))
     assert len(seen) == 2  # once after each shared fc
     for before, after in seen:
-        kept = before > 0  # after ReLU; dropout zeroes about 30 % and scales the rest by 1 / 0.7
+        assert (before >= 0).all()  # dropout comes after the ReLU
+        kept = before > 0  # dropout zeroes about 30 % of these and scales the rest by 1 / 0.7
         dropped = (after[kept] == 0).float().mean().item()
         assert 0.27 < dropped < 0.33
         survivors = after[kept] != 0

@@ -52,8 +52,8 @@ def main(argv=None):
     print(f'\n{len(gt)} boxes in {gt.num_images} images of {gt.source} '
           f'({gt.num_crowd} crowd, {gt.num_zero_size} zero-size skipped)')
     print(format_comparison(result.rows))
-    print('\nbest, per class and size:')
-    print(format_groups(result.best))
+    print('\nper class and COCO size (box area in network-input pixels):')
+    print(format_groups([('config', result.baseline), ('best', result.best)]))
     print(f'\nwrote {out}')
     for path in plots:
         print(f'wrote {path}')

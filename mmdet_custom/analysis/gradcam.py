@@ -5,12 +5,17 @@ gradients: the image goes through ``extract_feat`` (backbone + neck), the RoI he
 box ``b`` and its bbox head gives ``cls_score``; the target is the activated score of class ``c`` (softmax, or the
 head's own activation when it has ``custom_cls_channels``), i.e. the score the detector reported, before the box
 regression and NMS. Grad-CAM weights each channel of the chosen layer's output ``A`` (``(1, C, h, w)``) by the mean
-of ``d target / d A`` over ``h x w``, sums the weighted channels, applies ReLU, upsamples to the network input
-(bilinear) and scales to [0, 1] (min-max). This module uses the ``grad-cam`` package (``pytorch_grad_cam``) for
-the hooks and that arithmetic; :class:`DetectionScores` adapts an mmdet detector to its classifier-style interface.
+of ``d target / d A`` over ``h x w`` (Eq. 1), sums the weighted channels and applies ReLU (Eq. 2); the map is
+upsampled to the network input (bilinear) and scaled to [0, 1] (min-max), then cropped to the image and resized to
+its original size.
 
-Works with detectors whose ``roi_head`` has mmdet's ``StandardRoIHead._bbox_forward(x, rois)`` (Mask R-CNN,
-Faster R-CNN and heads derived from them).
+The ``grad-cam`` package (``pytorch_grad_cam``) gives the scaling and the overlay. Its ``GradCAM`` class would also
+fit (:class:`DetectionScores` is the classifier-style model it expects) but repeats the whole forward pass per
+target and back-propagates into every parameter; :func:`layer_grad_cams` does one forward pass and differentiates
+each score with respect to the layer's output only, which gives the same maps for a fraction of the work.
+
+Works with two-stage detectors whose ``roi_head`` has mmdet's ``StandardRoIHead`` methods ``predict_bbox`` and
+``_bbox_forward(x, rois)`` (Mask R-CNN, Faster R-CNN and heads derived from them).
 """
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Union
@@ -55,14 +60,46 @@ class DetectionScores(torch.nn.Module):
         return scores[torch.arange(len(self.labels), device=scores.device), self.labels][None]
 
 
-class DetectionTarget:
-    """``pytorch_grad_cam`` target: the ``k``-th output of :class:`DetectionScores` (one image's ``(K, )``)."""
+def layer_grad_cams(scorer: torch.nn.Module, layer: torch.nn.Module, inputs: torch.Tensor):
+    """Grad-CAM of each output of ``scorer(inputs)`` (``(1, K)``) at the output of ``layer`` (last call).
 
-    def __init__(self, k: int) -> None:
-        self.k = k
+    One forward pass; the layer's output is detached there and made a leaf that requires grad, so each of the ``K``
+    backward passes (``torch.autograd.grad``) runs from the score down to that layer only, and layers of frozen
+    stages work as well as trainable ones.
 
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        return output[self.k]
+    Returns:
+        tuple: ``cams`` (``(K, H, W)`` float32 in [0, 1], ``H, W`` of ``inputs``, min-max scaled per map as
+        ``pytorch_grad_cam`` does) and ``feature_shape`` (``(h, w)`` of the layer's output).
+
+    Raises:
+        ValueError: when the layer's output is not a ``(1, C, h, w)`` tensor or the layer is not run.
+    """
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    store = {}
+
+    def keep_output(module, args, output):
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            raise ValueError(f'Grad-CAM needs a layer whose output is a (1, C, h, w) tensor, got {type(output)}')
+        store['act'] = output.detach().requires_grad_()
+        return store['act']
+
+    handle = layer.register_forward_hook(keep_output)
+    try:
+        with torch.enable_grad():
+            scores = scorer(inputs)[0]
+            if 'act' not in store:
+                raise ValueError('the target layer is not run by the backbone, neck or bbox head')
+            act, cams = store['act'], []
+            for k in range(len(scores)):
+                (grad, ) = torch.autograd.grad(scores[k], act, retain_graph=k + 1 < len(scores))
+                weights = grad.mean(dim=(2, 3), keepdim=True)  # alpha_k^c of Grad-CAM's Eq. 1
+                cams.append(F.relu((weights * act).sum(dim=1))[0].detach())  # Eq. 2
+    finally:
+        handle.remove()
+    cams = torch.stack(cams).cpu().numpy()
+    # scaled, resized, scaled again: as pytorch_grad_cam's BaseCAM (per layer, then after aggregating the layers)
+    cams = scale_cam_image(scale_cam_image(cams, (inputs.shape[-1], inputs.shape[-2])))
+    return cams, tuple(act.shape[-2:])
 
 
 def _test_pipeline(cfg: Config) -> Compose:
@@ -120,7 +157,6 @@ def grad_cam(img: str,
         ValueError: unknown class or layer, or fewer than ``num_preds`` detections of the class (the message says
             how many were found).
     """
-    from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
     cfg = load_cfg(config, cfg_options)
     model = build_detector(cfg, checkpoint, device)
@@ -136,8 +172,11 @@ def grad_cam(img: str,
 
     batch = model.data_preprocessor(pseudo_collate([_test_pipeline(cfg)(dict(img_path=img, img_id=0))]), False)
     inputs, sample = batch['inputs'], batch['data_samples'][0]
-    with torch.no_grad():
-        pred = model.predict(inputs, batch['data_samples'], rescale=False)[0].pred_instances
+    with torch.no_grad():  # boxes only (no masks): the detections to explain, in network-input pixels
+        feats = model.extract_feat(inputs)
+        proposals = model.rpn_head.predict(feats, batch['data_samples'], rescale=False)
+        pred = model.roi_head.predict_bbox(feats, [sample.metainfo], proposals, model.roi_head.test_cfg,
+                                           rescale=False)[0]
     keep = (pred.labels == label).nonzero().flatten()
     keep = keep[pred.scores[keep].argsort(descending=True)][:num_preds]
     if len(keep) < num_preds:
@@ -149,23 +188,20 @@ def grad_cam(img: str,
     scale = np.array(sample.metainfo['scale_factor'] * 2, dtype=np.float32)  # (w, h) -> (w, h, w, h)
     image = mmcv.imread(img, channel_order='rgb')
     scorer = DetectionScores(model, pred.bboxes[keep], pred.labels[keep])
+    cams, feature_shape = layer_grad_cams(scorer, layer, inputs)
     results = []
-    with GradCAM(model=scorer, target_layers=[layer]) as cam_fn:
-        cam_fn.compute_input_gradient = True  # gradients reach layers of frozen stages too
-        for rank in range(len(keep)):
-            cam = cam_fn(input_tensor=inputs, targets=[DetectionTarget(rank)])[0]
-            feature_shape = tuple(cam_fn.activations_and_grads.activations[0].shape[-2:])
-            # the CAM covers the padded network input: crop to the resized image, then back to original pixels
-            cam = np.clip(cv2.resize(cam[:h, :w], (ori_w, ori_h), interpolation=cv2.INTER_LINEAR), 0, 1)
-            bbox = pred.bboxes[keep[rank]].cpu().numpy() / scale
-            overlay = show_cam_on_image(image.astype(np.float32) / 255, cam, use_rgb=True, image_weight=image_weight)
-            x0, y0, x1, y1 = np.round(bbox).astype(int)
-            cv2.rectangle(overlay, (x0, y0), (x1, y1), (255, 255, 255), 1)
-            score = float(pred.scores[keep[rank]])
-            cv2.putText(overlay, f'{classes[label]} {score:.2f}', (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.4, (255, 255, 255), 1, cv2.LINE_AA)
-            out_file = osp.join(out_dir, f'{osp.splitext(osp.basename(img))[0]}_{classes[label]}_{rank}.png')
-            save_image(out_file, overlay)
-            results.append(dict(bbox=bbox.tolist(), score=score, label=label, cam=cam.astype(np.float32),
-                                feature_shape=feature_shape, out_file=out_file))
+    for rank, cam in enumerate(cams):
+        # the CAM covers the padded network input: crop to the resized image, then back to original pixels
+        cam = np.clip(cv2.resize(cam[:h, :w], (ori_w, ori_h), interpolation=cv2.INTER_LINEAR), 0, 1)
+        bbox = pred.bboxes[keep[rank]].cpu().numpy() / scale
+        overlay = show_cam_on_image(image.astype(np.float32) / 255, cam, use_rgb=True, image_weight=image_weight)
+        x0, y0, x1, y1 = np.round(bbox).astype(int)
+        cv2.rectangle(overlay, (x0, y0), (x1, y1), (255, 255, 255), 1)
+        score = float(pred.scores[keep[rank]])
+        cv2.putText(overlay, f'{classes[label]} {score:.2f}', (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        out_file = osp.join(out_dir, f'{osp.splitext(osp.basename(img))[0]}_{classes[label]}_{rank}.png')
+        save_image(out_file, overlay)
+        results.append(dict(bbox=bbox.tolist(), score=score, label=label, cam=cam.astype(np.float32),
+                            feature_shape=feature_shape, out_file=out_file))
     return results

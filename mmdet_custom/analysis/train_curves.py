@@ -6,7 +6,10 @@ records to ``<work_dir>/<timestamp>/vis_data/<timestamp>.json`` (``LoggerHook``)
 - training records (every ``logger.interval`` iterations) hold ``lr``, ``loss``, ``loss_*``, ``time``,
   ``data_time``, ``memory``, ``iter`` (global, 1-based), ``epoch`` (epoch-based loops only) and ``step`` = ``iter``;
 - validation records hold the metrics (e.g. ``coco/bbox_mAP``, ``coco/segm_mAP_50``), ``time``, ``data_time`` and
-  ``step``: the epoch for epoch-based loops (``log_processor.by_epoch=True``), else the global iteration.
+  ``step``: the epoch when ``LoggerHook.log_metric_by_epoch`` is True (its default), else the global iteration.
+  An iteration-based run with the default hook therefore logs every validation at step 0 (``runner.epoch``);
+  such validations are placed at the iteration of the training record just before them in the file, which is the
+  validation's iteration when the logging interval divides the validation interval.
 
 Either file, its ``vis_data`` folder, the run folder or the work dir (its latest run is taken) can be given.
 """
@@ -76,15 +79,16 @@ def load_json_log(path: str) -> Dict[str, list]:
         path (str): a log file or a folder (see :func:`find_json_log`).
 
     Returns:
-        dict: ``file`` (the file read), ``train`` and ``val`` (lists of dicts in file order) and ``by_epoch``
-        (whether training records carry ``epoch``, i.e. validation ``step`` counts epochs).
+        dict: ``file`` (the file read), ``train`` and ``val`` (lists of dicts in file order), ``by_epoch``
+        (whether training records carry ``epoch``) and ``val_iters`` (per validation record, the ``iter`` of the
+        last training record before it, 0 if none).
 
     Raises:
         FileNotFoundError: see :func:`find_json_log`.
         ValueError: when a line is not a json object (the message names the file and line).
     """
     path = find_json_log(path)
-    train, val = [], []
+    train, val, val_iters = [], [], []
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -99,7 +103,8 @@ def load_json_log(path: str) -> Dict[str, list]:
                 train.append(rec)
             elif 'step' in rec and any('/' in k for k in rec):
                 val.append(rec)
-    return dict(file=path, train=train, val=val, by_epoch=any('epoch' in r for r in train))
+                val_iters.append(train[-1].get('iter', train[-1].get('step', 0)) if train else 0)
+    return dict(file=path, train=train, val=val, by_epoch=any('epoch' in r for r in train), val_iters=val_iters)
 
 
 def plot_train_curves(json_logs: Union[str, Sequence[str]],
@@ -165,8 +170,11 @@ def plot_train_curves(json_logs: Union[str, Sequence[str]],
         if lr_pts:
             ax_lr.plot(*zip(*lr_pts), lw=1, label=prefix + 'lr')
             s['lr'] = [v for _, v in lr_pts]
+        val_steps = [r['step'] for r in log['val']]
+        if not log['by_epoch'] and not all(0 < a < b for a, b in zip(val_steps, val_steps[1:] + [float('inf')])):
+            val_steps = log['val_iters']  # logged at the epoch (0) of an iteration-based loop: see module doc
         for key in mkeys:
-            pts = [(r['step'], r[key]) for r in log['val'] if key in r]
+            pts = [(x, r[key]) for x, r in zip(val_steps, log['val']) if key in r]
             ax_ap.plot(*zip(*pts), marker='o', ms=3, lw=1, label=prefix + key.split('/')[-1])
             s['metrics'][key] = [v for _, v in pts]
             s['val_steps'] = [p[0] for p in pts]

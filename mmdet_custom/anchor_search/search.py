@@ -45,7 +45,7 @@ def anchor_setting_from_cfg(anchor_generator_cfg: dict) -> AnchorSetting:
     from mmdet.models.task_modules.prior_generators import AnchorGenerator
     from mmdet.registry import TASK_UTILS
 
-    from mmdet_custom.models.task_modules import PerLevelAnchorGenerator  # noqa: F401  (registers it)
+    from mmdet_custom.models.task_modules import PerLevelAnchorGenerator  # also registers it
 
     generator = TASK_UTILS.build(dict(anchor_generator_cfg))
     if type(generator) not in (AnchorGenerator, PerLevelAnchorGenerator):
@@ -265,7 +265,7 @@ def data_suggested_anchors(gt: GTBoxes, baseline: AnchorSetting, space: Optional
     Each box goes to the level whose baseline sizes are nearest in log scale (geometric mean); the sizes of a
     level are the ``(j + 0.5) / k`` quantiles of ``sqrt(w * h)`` of its boxes, the ratios the ``(j + 0.5) / n``
     quantiles of ``h / w`` of all boxes. A level without boxes keeps its baseline sizes. Snapped to ``space``
-    when given (so it can be enqueued as a trial).
+    when given (so it can be enqueued as a trial), with sizes that snap together stepped apart.
     """
     w = gt.boxes[:, 2] - gt.boxes[:, 0]
     h = gt.boxes[:, 3] - gt.boxes[:, 1]
@@ -283,7 +283,17 @@ def data_suggested_anchors(gt: GTBoxes, baseline: AnchorSetting, space: Optional
     n = len(baseline.ratios)
     ratios = tuple(float(r) for r in np.exp(np.quantile(np.log(h / w), (np.arange(n) + 0.5) / n)))
     setting = AnchorSetting(baseline.strides, tuple(sizes), ratios, baseline.center_offset)
-    return space.snap(setting) if space is not None else setting
+    if space is None:
+        return setting
+    setting = space.snap(setting)
+    # quantiles that snap to the same grid size would duplicate anchors: step the larger ones up the grid
+    spread = []
+    for (low, high, step), level_sizes in zip(space.size_ranges, setting.sizes):
+        out = []
+        for v in level_sizes:
+            out.append(min(max(v, out[-1] + step), high) if out else v)
+        spread.append(tuple(out))
+    return AnchorSetting(setting.strides, tuple(spread), setting.ratios, setting.center_offset)
 
 
 # ----------------------------------------------------------------------------------------------- the study
@@ -434,18 +444,21 @@ def format_comparison(rows: Sequence[Tuple[str, Evaluation]], thresholds: Sequen
         lines.append([name] + sizes + ['/'.join(f'{r:g}' for r in ev.setting.ratios)] +
                      [f'{ev.recalls.get(float(t), math.nan):.4f}' for t in thresholds] + [f'{ev.objective:.4f}'])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    fmt = lambda line: '  '.join(cell.ljust(w) for cell, w in zip(line, widths))  # noqa: E731
+    fmt = lambda line: '  '.join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()  # noqa: E731
     return '\n'.join([fmt(lines[0]), '  '.join('-' * w for w in widths)] + [fmt(line) for line in lines[1:]])
 
 
-def format_groups(evaluation: Evaluation, thresholds: Sequence[float] = REPORT_IOUS) -> str:
-    """Plain-text per-class and per-size recall table of one evaluation."""
-    lines = [['group', 'boxes'] + [f'R@{t:g}' for t in thresholds]]
-    for name, row in evaluation.table.items():
+def format_groups(evaluations: Sequence[Tuple[str, Evaluation]], thresholds: Sequence[float] = REPORT_IOUS) -> str:
+    """Plain-text per-class and per-size recall table, one column block per named evaluation."""
+    header = ['group', 'boxes'] + [f'{name} R@{t:g}' for name, _ in evaluations for t in thresholds]
+    lines = [header]
+    first = evaluations[0][1].table
+    for group, row in first.items():
         if row['num']:
-            lines.append([name, str(row['num'])] + [f'{row[float(t)]:.4f}' for t in thresholds])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return '\n'.join('  '.join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+            lines.append([group, str(row['num'])] +
+                         [f'{ev.table[group][float(t)]:.4f}' for _, ev in evaluations for t in thresholds])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return '\n'.join('  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[str] = ()) -> str:

@@ -5,7 +5,7 @@ Each result is ``{'image_id', 'category_id', 'bbox': [x, y, w, h], 'score', 'seg
 Used by ``tools/test.py`` for the cells test set (ids from ``test_image_name_to_ids.json``) and for iSAID.
 """
 import os.path as osp
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -48,7 +48,7 @@ def _image_id(sample: Any, name_to_id: Optional[Mapping[str, int]], stem_to_id: 
 
 def predictions_to_coco_results(samples: Sequence[Any],
                                 cat_ids: Sequence[int],
-                                name_to_id: Optional[Mapping[str, int]] = None,
+                                name_to_id: Union[Mapping[str, int], Sequence[dict], None] = None,
                                 score_thr: float = 0.0,
                                 drop_border: bool = False) -> List[dict]:
     """Build the COCO results list of instance predictions.
@@ -60,8 +60,8 @@ def predictions_to_coco_results(samples: Sequence[Any],
             (0-based class index), ``masks`` ``(N, H, W)`` bool (tensor or array) or a list of N COCO RLE
             dicts, and optionally ``bboxes`` ``(N, 4)`` as ``x1, y1, x2, y2`` pixels (else the mask's tight box).
         cat_ids (Sequence[int]): COCO category id of each class index (``label i -> cat_ids[i]``).
-        name_to_id (Mapping[str, int], optional): image file name -> image id (e.g. from
-            ``test_image_name_to_ids.json``). A sample's id is looked up by the base name of its ``img_path``,
+        name_to_id (Mapping[str, int] | list[dict], optional): image file name -> image id, or the records
+            ``[{'file_name': ..., 'id': ...}, ...]`` of a ``test_image_name_to_ids.json``. A sample's id is looked up by the base name of its ``img_path``,
             then by its stem (so ``x.png`` converted from ``x.tif`` finds ``x.tif``). If None, ``img_id`` is used.
         score_thr (float): keep instances with ``score >= score_thr``. Defaults to 0.0 (keep all).
         drop_border (bool): drop instances whose mask has a pixel in the first/last row or column of the
@@ -76,6 +76,8 @@ def predictions_to_coco_results(samples: Sequence[Any],
         KeyError: a sample has no usable image id (see ``name_to_id``) or no ``pred_instances.masks``.
         IndexError: a label has no entry in ``cat_ids``.
     """
+    if isinstance(name_to_id, (list, tuple)):
+        name_to_id = {rec['file_name']: rec['id'] for rec in name_to_id}
     stem_to_id = {} if name_to_id is None else {osp.splitext(k)[0]: int(v) for k, v in name_to_id.items()}
     results = []
     for sample in samples:

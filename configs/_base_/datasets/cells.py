@@ -18,6 +18,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
+    # an identity resize: it only records scale_factor (1, 1), which the mask head needs to paste masks back
+    dict(type='Resize', scale_factor=1.0, keep_ratio=True),
     # If you don't have a gt annotation (the test set), delete the pipeline
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
@@ -69,6 +71,7 @@ test_evaluator = val_evaluator
 #         data_prefix=dict(img='test/'),
 #         pipeline=[
 #             dict(type='LoadImageFromFile', backend_args=backend_args),
+#             dict(type='Resize', scale_factor=1.0, keep_ratio=True),
 #             dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 #         ]))
 # test_evaluator = dict(

@@ -1,1 +1,2 @@
 from .dice_iou import DiceIoUMetric  # noqa: F401
+from .coco_export import CocoResultsExport  # noqa: F401

@@ -1,5 +1,5 @@
 """FPN with a CBAM on every output level."""
-from typing import Tuple
+from typing import List, Tuple
 
 import torch.nn as nn
 from mmdet.models.necks import FPN
@@ -48,7 +48,7 @@ class AttentionFPN(FPN):
         outputs[4].shape = torch.Size([1, 11, 22, 22])
     """
 
-    def __init__(self, in_channels: list, out_channels: int, num_outs: int, cbam_reduction: int = 16,
+    def __init__(self, in_channels: List[int], out_channels: int, num_outs: int, cbam_reduction: int = 16,
                  **kwargs) -> None:
         super().__init__(in_channels, out_channels, num_outs, **kwargs)
         self.cbams = nn.ModuleList(CBAM(out_channels, reduction=cbam_reduction) for _ in range(num_outs))

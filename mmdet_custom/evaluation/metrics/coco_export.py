@@ -1,0 +1,74 @@
+"""Export of COCO-style instance results for images without labels (``tools/test.py --format-only``)."""
+import json
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
+
+from mmdet.registry import METRICS
+from mmdet_custom.apis.export import predictions_to_coco_results
+from mmdet_custom.converters.cells import dump_json_atomic
+
+
+@METRICS.register_module()
+class CocoResultsExport(BaseMetric):
+    """Write predictions as one COCO results json: ``image_id``, ``category_id``, ``bbox`` (xywh, pixels),
+    ``score`` and an RLE ``segmentation`` per instance, loadable with pycocotools ``COCO.loadRes``.
+
+    Unlike ``CocoMetric(format_only=True)``, which writes separate bbox and segm files, every instance carries both
+    its box and its mask, and image ids may come from a ``file name -> id`` json (e.g. a challenge's
+    ``test_image_name_to_ids.json``). Masks are RLE-encoded as each batch arrives, so memory stays small.
+
+    Args:
+        out_file (str): the json to write (atomically: no partial file is left on failure).
+        score_thr (float): keep instances scoring at least this. Defaults to 0.
+        name_to_ids (str, optional): json file mapping image file name -> image id. Defaults to the dataset's
+            ``img_id``.
+        drop_border (bool): drop instances whose mask touches the image border. Defaults to False.
+        ann_file (str, optional): the dataset's COCO json; its categories give the ``category_id`` of each class
+            (matched by name). Without it, class ``i`` gets id ``i + 1``.
+
+    Raises:
+        FileNotFoundError: ``name_to_ids`` or ``ann_file`` does not exist.
+        KeyError: a class of the dataset is missing from ``ann_file``'s categories.
+    """
+    default_prefix = 'export'
+
+    def __init__(self, out_file: str, score_thr: float = 0.0, name_to_ids: Optional[str] = None,
+                 drop_border: bool = False, ann_file: Optional[str] = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.out_file = out_file
+        self.score_thr = score_thr
+        self.drop_border = drop_border
+        self.ann_file = ann_file
+        self.name_to_ids = None
+        if name_to_ids is not None:
+            with open(name_to_ids) as f:
+                self.name_to_ids = json.load(f)
+        self._cat_ids = None
+
+    def _category_ids(self) -> Sequence[int]:
+        if self._cat_ids is None:
+            classes = self.dataset_meta['classes']
+            if self.ann_file is None:
+                self._cat_ids = list(range(1, len(classes) + 1))
+            else:
+                with open(self.ann_file) as f:
+                    by_name = {c['name']: c['id'] for c in json.load(f).get('categories', [])}
+                missing = [c for c in classes if c not in by_name]
+                if missing:
+                    raise KeyError(f'{self.ann_file}: categories has no entry named {missing}')
+                self._cat_ids = [by_name[c] for c in classes]
+        return self._cat_ids
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        self.results.extend(
+            predictions_to_coco_results(data_samples, self._category_ids(), name_to_id=self.name_to_ids,
+                                        score_thr=self.score_thr, drop_border=self.drop_border))
+
+    def compute_metrics(self, results: list) -> dict:
+        dump_json_atomic(results, self.out_file)
+        MMLogger.get_current_instance().info(
+            f'wrote {len(results)} instances to {osp.abspath(self.out_file)}')
+        return {'num_instances': len(results)}

@@ -1,0 +1,44 @@
+"""Inference benchmark: ms per image, images per second and peak memory at several batch sizes.
+
+``python tools/analysis_tools/infer_benchmark.py CONFIG [--checkpoint CKPT] [--batch-sizes 1 2 4] [--num-warmup 2]
+[--max-iter 5] [--out bench.json]``; random weights without ``--checkpoint``. See
+:mod:`mmdet_custom.analysis.infer_bench` for what is timed and how memory is measured.
+"""
+import argparse
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Benchmark inference of a detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('--checkpoint', default=None, help='checkpoint file (default: random weights)')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 2, 4], help='batch sizes')
+    parser.add_argument('--num-warmup', type=int, default=2, help='untimed steps per batch size')
+    parser.add_argument('--max-iter', type=int, default=5, help='timed steps per batch size')
+    parser.add_argument('--split', choices=['train', 'val', 'test'], default='test', help='images of this split')
+    parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
+    parser.add_argument('--out', default=None, help='also write the rows as json')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
+        'config file.')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import mmdet_custom  # noqa: F401
+    from mmdet_custom.analysis._io import write_json
+    from mmdet_custom.analysis.infer_bench import benchmark_inference, format_table
+    rows = benchmark_inference(args.config, args.checkpoint, batch_sizes=args.batch_sizes,
+                               num_warmup=args.num_warmup, num_iters=args.max_iter, split=args.split,
+                               cfg_options=args.cfg_options, device=args.device)
+    print(format_table(rows))
+    if args.out:
+        write_json(args.out, rows)
+    return rows
+
+
+if __name__ == '__main__':
+    main()

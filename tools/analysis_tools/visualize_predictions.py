@@ -1,0 +1,41 @@
+"""Ground truth vs prediction, side by side, one PNG per image.
+
+``python tools/analysis_tools/visualize_predictions.py CONFIG [CHECKPOINT] --output-dir DIR [--num-images 5]
+[--show-score-thr 0.3] [--split test]``. Without a checkpoint the predictions are those of random weights.
+The logic lives in :func:`mmdet_custom.analysis.visualize.visualize_predictions`.
+"""
+import argparse
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Draw ground truth (left) and predictions (right) per image')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', nargs='?', default=None, help='checkpoint file (default: random weights)')
+    parser.add_argument('--output-dir', required=True, help='folder of the PNGs')
+    parser.add_argument('--num-images', type=int, default=5, help='the first N images of the split')
+    parser.add_argument('--indices', type=int, nargs='+', help='dataset indices to draw instead')
+    parser.add_argument('--show-score-thr', type=float, default=0.3, help='score threshold of drawn predictions')
+    parser.add_argument('--split', choices=['train', 'val', 'test'], default='test', help='dataloader to draw from')
+    parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
+        'config file.')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import mmdet_custom  # noqa: F401  (registers the project's modules)
+    from mmdet_custom.analysis.visualize import visualize_predictions
+    files = visualize_predictions(args.config, args.checkpoint, args.output_dir, num_images=args.num_images,
+                                  indices=args.indices, show_score_thr=args.show_score_thr, split=args.split,
+                                  cfg_options=args.cfg_options, device=args.device)
+    print(f'{len(files)} images written to {args.output_dir}')
+    return files
+
+
+if __name__ == '__main__':
+    main()
