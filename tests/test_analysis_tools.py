@@ -167,6 +167,39 @@ def test_train_curves_from_work_dir_and_both_log_files(trained, tmp_path, capsys
         find_json_log(str(tmp_path))
 
 
+def _write_log(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    return path
+
+
+@pytest.mark.parametrize('kind, val_steps, expected_x, expected_steps', [
+    ('epoch', [1, 2], 'epoch', [1, 2]),  # epoch-based loop: step counts epochs
+    ('iter', [10, 20], 'iter', [10, 20]),  # LoggerHook(log_metric_by_epoch=False): step is the iteration
+    ('iter', [0, 0], 'iter', [10, 20]),  # default LoggerHook in an iteration loop logs epoch 0: use the iterations
+])
+def test_train_curves_validation_x_axis(tmp_path, kind, val_steps, expected_x, expected_steps):
+    from mmdet_custom.analysis.train_curves import plot_train_curves
+    records = []
+    for it in range(5, 21, 5):
+        rec = dict(lr=0.01 * it, loss=1.0 / it, loss_cls=0.5 / it, iter=it, step=it)
+        if kind == 'epoch':
+            rec['epoch'] = 1 if it <= 10 else 2
+        records.append(rec)
+        if it % 10 == 0:
+            records.append({'coco/segm_mAP_50': it / 100, 'coco/segm_mAP': it / 200, 'step': val_steps[it // 10 - 1]})
+    log = _write_log(tmp_path / 'run' / '20260101_000000' / 'vis_data' / 'scalars.json', records)
+    (s, ) = plot_train_curves(str(tmp_path / 'run'), str(tmp_path / 'c.png')).values()
+    assert s['file'] == str(log) and s['val_x'] == expected_x and s['val_steps'] == expected_steps
+    assert s['lr'] == [0.05, 0.1, 0.15, 0.2] and s['losses']['loss_cls'] == [0.1, 0.05, 0.5 / 15, 0.025]
+    assert s['metrics'] == {'coco/segm_mAP': [0.05, 0.1], 'coco/segm_mAP_50': [0.1, 0.2]}
+    with pytest.raises(ValueError, match='no validation record has "coco/bbox_mAP"'):
+        plot_train_curves(str(log), str(tmp_path / 'd.png'), metric_keys=['coco/bbox_mAP'])
+    log.write_text(log.read_text() + '{"loss": 1,\n')
+    with pytest.raises(ValueError, match=r'scalars\.json:7: not a json line'):
+        plot_train_curves(str(log), str(tmp_path / 'e.png'))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # ground truth vs prediction
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,6 +329,17 @@ def test_stop_at_metric_hook_records_and_stops():
     assert hook.history == [(10, 0.2), (20, 0.5)]
     with pytest.raises(KeyError, match='coco/bbox_mAP'):
         hook.after_val_epoch(runner, {'coco/bbox_mAP': 0.1})
+
+    timed = StopAtMetricHook('coco/segm_mAP_50', 0.5, max_time_s=0)
+    runner.train_loop.stop_training = False
+    timed.before_train(runner)
+    timed.after_train_iter(runner, 0)
+    assert runner.train_loop.stop_training and timed.timed_out and timed.reached_at is None
+    untimed = StopAtMetricHook('coco/segm_mAP_50', 0.5)
+    runner.train_loop.stop_training = False
+    untimed.before_train(runner)
+    untimed.after_train_iter(runner, 0)
+    assert not runner.train_loop.stop_training and not untimed.timed_out
 
 
 def test_overfit_stops_at_reached_target_and_saves_figure(tiny_config, isaid_patches, tmp_path):

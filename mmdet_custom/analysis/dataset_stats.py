@@ -206,7 +206,7 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
 
 
 def format_stats(summary: Dict, top: Optional[int] = None) -> str:
-    """A readable text table of :func:`dataset_stats`'s summary (classes by count, ``top`` of them)."""
+    """A readable text table of :func:`dataset_stats`'s summary (classes with instances by count, ``top`` of them)."""
     s = summary
     opi = s['objects_per_image']
     lines = [f'{s["images"]} images, {s["instances"]} instances ({s["crowd_instances"]} crowd left out)',
@@ -214,6 +214,9 @@ def format_stats(summary: Dict, top: Optional[int] = None) -> str:
              f'max {opi["max"]}; {opi["outlier_images"]} outlier images (> {opi["high_fence"]:.1f} or '
              f'< {opi["low_fence"]:.1f})',
              'sizes: ' + ', '.join(f'{k} {v}' for k, v in s['sizes'].items())]
-    ranked = sorted(s['instances_per_class'].items(), key=lambda kv: -kv[1])[:top]
+    ranked = sorted(((n, c) for n, c in s['instances_per_class'].items() if c), key=lambda kv: -kv[1])[:top]
     lines += [f'    {name:<20s} {count}' for name, count in ranked]
+    empty = sum(not c for c in s['instances_per_class'].values())
+    if empty:
+        lines.append(f'    ({empty} classes without instances)')
     return '\n'.join(lines)

@@ -229,7 +229,8 @@ def count_flops(model: nn.Module, shape: Tuple[int, int] = (800, 800)) -> Tuple[
     Returns:
         tuple[dict, dict]: ``(per_image, per_roi)``: component -> FLOPs. ``per_image`` holds ``backbone`` (less
         CBAM), ``cbam``, ``neck`` (less CBAM) and ``rpn_head``; ``per_roi`` holds ``bbox_head``,
-        ``bbox_predictor`` and ``mask_head``. Components the model lacks are left out.
+        ``bbox_predictor`` and ``mask_head`` (RoI features of :func:`roi_feat_sizes`). Components the model
+        lacks are left out.
     """
     model = model.eval()
     cbam_names = find_cbam_modules(model)
@@ -248,23 +249,38 @@ def count_flops(model: nn.Module, shape: Tuple[int, int] = (800, 800)) -> Tuple[
             per_image['rpn_head'] = by_module.get('rpn_head', 0)
 
         roi_head = getattr(model, 'roi_head', None)
-        bbox_head = getattr(roi_head, 'bbox_head', None)
-        if isinstance(bbox_head, nn.Module):
-            size = getattr(bbox_head, 'roi_feat_size', (7, 7))
-            size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-            roi = torch.zeros(1, bbox_head.in_channels, *size)
+        sizes = roi_feat_sizes(model)
+        if 'bbox_head' in sizes:
+            bbox_head = roi_head.bbox_head
+            roi = torch.zeros(1, bbox_head.in_channels, *sizes['bbox_head'])
             by_module = _flop_analyzer(bbox_head, (roi, )).by_module()
             predictor = by_module.get('fc_cls', 0) + by_module.get('fc_reg', 0)
             per_roi['bbox_head'] = by_module.get('', 0) - predictor
             per_roi['bbox_predictor'] = predictor
-        mask_head = getattr(roi_head, 'mask_head', None)
-        if isinstance(mask_head, nn.Module):
-            size = getattr(getattr(roi_head, 'mask_roi_extractor', None), 'roi_layers', None)
-            size = size[0].output_size if size is not None else (14, 14)
-            size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-            roi = torch.zeros(1, mask_head.in_channels, *size)
+        if 'mask_head' in sizes:
+            mask_head = roi_head.mask_head
+            roi = torch.zeros(1, mask_head.in_channels, *sizes['mask_head'])
             per_roi['mask_head'] = _flop_analyzer(mask_head, (roi, )).total()
     return per_image, per_roi
+
+
+def _pair(size) -> Tuple[int, int]:
+    return tuple(int(s) for s in size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+
+
+def roi_feat_sizes(model: nn.Module) -> Dict[str, Tuple[int, int]]:
+    """(height, width) of the RoI features fed to ``bbox_head`` and ``mask_head`` (the RoI extractors' output
+    size), for the heads the model has (a cascade's list of heads is left out)."""
+    roi_head = getattr(model, 'roi_head', None)
+    sizes = {}
+    for head, extractor in (('bbox_head', 'bbox_roi_extractor'), ('mask_head', 'mask_roi_extractor')):
+        if not isinstance(getattr(roi_head, head, None), nn.Module):
+            continue
+        layers = getattr(getattr(roi_head, extractor, None), 'roi_layers', None)
+        if not layers:
+            continue
+        sizes[head] = _pair(layers[0].output_size)
+    return sizes
 
 
 @dataclass
@@ -288,6 +304,7 @@ class ModelStats:
     rows: List[ComponentRow]
     cbam_locations: Dict[str, Tuple[int, int]]
     total_params: int
+    roi_sizes: Dict[str, Tuple[int, int]]
 
 
 def model_stats(config: Union[str, Config],
@@ -337,7 +354,7 @@ def model_stats(config: Union[str, Config],
             sum(per_roi.values()) / 1e6 if per_roi else None))
     name = config if isinstance(config, str) else getattr(config, 'filename', None) or '<config>'
     return ModelStats(config=name, shape=tuple(shape) if shape is not None else None, rows=rows,
-                      cbam_locations=cbam_locations(model), total_params=total)
+                      cbam_locations=cbam_locations(model), total_params=total, roi_sizes=roi_feat_sizes(model))
 
 
 def _fmt(value: Optional[float], spec: str) -> str:
@@ -370,9 +387,10 @@ def format_table(stats: ModelStats) -> str:
     ]
     if stats.shape is not None:
         h, w = stats.shape
+        rois = ' and '.join(f'{head} on one {sh}x{sw}' for head, (sh, sw) in stats.roi_sizes.items())
         out.append(f'GFLOPs/image: backbone -> neck -> rpn_head forward on one 3x{h}x{w} input; MFLOPs/RoI: '
-                   f'bbox_head on one 7x7 and mask_head on one 14x14 RoI feature (mmengine FlopAnalyzer, '
-                   f'1 multiply-add = 1 FLOP, element-wise ops not counted).')
+                   f'{rois or "-"} RoI feature (mmengine FlopAnalyzer, 1 multiply-add = 1 FLOP, element-wise ops '
+                   f'not counted).')
     return '\n'.join(out)
 
 

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import os.path as osp
+import time
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmengine.config import Config, ConfigDict
@@ -31,10 +32,13 @@ class StopAtMetricHook(Hook):
     Args:
         metric (str): key of the validation metrics, e.g. ``coco/segm_mAP_50``.
         target (float): stop when the metric reaches it (inclusive).
+        max_time_s (float, optional): also stop after the training iteration that ends this many seconds
+            (wall clock) after training began.
 
     Attributes:
         history (list[tuple[int, float]]): ``(iteration, value)`` per validation, iterations counted from 1.
         reached_at (int | None): the first iteration whose validation reached the target.
+        timed_out (bool): whether ``max_time_s`` stopped the training.
 
     Raises:
         KeyError: after a validation that did not report ``metric`` (lists the keys it did report).
@@ -42,11 +46,23 @@ class StopAtMetricHook(Hook):
 
     priority = 'LOW'
 
-    def __init__(self, metric: str = 'coco/segm_mAP_50', target: float = 0.5) -> None:
+    def __init__(self, metric: str = 'coco/segm_mAP_50', target: float = 0.5,
+                 max_time_s: Optional[float] = None) -> None:
         self.metric = metric
         self.target = target
+        self.max_time_s = max_time_s
         self.history: List[tuple] = []
         self.reached_at: Optional[int] = None
+        self.timed_out = False
+        self._start = None
+
+    def before_train(self, runner) -> None:
+        self._start = time.monotonic()
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.max_time_s is not None and time.monotonic() - self._start > self.max_time_s:
+            self.timed_out = True
+            runner.train_loop.stop_training = True
 
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
         metrics = metrics or {}
@@ -158,6 +174,7 @@ def overfit(config: Union[str, Config],
             lr: Optional[float] = None,
             warmup_iters: Optional[int] = None,
             show_score_thr: float = 0.3,
+            max_time_s: Optional[float] = None,
             save_checkpoint: bool = False,
             seed: int = 0,
             cfg_options: Optional[dict] = None) -> Dict:
@@ -177,13 +194,16 @@ def overfit(config: Union[str, Config],
         lr (float, optional): learning rate replacing the config's.
         warmup_iters (int, optional): linear warm-up from 0.1 lr. Defaults to ``min(max_iters // 5, 50)``.
         show_score_thr (float): minimum score of a drawn prediction. Defaults to 0.3.
+        max_time_s (float, optional): wall-clock cap on training, checked after every iteration; a run stopped
+            by it is validated once more at its last iteration (unless that iteration was just validated).
         save_checkpoint (bool): save the final weights as ``<work_dir>/iter_<n>.pth``. Defaults to False.
         seed (int): random seed. Defaults to 0.
         cfg_options (dict, optional): overrides merged into the config first (e.g. data root, random init).
 
     Returns:
         dict (also written to ``overfit_history.json``): ``reached`` (bool),
-        ``reached_at`` (first iteration at target or None), ``iters`` (iterations run), ``target``, ``metric``,
+        ``reached_at`` (first iteration at target or None), ``iters`` (iterations run), ``timed_out`` (stopped by
+        ``max_time_s``), ``target``, ``metric``,
         ``history`` (list of ``{'iter', 'value'}``), ``img_ids``, ``ann_file`` (the source json), ``figures`` (PNG
         paths) and ``checkpoint`` (path or None).
 
@@ -204,9 +224,11 @@ def overfit(config: Union[str, Config],
     cfg = build_overfit_cfg(cfg, subset, len(chosen), work_dir, max_iters, val_interval, lr=lr,
                             warmup_iters=warmup_iters, seed=seed)
     runner = Runner.from_cfg(cfg)
-    stopper = StopAtMetricHook(f'coco/{metric}', target_ap50)
+    stopper = StopAtMetricHook(f'coco/{metric}', target_ap50, max_time_s)
     runner.register_hook(stopper)
     runner.train()
+    if stopper.timed_out and (not stopper.history or stopper.history[-1][0] != runner.iter):
+        runner.val_loop.run()
     checkpoint = None
     if save_checkpoint:
         checkpoint = osp.join(work_dir, f'iter_{runner.iter}.pth')
@@ -216,7 +238,7 @@ def overfit(config: Union[str, Config],
     dataset = runner.val_dataloader.dataset
     figures = save_gt_vs_pred(model, dataset, range(len(dataset)), osp.join(work_dir, 'vis'), show_score_thr)
     result = dict(reached=stopper.reached_at is not None, reached_at=stopper.reached_at, iters=runner.iter,
-                  target=target_ap50, metric=f'coco/{metric}',
+                  timed_out=stopper.timed_out, target=target_ap50, metric=f'coco/{metric}',
                   history=[dict(iter=i, value=v) for i, v in stopper.history], img_ids=chosen,
                   ann_file=osp.abspath(ann_file), figures=figures, checkpoint=checkpoint)
     write_json(osp.join(work_dir, 'overfit_history.json'), result)
@@ -228,6 +250,7 @@ def format_history(result: Dict) -> str:
     lines = [f'{"iter":>6}  {result["metric"]}']
     lines += [f'{h["iter"]:>6}  {h["value"]:.3f}' for h in result['history']]
     outcome = (f'reached {result["target"]:g} at iteration {result["reached_at"]}' if result['reached'] else
-               f'did not reach {result["target"]:g} in {result["iters"]} iterations')
+               f'did not reach {result["target"]:g} in {result["iters"]} iterations'
+               + (' (time limit)' if result.get('timed_out') else ''))
     lines.append(f'{outcome} (images {result["img_ids"]})')
     return '\n'.join(lines)

@@ -120,7 +120,8 @@ def test(config: Union[str, Config],
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         for ev in evaluators:
             if ev.get('type') == 'CocoMetric':
-                ev.proposal_nums = tuple(sorted({100, 300, max_per_img}))[-3:]
+                # COCOeval reports AP at its third maxDets and needs exactly three
+                ev.proposal_nums = (100, 300, max_per_img) if max_per_img > 300 else (1, 10, max_per_img)
     if format_only:
         if not out or not out.endswith('.json'):
             raise ValueError(f'--format-only needs --out <file>.json, got {out!r}')

@@ -22,6 +22,7 @@ def parse_args(argv=None):
     parser.add_argument('--lr', type=float, default=None, help="learning rate (default: the config's)")
     parser.add_argument('--warmup-iters', type=int, default=None, help='linear warm-up iterations')
     parser.add_argument('--show-score-thr', type=float, default=0.3, help='score threshold of the figure')
+    parser.add_argument('--max-time', type=float, default=None, help='wall-clock cap on training, in seconds')
     parser.add_argument('--save-checkpoint', action='store_true', help='save the final weights')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument(
@@ -38,8 +39,8 @@ def main(argv=None):
     result = overfit(args.config, args.work_dir, num_images=args.num_images, img_ids=args.img_ids,
                      target_ap50=args.target_ap50, metric=args.metric, val_interval=args.val_interval,
                      max_iters=args.max_iters, lr=args.lr, warmup_iters=args.warmup_iters,
-                     show_score_thr=args.show_score_thr, save_checkpoint=args.save_checkpoint, seed=args.seed,
-                     cfg_options=args.cfg_options)
+                     show_score_thr=args.show_score_thr, max_time_s=args.max_time,
+                     save_checkpoint=args.save_checkpoint, seed=args.seed, cfg_options=args.cfg_options)
     print(format_history(result))
     print(f'figures: {", ".join(result["figures"])}')
     return result
