@@ -329,6 +329,9 @@ def test_stop_at_metric_hook_records_and_stops():
     assert hook.history == [(10, 0.2), (20, 0.5)]
     with pytest.raises(KeyError, match='coco/bbox_mAP'):
         hook.after_val_epoch(runner, {'coco/bbox_mAP': 0.1})
+    runner.iter = 30
+    hook.after_val_epoch(runner, {})  # CocoMetric on no detection at all
+    assert hook.history[-1] == (30, 0.0)
 
     timed = StopAtMetricHook('coco/segm_mAP_50', 0.5, max_time_s=0)
     runner.train_loop.stop_training = False

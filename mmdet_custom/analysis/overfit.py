@@ -40,8 +40,10 @@ class StopAtMetricHook(Hook):
         reached_at (int | None): the first iteration whose validation reached the target.
         timed_out (bool): whether ``max_time_s`` stopped the training.
 
+    A validation that reports no metric at all (``CocoMetric`` when the model detected nothing) counts as 0.
+
     Raises:
-        KeyError: after a validation that did not report ``metric`` (lists the keys it did report).
+        KeyError: after a validation that reported metrics but not ``metric`` (lists the keys it did report).
     """
 
     priority = 'LOW'
@@ -65,10 +67,12 @@ class StopAtMetricHook(Hook):
             runner.train_loop.stop_training = True
 
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        metrics = metrics or {}
-        if self.metric not in metrics:
+        if not metrics:  # CocoMetric reports nothing when the model detected nothing: AP 0
+            value = 0.0
+        elif self.metric not in metrics:
             raise KeyError(f'validation reported no {self.metric!r}; it reported {sorted(metrics)}')
-        value = float(metrics[self.metric])
+        else:
+            value = float(metrics[self.metric])
         self.history.append((runner.iter, value))
         runner.logger.info(f'overfit: iter {runner.iter}: {self.metric} = {value:.3f} (target {self.target:g})')
         if value >= self.target and self.reached_at is None:
@@ -129,10 +133,13 @@ def build_overfit_cfg(cfg: Config, ann_file: str, num_images: int, work_dir: str
     val_ds.pipeline = copy.deepcopy(_innermost(cfg.test_dataloader.dataset).pipeline)
     val_ds.test_mode = True
     val_ds.pop('filter_cfg', None)
+    batch_size = min(cfg.train_dataloader.get('batch_size', 1), num_images)
+    # one pass over K images is an epoch of K / batch iterations, and mmengine's infinite loader sleeps 2 s at every
+    # epoch end: repeat the images so that the whole run is one epoch
     cfg.train_dataloader = ConfigDict(
-        batch_size=min(cfg.train_dataloader.get('batch_size', 1), num_images),
-        num_workers=0, persistent_workers=False, sampler=dict(type='DefaultSampler', shuffle=True),
-        dataset=train_ds)
+        batch_size=batch_size, num_workers=0, persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        dataset=dict(type='RepeatDataset', times=max_iters * batch_size, dataset=train_ds))
     cfg.val_dataloader = ConfigDict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
                                     sampler=dict(type='DefaultSampler', shuffle=False), dataset=val_ds)
     evaluator = cfg.get('val_evaluator')
