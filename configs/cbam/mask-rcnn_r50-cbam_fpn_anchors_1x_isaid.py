@@ -1,7 +1,5 @@
 # CBAM step 1: the anchors step + CBAM (Woo et al., ECCV 2018, Sec. 3) after conv3 of every ResNet bottleneck in
 # all four stages (C2-C5), on the residual branch before the addition (the paper's Fig. 3).
-_base_ = '../mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py'
+_base_ = ['../mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py', '../_base_/models/cbam_parts.py']
 
-model = dict(
-    backbone=dict(
-        plugins=[dict(cfg=dict(type='CBAM', reduction=16), stages=(True, True, True, True), position='after_conv3')]))
+model = dict(backbone=dict(plugins=_base_.r50_cbam_plugins))

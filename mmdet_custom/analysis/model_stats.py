@@ -32,15 +32,15 @@ ops such as sigmoid or the attention product are not counted). Two scopes, kept 
 """
 import copy
 import csv
-import os
 import os.path as osp
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import Config
 from torch import nn
+
+from mmdet_custom.utils.fileio import atomic_path
 
 #: Bytes per parameter of each storage precision.
 BYTES_PER_PARAM = {'fp32': 4, 'fp16': 2, 'int8': 1}
@@ -400,21 +400,12 @@ def write_csv(stats: ModelStats, path: str) -> None:
     The file is written to a temporary file in the same folder and moved into place, so a failure leaves no
     partial file behind.
     """
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     names = [f.name for f in fields(ComponentRow)]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=names)
-            writer.writeheader()
-            for r in stats.rows:
-                writer.writerow({k: ('' if v is None else v) for k, v in asdict(r).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for r in stats.rows:
+            writer.writerow({k: ('' if v is None else v) for k, v in asdict(r).items()})
 
 
 def read_csv(path: str) -> List[ComponentRow]:

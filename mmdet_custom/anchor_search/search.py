@@ -11,12 +11,13 @@ import json
 import math
 import os
 import os.path as osp
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from mmdet_custom.utils.fileio import atomic_path
 
 from .data import GTBoxes
 from .recall import AnchorSetting, level_name, max_iou_exact, recall_table
@@ -484,17 +485,8 @@ def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[st
          'rpn_anchor_generator = dict(',
          '    _delete_=True,',
          f'    type={cfg["type"]!r},'] + body + [')', ''])
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path), suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        f.write(text)
     return path
 
 

@@ -1,3 +1,4 @@
-from .runner import load_config, test, train, write_json_atomic
+from .export import predictions_to_coco_results
+from .runner import load_config, test, train
 
-__all__ = ['load_config', 'train', 'test', 'write_json_atomic']
+__all__ = ['load_config', 'train', 'test', 'predictions_to_coco_results']

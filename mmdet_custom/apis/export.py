@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from mmdet_custom.converters.cells import dump_json_atomic, encode_mask, touches_border
+from mmdet_custom.converters.cells import encode_mask, touches_border
+from mmdet_custom.utils.fileio import dump_json_atomic
 
 __all__ = ['predictions_to_coco_results', 'dump_json_atomic']
 

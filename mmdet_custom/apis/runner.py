@@ -4,14 +4,14 @@ They follow mmdet 3.3's ``tools/train.py`` / ``tools/test.py`` step for step (sa
 work_dir: argument > config > ``work_dirs/<config name>``) so that a config behaves the same under mmdet's tools,
 ``mim train mmdet`` and ours.
 """
-import json
 import os
 import os.path as osp
-import tempfile
 from typing import Dict, Optional, Sequence, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
+
+from mmdet_custom.utils.fileio import dump_json_atomic
 
 
 def load_config(config: Union[str, Config],
@@ -129,8 +129,11 @@ def test(config: Union[str, Config],
         while 'dataset' in dataset:
             dataset = dataset.dataset
         dataset.pipeline = _strip_annotations(dataset.pipeline)
+        # the test json's categories give each class its category_id (by name); absent: class i -> id i + 1
+        ann_file = osp.join(dataset.get('data_root') or '', dataset.get('ann_file') or '')
         cfg.test_evaluator = ConfigDict(type='CocoResultsExport', out_file=out, score_thr=score_thr,
-                                        name_to_ids=name_to_ids, drop_border=drop_border)
+                                        name_to_ids=name_to_ids, drop_border=drop_border,
+                                        ann_file=ann_file if osp.isfile(ann_file) else None)
     runner = Runner.from_cfg(cfg)
     if out is not None and not format_only:
         if not out.endswith(('.pkl', '.pickle')):
@@ -140,23 +143,8 @@ def test(config: Union[str, Config],
     metrics = runner.test()
     metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
     os.makedirs(cfg.work_dir, exist_ok=True)
-    write_json_atomic(osp.join(cfg.work_dir, 'test_metrics.json'), metrics)
+    dump_json_atomic(metrics, osp.join(cfg.work_dir, 'test_metrics.json'), indent=2)
     return metrics
-
-
-def write_json_atomic(path: str, obj, indent: Optional[int] = 2) -> None:
-    """Write ``obj`` as json to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=indent)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 test.__test__ = False  # not a pytest test, whatever module imports it

@@ -34,6 +34,8 @@ import pycocotools.mask as mask_utils
 import tifffile
 from PIL import Image
 
+from mmdet_custom.utils.fileio import dump_json_atomic
+
 #: Default category names; category id k (1-based) is read from ``class{k}.tif``.
 CELL_CLASSES = ('class1', 'class2', 'class3', 'class4')
 
@@ -45,27 +47,6 @@ PathLike = Union[str, os.PathLike]
 # --------------------------------------------------------------------------------------------------------------
 # Generic helpers (also used by apis/export.py and converters/coco_subset.py)
 # --------------------------------------------------------------------------------------------------------------
-def dump_json_atomic(obj, path: PathLike) -> None:
-    """Write ``obj`` as json to ``path`` atomically.
-
-    The json goes to a temporary file in the same directory, which then replaces ``path`` with ``os.replace``:
-    readers see either the old file or the complete new one, and a failure leaves no partial file behind.
-    Missing parent directories are created.
-    """
-    path = os.fspath(path)
-    out_dir = osp.dirname(osp.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix='.' + osp.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def encode_mask(mask: np.ndarray) -> dict:
     """Encode one binary mask as compressed COCO RLE with ``counts`` as ``str`` (json-serialisable).
 

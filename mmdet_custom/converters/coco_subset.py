@@ -9,7 +9,7 @@ import json
 import os
 from typing import Dict, Sequence, Union
 
-from .cells import dump_json_atomic
+from mmdet_custom.utils.fileio import dump_json_atomic
 
 #: Default subset: category names as COCO spells them, in their new id order 1..4.
 COCO_SUBSET_CLASSES = ('person', 'cat', 'sports ball', 'book')

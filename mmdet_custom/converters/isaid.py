@@ -58,7 +58,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from mmdet_custom.converters.cells import dump_json_atomic, encode_mask
+from mmdet_custom.converters.cells import encode_mask
+from mmdet_custom.utils.fileio import dump_json_atomic
 from mmdet_custom.datasets.isaid import ISAID_CLASSES, ISAID_PALETTE
 
 PathLike = Union[str, os.PathLike]
@@ -665,7 +666,6 @@ def _convert_split(raw_dir: str, out_dir: str, split: str, classes, palette, pat
             raise
         if old_dir is not None:
             shutil.rmtree(old_dir)
-        os.chmod(json_path, 0o666 & ~umask)  # mkstemp makes it private
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         for d in reversed(made):  # folders this call created, if still empty

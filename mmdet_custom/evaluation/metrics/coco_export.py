@@ -8,7 +8,7 @@ from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from mmdet_custom.apis.export import predictions_to_coco_results
-from mmdet_custom.converters.cells import dump_json_atomic
+from mmdet_custom.utils.fileio import dump_json_atomic
 
 
 @METRICS.register_module()
