@@ -34,6 +34,46 @@ ABLATIONS = {
     },
 }
 
+# The cells attention variants, each the cells R50 + parts of configs/_base_/models/cbam_parts.py (+ the plateau
+# recipe): variant -> {dotted key of the whole config: its value there, None where the key is gone}. A dict value
+# compares the whole sub-dict (the full model's backbone replaces ResNet's: no ResNet key may survive).
+# Anchors, dataset, classes, schedule length are absent here: they must stay the cells R50's.
+CELLS_R50 = 'configs/cells/mask-rcnn_r50_fpn_1x_cells.py'
+CELLS_FULL = 'configs/cells/mask-rcnn_effb0-cbam_attn-fpn_1x_cells.py'
+PART_FRAGMENTS = ('configs/_base_/models/cbam_parts.py', 'configs/_base_/recipes/plateau_segm-ap50.py')
+_CBAM_PLUGINS = {
+    'model.backbone.plugins': [
+        dict(cfg=dict(type='CBAM', reduction=16), stages=(True, True, True, True), position='after_conv3')
+    ]
+}
+_ATTENTION_FPN = {'model.neck.type': 'AttentionFPN', 'model.neck.cbam_reduction': 16}
+CELLS_VARIANTS = {
+    'configs/cells/mask-rcnn_r50-cbam_fpn_1x_cells.py': _CBAM_PLUGINS,
+    'configs/cells/mask-rcnn_r50_attn-fpn_1x_cells.py': _ATTENTION_FPN,
+    'configs/cells/mask-rcnn_r50-cbam_attn-fpn_1x_cells.py': {**_CBAM_PLUGINS, **_ATTENTION_FPN},
+    CELLS_FULL: {
+        'model.backbone': dict(type='TimmCBAMBackbone', model_name='efficientnet_b0', out_indices=(1, 2, 3, 4),
+                               pretrained=True, use_cbam=True, cbam_reduction=16),
+        **_ATTENTION_FPN,
+        'model.neck.in_channels': [24, 40, 112, 320],
+        'model.roi_head.bbox_head.type': 'RegularizedShared2FCBBoxHead',
+        'model.roi_head.bbox_head.dropout_p': 0.3,
+        'model.roi_head.mask_head.type': 'ResidualFCNMaskHead',
+        'optim_wrapper.optimizer.type': 'AdamW',
+        'optim_wrapper.optimizer.lr': 3e-4,
+        'optim_wrapper.optimizer.weight_decay': 1e-3,
+        'optim_wrapper.optimizer.momentum': None,
+        'optim_wrapper.paramwise_cfg.custom_keys.roi_head.lr_mult': 0.25,
+        'optim_wrapper.clip_grad.max_norm': 1.0,
+        'optim_wrapper.clip_grad.norm_type': 2,
+        'param_scheduler': [
+            dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+            dict(type='ReduceOnPlateauLR', monitor='coco/segm_mAP_50', rule='greater', factor=0.5, patience=3,
+                 min_value=1e-6, by_epoch=True)
+        ],
+    },
+}
+
 
 @pytest.fixture(scope='module', autouse=True)
 def _one_torch_thread():
@@ -57,13 +97,13 @@ def _load(path):
     return copy.deepcopy(_load_cached(str(path)))
 
 
-def _flatten(d, prefix=''):
-    """Nested dict -> {dotted key: leaf value} (lists are leaves)."""
+def _flatten(d, prefix='', leaves=()):
+    """Nested dict -> {dotted key: leaf value} (lists and the dotted keys in ``leaves`` are leaves)."""
     out = {}
     for k, v in d.items():
         key = f'{prefix}{k}'
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + '.'))
+        if isinstance(v, dict) and key not in leaves:
+            out.update(_flatten(v, key + '.', leaves))
         else:
             out[key] = v
     return out
@@ -150,6 +190,7 @@ def test_config_builds_and_trains_one_step(config):
 def test_configs_are_found():
     names = {str(p.relative_to(REPO_ROOT)) for p in CONFIGS}
     assert {ROOT, ANCHORS_STEP, R101, FULL, R50_CBAM, R50_ATTN_FPN, R50_BOTH, *ABLATIONS} <= names
+    assert {CELLS_R50, *CELLS_VARIANTS} <= names
 
 
 def test_anchors_step_composes():
@@ -258,3 +299,34 @@ def test_ablation_differs_in_one_part(ablation):
     cfg_full, cfg_abl = _load(FULL), _load(ablation)
     for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader'):
         assert cfg_abl[key] == cfg_full[key], key
+
+
+@pytest.mark.parametrize('variant', sorted(CELLS_VARIANTS))
+def test_cells_variant_differs_in_its_parts(variant):
+    """Each cells attention variant is the cells R50 plus exactly the parts it swaps in (backbone, neck, heads,
+    optimizer, lr schedule); everything else, the stock anchors included, is the cells R50's."""
+    expected = CELLS_VARIANTS[variant]
+    part_names = {k for fragment in PART_FRAGMENTS for k in _load(fragment)}
+    leaves = {k for k, v in expected.items() if isinstance(v, dict)}
+    base = _flatten(_load(CELLS_R50).to_dict(), leaves=leaves)
+    cfg = _flatten(_load(variant).to_dict(), leaves=leaves)
+    changes = {
+        k: cfg.get(k)
+        for k in base.keys() | cfg.keys()
+        if base.get(k) != cfg.get(k) and k.split('.')[0] not in part_names  # the fragments' named parts
+    }
+    assert changes == expected
+
+
+def test_cells_full_model_reuses_isaid_full_model_parts():
+    """The cells full model and the iSAID full model share backbone, neck, heads and recipe; they differ in the
+    dataset, the classes and the anchors (cells keep the stock ones)."""
+    cells, isaid = _load(CELLS_FULL), _load(FULL)
+    assert cells.model.backbone == isaid.model.backbone and cells.model.neck == isaid.model.neck
+    for head in ('bbox_head', 'mask_head'):
+        assert _flatten(cells.model.roi_head[head].to_dict()) == dict(
+            _flatten(isaid.model.roi_head[head].to_dict()), num_classes=4)
+    assert cells.optim_wrapper == isaid.optim_wrapper and cells.param_scheduler == isaid.param_scheduler
+    assert cells.train_cfg.val_interval == 1
+    assert cells.model.rpn_head.anchor_generator.type == 'AnchorGenerator'
+    assert isaid.model.rpn_head.anchor_generator.type == 'PerLevelAnchorGenerator'
