@@ -49,6 +49,6 @@ param_scheduler = [
 ]
 optim_wrapper = dict(optimizer=dict(lr=0.02), clip_grad=dict(max_norm=10.0))
 default_hooks = dict(
-    logger=dict(interval=25),
+    logger=dict(interval=25, log_metric_by_epoch=False),
     checkpoint=dict(by_epoch=False, interval=300, max_keep_ckpts=1, save_best=None))
 log_processor = dict(by_epoch=False)

@@ -21,7 +21,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ._io import new_figure, save_figure, write_csv, write_json
+from mmdet_custom.utils.fileio import dump_json_atomic, write_csv_atomic
+
+from ._io import new_figure, save_figure
 
 #: COCOeval's area thresholds (pixels^2) between small/medium and medium/large.
 SMALL_AREA, MEDIUM_AREA = 32**2, 96**2
@@ -115,13 +117,13 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
     files = {}
     # instances per class
     files['instances_per_class_csv'] = osp.join(out_dir, 'instances_per_class.csv')
-    write_csv(files['instances_per_class_csv'],
-              ['class', 'category_id', 'instances', 'images', 'small', 'medium', 'large', 'median_sqrt_area'],
-              [[cat_name[c['id']], c['id'], per_class[c['id']], len(per_class_images[c['id']]),
-                per_class_sizes[c['id']]['small'], per_class_sizes[c['id']]['medium'],
-                per_class_sizes[c['id']]['large'],
-                round(float(np.median(per_class_sqrt[c['id']])), 3) if per_class_sqrt[c['id']] else '']
-               for c in cats])
+    write_csv_atomic(
+        files['instances_per_class_csv'],
+        ['class', 'category_id', 'instances', 'images', 'small', 'medium', 'large', 'median_sqrt_area'],
+        [[cat_name[c['id']], c['id'], per_class[c['id']], len(per_class_images[c['id']]),
+          per_class_sizes[c['id']]['small'], per_class_sizes[c['id']]['medium'], per_class_sizes[c['id']]['large'],
+          round(float(np.median(per_class_sqrt[c['id']])), 3) if per_class_sqrt[c['id']] else '']
+         for c in cats])
     # many categories (e.g. COCO's 80): plot only those present
     shown = [c for c in cats if per_class[c['id']]] if len(cats) > 30 else cats
     fig, axes = new_figure(figsize=(min(max(6, 0.45 * len(shown) + 2), 30), 4.5))
@@ -143,8 +145,9 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
     q1, q3, low, high = tukey_fences(n_obj, outlier_k) if len(n_obj) else (0., 0., 0., 0.)
     outlier = (n_obj < low) | (n_obj > high)
     files['objects_per_image_csv'] = osp.join(out_dir, 'objects_per_image.csv')
-    write_csv(files['objects_per_image_csv'], ['image_id', 'file_name', 'objects', 'outlier'],
-              [[img['id'], img.get('file_name', ''), int(n), int(o)] for img, n, o in zip(images, n_obj, outlier)])
+    write_csv_atomic(files['objects_per_image_csv'], ['image_id', 'file_name', 'objects', 'outlier'],
+                     [[img['id'], img.get('file_name', ''), int(n), int(o)]
+                      for img, n, o in zip(images, n_obj, outlier)])
     fig, axes = new_figure()
     ax = axes[0, 0]
     if len(n_obj):
@@ -168,8 +171,8 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
 
     # object sizes
     files['box_sizes_csv'] = osp.join(out_dir, 'box_sizes.csv')
-    write_csv(files['box_sizes_csv'],
-              ['ann_id', 'image_id', 'class', 'bbox_w', 'bbox_h', 'area', 'sqrt_area', 'size'], rows_box)
+    write_csv_atomic(files['box_sizes_csv'],
+                     ['ann_id', 'image_id', 'class', 'bbox_w', 'bbox_h', 'area', 'sqrt_area', 'size'], rows_box)
     sqrt_area = np.array([r[6] for r in rows_box], dtype=float)
     sizes = Counter(r[7] for r in rows_box)
     fig, axes = new_figure()
@@ -201,7 +204,7 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
         sizes={k: sizes[k] for k in ('small', 'medium', 'large')},
         files=files)
     files['summary_json'] = osp.join(out_dir, 'summary.json')
-    write_json(files['summary_json'], summary)
+    dump_json_atomic(summary, files['summary_json'], indent=2)
     return summary
 
 

@@ -181,7 +181,7 @@ def grad_cam(img: str,
     keep = keep[pred.scores[keep].argsort(descending=True)][:num_preds]
     if len(keep) < num_preds:
         raise ValueError(f'{img}: {len(keep)} detections of class {classes[label]!r}, {num_preds} asked for '
-                         '(lower model.test_cfg.rcnn.score_thr or choose another class)')
+                         '(lower model.test_cfg.rcnn.score_thr, raise its max_per_img or choose another class)')
 
     h, w = sample.metainfo['img_shape']
     ori_h, ori_w = sample.metainfo['ori_shape']

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Sequence, Union
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 
-from ._io import write_json
+from mmdet_custom.utils.fileio import dump_json_atomic
+
 from .inference import load_cfg
 from .visualize import save_gt_vs_pred
 
@@ -116,7 +117,7 @@ def write_subset(ann_file: str, out_file: str, num_images: int = 1,
     subset = {k: v for k, v in coco.items() if k not in ('images', 'annotations')}
     subset['images'] = [by_id[i] for i in chosen]
     subset['annotations'] = [a for a in coco['annotations'] if a['image_id'] in keep]
-    write_json(out_file, subset, indent=None)
+    dump_json_atomic(subset, out_file)
     return chosen
 
 
@@ -248,7 +249,7 @@ def overfit(config: Union[str, Config],
                   timed_out=stopper.timed_out, target=target_ap50, metric=f'coco/{metric}',
                   history=[dict(iter=i, value=v) for i, v in stopper.history], img_ids=chosen,
                   ann_file=osp.abspath(ann_file), figures=figures, checkpoint=checkpoint)
-    write_json(osp.join(work_dir, 'overfit_history.json'), result)
+    dump_json_atomic(result, osp.join(work_dir, 'overfit_history.json'), indent=2)
     return result
 
 

@@ -17,7 +17,9 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 from mmengine.config import Config
 
-from ._io import new_figure, save_figure, write_csv, write_json
+from mmdet_custom.utils.fileio import dump_json_atomic, write_csv_atomic
+
+from ._io import new_figure, save_figure
 from .inference import build_dataset, build_detector, load_cfg, predict, select_indices
 
 
@@ -104,9 +106,9 @@ def score_histogram(config: Union[str, Config],
     score_thr = _test_score_thr(cfg)
     files = dict(csv=osp.join(out_dir, 'scores.csv'), json=osp.join(out_dir, 'scores.json'),
                  png=osp.join(out_dir, 'score_hist.png'))
-    write_csv(files['csv'], ['image_id', 'file_name', 'label', 'class', 'score'],
-              [[r['image_id'], r['file_name'], r['label'], name(r['label']), f'{r["score"]:.6f}'] for r in rows])
-    write_json(files['json'], dict(classes=classes, score_thr=score_thr, detections=rows), indent=None)
+    write_csv_atomic(files['csv'], ['image_id', 'file_name', 'label', 'class', 'score'],
+                     [[r['image_id'], r['file_name'], r['label'], name(r['label']), f'{r["score"]:.6f}'] for r in rows])
+    dump_json_atomic(dict(classes=classes, score_thr=score_thr, detections=rows), files['json'])
     plot_score_histogram(rows, classes, files['png'], bins, score_thr, top_classes,
                          title=f'Detection scores on {len(indices)} {split} images')
     per_class = Counter(name(r['label']) for r in rows)

@@ -17,7 +17,7 @@ import json
 import os
 import os.path as osp
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 from ._io import new_figure, save_figure
 

@@ -29,14 +29,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import mmdet_custom  # noqa: F401
-    from mmdet_custom.analysis._io import write_json
     from mmdet_custom.analysis.infer_bench import benchmark_inference, format_table
+    from mmdet_custom.utils import dump_json_atomic
     rows = benchmark_inference(args.config, args.checkpoint, batch_sizes=args.batch_sizes,
                                num_warmup=args.num_warmup, num_iters=args.max_iter, split=args.split,
                                cfg_options=args.cfg_options, device=args.device)
     print(format_table(rows))
     if args.out:
-        write_json(args.out, rows)
+        dump_json_atomic(rows, args.out, indent=2)
     return rows
 
 
