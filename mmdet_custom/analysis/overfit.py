@@ -145,7 +145,7 @@ def build_overfit_cfg(cfg: Config, ann_file: str, num_images: int, work_dir: str
                                     sampler=dict(type='DefaultSampler', shuffle=False), dataset=val_ds)
     evaluator = cfg.get('val_evaluator')
     evaluator = copy.deepcopy(evaluator) if isinstance(evaluator, dict) and evaluator.get(
-        'type') == 'CocoMetric' else ConfigDict(type='CocoMetric', metric=['bbox', 'segm'])
+        'type') in ('CocoMetric', 'MaxDetsCocoMetric') else ConfigDict(type='CocoMetric', metric=['bbox', 'segm'])
     evaluator.update(ann_file=osp.abspath(ann_file), classwise=False, format_only=False)
     evaluator.pop('outfile_prefix', None)
     cfg.val_evaluator = evaluator

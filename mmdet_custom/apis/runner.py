@@ -119,7 +119,7 @@ def test(config: Union[str, Config],
         cfg.model.test_cfg.rcnn.max_per_img = max_per_img
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         for ev in evaluators:
-            if ev.get('type') == 'CocoMetric':
+            if ev.get('type') in ('CocoMetric', 'MaxDetsCocoMetric'):
                 # COCOeval reports AP at its third maxDets and needs exactly three
                 ev.proposal_nums = (100, 300, max_per_img) if max_per_img > 300 else (1, 10, max_per_img)
     if format_only:

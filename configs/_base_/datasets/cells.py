@@ -57,7 +57,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 val_evaluator = dict(
-    type='CocoMetric',
+    type='MaxDetsCocoMetric',  # mAP over all proposal_nums[-1] detections, not pycocotools' fixed 100
     ann_file=data_root + 'annotations/instances_val.json',
     metric=['bbox', 'segm'],
     format_only=False,

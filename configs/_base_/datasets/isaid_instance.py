@@ -51,10 +51,10 @@ val_dataloader = dict(
         backend_args=backend_args))
 test_dataloader = val_dataloader
 
-# COCO AP over up to 1000 detections per image (iSAID images hold up to thousands of objects): CocoMetric uses
-# the last of proposal_nums as COCOeval's maxDets for AP. classwise=True prints the per-class AP table.
+# COCO AP over up to 1000 detections per image (iSAID images hold up to thousands of objects): every AP number
+# uses the last of proposal_nums (stock CocoMetric reports mAP at 100). classwise=True prints the per-class table.
 val_evaluator = dict(
-    type='CocoMetric',
+    type='MaxDetsCocoMetric',
     ann_file=data_root + 'annotations/instances_val.json',
     metric=['bbox', 'segm'],
     classwise=True,
