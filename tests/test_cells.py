@@ -11,6 +11,8 @@ import tifffile
 from PIL import Image
 from pycocotools.coco import COCO
 
+from helpers import cpu_run_cfg
+
 from mmdet_custom.apis.export import predictions_to_coco_results
 from mmdet_custom.converters.cells import (CELL_CLASSES, convert_cells, convert_cells_test, image_to_rgb8,
                                            load_name_to_id, split_ids)
@@ -323,29 +325,6 @@ def test_predictions_to_coco_results_takes_det_data_samples():
 CELLS_CONFIG = osp.join(REPO_ROOT, 'configs', 'cells', 'mask-rcnn_r50_fpn_1x_cells.py')
 
 
-def _cpu_run_cfg(cfg, work_dir):
-    """A CPU-sized run of ``cfg``: ResNet-18 without pretrained weights (no download; the data side is under test,
-    not the backbone), 100 proposals and 64 sampled RoIs instead of 1000 and 512, 2 iterations, no workers, one
-    checkpoint without optimizer state."""
-    from mmengine.config import ConfigDict
-    cfg.work_dir = str(work_dir)
-    cfg.model.backbone.update(depth=18, init_cfg=None)
-    cfg.model.neck.in_channels = [64, 128, 256, 512]
-    cfg.model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
-    cfg.model.train_cfg.rcnn.sampler.num = 64
-    cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
-    cfg.model.test_cfg.rcnn.max_per_img = 20
-    cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
-    cfg.param_scheduler = []
-    cfg.optim_wrapper.optimizer.lr = 0.002
-    cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.checkpoint = ConfigDict(type='CheckpointHook', by_epoch=False, interval=2, save_optimizer=False)
-    cfg.log_processor.by_epoch = False
-    cfg.randomness = dict(seed=0)
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].num_workers = 0
-        cfg[name].persistent_workers = False
-    return cfg
 
 
 def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, tmp_path):
@@ -366,7 +345,7 @@ def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, tmp_path):
     (tmp_path / 'test_image_name_to_ids.json').write_text(json.dumps(records))
     convert_cells_test(test_src, tmp_path / 'test_image_name_to_ids.json', data)
 
-    cfg = _cpu_run_cfg(Config.fromfile(CELLS_CONFIG), tmp_path / 'work')
+    cfg = cpu_run_cfg(Config.fromfile(CELLS_CONFIG), tmp_path / 'work')
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(data)
     cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = str(data / 'annotations' / 'instances_val.json')

@@ -1,5 +1,4 @@
 """Checkpoints under torch >= 2.6: mmengine's own files load with weights_only=True; anything else is refused."""
-import os
 import pickle
 
 import numpy as np

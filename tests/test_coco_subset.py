@@ -7,6 +7,8 @@ from collections import Counter
 
 import pytest
 
+from helpers import cpu_run_cfg
+
 from mmdet_custom.converters.coco_subset import COCO_SUBSET_CLASSES, convert_coco_subset, subset_coco
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -94,32 +96,17 @@ def test_convert_writes_atomically_and_cli(tiny_coco_dir, tmp_path):
 def test_mask_rcnn_trains_and_tests_on_the_subset(tiny_coco_dir, tmp_path):
     """configs/coco_subset: 2 training iterations then COCO evaluation, on the subset of tiny_coco at 256 px."""
     pytest.importorskip('mmcv.ops')
-    from mmengine.config import Config, ConfigDict
+    from mmengine.config import Config
 
     from mmdet_custom.apis import test, train
     ann = tmp_path / 'instances_subset.json'
     stats = convert_coco_subset(tiny_coco_dir / 'instances_train2017_small.json', ann, drop_empty=True)
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'coco_subset', 'mask-rcnn_r50_fpn_1x_coco-subset.py'))
     assert cfg.train_dataloader.dataset.metainfo.classes == COCO_SUBSET_CLASSES
-    # CPU-sized: ResNet-18 without pretrained weights (no download), 100 proposals and 64 sampled RoIs instead of
-    # 1000 and 512, 256 px instead of 1333x800, 2 iterations, 2 evaluation images
-    cfg.work_dir = str(tmp_path / 'work')
-    cfg.model.backbone.update(depth=18, init_cfg=None)
-    cfg.model.neck.in_channels = [64, 128, 256, 512]
-    cfg.model.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
-    cfg.model.train_cfg.rcnn.sampler.num = 64
-    cfg.model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
-    cfg.model.test_cfg.rcnn.max_per_img = 20
-    cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
-    cfg.param_scheduler = []
-    cfg.optim_wrapper.optimizer.lr = 0.002
-    cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.checkpoint = ConfigDict(type='CheckpointHook', by_epoch=False, interval=2, save_optimizer=False)
-    cfg.log_processor.by_epoch = False
-    cfg.randomness = dict(seed=0)
+    # CPU-sized (tests/helpers.py), 256 px instead of 1333x800, 2 evaluation images
+    cpu_run_cfg(cfg, tmp_path / 'work')
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[name]
-        loader.num_workers, loader.persistent_workers = 0, False
         loader.dataset.update(data_root=str(tiny_coco_dir), ann_file=str(ann),
                               data_prefix=dict(img='train_2017_small/'))
         for transform in loader.dataset.pipeline:

@@ -75,15 +75,7 @@ CELLS_VARIANTS = {
 }
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on the 2 shared cores, two OpenMP threads spin against the other jobs' processes and
-    cost several times the CPU of one (measured: R50 loss + backward at 128 px, 0.7 s CPU with 1 thread, 2-9 s
-    with 2 under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,7 +3,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT = str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py')
@@ -13,15 +12,7 @@ R50_BOTH = str(REPO_ROOT / 'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_
 FULL = str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on the 2 shared cores, two OpenMP threads spin against the other jobs' processes and
-    cost several times the CPU of one (measured: R50 loss + backward at 128 px, 0.7 s CPU with 1 thread, 2-9 s
-    with 2 under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def cbam_params(channels: int, reduction: int = 16, kernel: int = 7) -> int:

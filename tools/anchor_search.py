@@ -9,7 +9,9 @@ as PNG under ``--work-dir``. The logic lives in :mod:`mmdet_custom.anchor_search
 import argparse
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from mmdet_custom.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None):
@@ -25,10 +27,7 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='TPE sampler seed')
     parser.add_argument('--weights', nargs='+', default=['pos=0.7', '0.7=0.3'], metavar='IOU=WEIGHT',
                         help='objective = sum of weight x recall@IOU; IOU "pos" is the RPN assigner pos_iou_thr')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
-        'config file.')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

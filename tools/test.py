@@ -8,7 +8,7 @@ metrics to ``<work_dir>/test_metrics.json``. With ``--format-only --out results.
 import argparse
 import os
 
-from mmengine.config import DictAction
+from mmdet_custom.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None):
@@ -28,10 +28,7 @@ def parse_args(argv=None):
                         help='json mapping image file name -> image id for the exported results')
     parser.add_argument('--drop-border', action='store_true',
                         help='with --format-only: drop instances whose mask touches the image border')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
-        'config file.')
+    add_cfg_options(parser)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ score recomputed on its box; see :mod:`mmdet_custom.analysis.gradcam`.
 """
 import argparse
 
-from mmengine.config import DictAction
+from mmdet_custom.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None):
@@ -20,10 +20,7 @@ def parse_args(argv=None):
     parser.add_argument('--num-preds', type=int, default=3, help='detections explained, highest score first')
     parser.add_argument('--output-dir', required=True, help='folder of the PNGs')
     parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
-        'config file.')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

@@ -6,7 +6,7 @@
 """
 import argparse
 
-from mmengine.config import DictAction
+from mmdet_custom.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None):
@@ -19,10 +19,7 @@ def parse_args(argv=None):
     parser.add_argument('--split', choices=['train', 'val', 'test'], default='test', help='images of this split')
     parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
     parser.add_argument('--out', default=None, help='also write the rows as json')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
-        'config file.')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

@@ -8,7 +8,7 @@ CSV with ``--out-csv``. The model is built with random init (nothing is download
 """
 import argparse
 
-from mmengine.config import DictAction
+from mmdet_custom.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None):
@@ -18,10 +18,7 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs='+', default=[800, 800],
                         help='input image size (height width, or one side for a square) of the FLOPs count')
     parser.add_argument('--no-flops', action='store_true', help='count parameters and size only')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
-        'config file.')
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     if len(args.shape) == 1:
         args.shape = [args.shape[0]] * 2

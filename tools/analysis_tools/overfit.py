@@ -6,7 +6,7 @@ prediction figure of each image under ``DIR/vis``; see :mod:`mmdet_custom.analys
 """
 import argparse
 
-from mmengine.config import DictAction
+from mmdet_custom.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None):
@@ -25,10 +25,7 @@ def parse_args(argv=None):
     parser.add_argument('--max-time', type=float, default=None, help='wall-clock cap on training, in seconds')
     parser.add_argument('--save-checkpoint', action='store_true', help='save the final weights')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
-        'config file.')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

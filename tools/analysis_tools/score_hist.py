@@ -6,7 +6,7 @@
 """
 import argparse
 
-from mmengine.config import DictAction
+from mmdet_custom.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None):
@@ -19,10 +19,7 @@ def parse_args(argv=None):
     parser.add_argument('--bins', type=int, default=50, help='histogram bins on [0, 1]')
     parser.add_argument('--top-classes', type=int, default=5, help='classes drawn as their own lines')
     parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
-        'config file.')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 
