@@ -6,9 +6,8 @@ metrics to ``<work_dir>/test_metrics.json``. With ``--format-only --out results.
 :func:`mmdet_custom.apis.test`.
 """
 import argparse
-import os
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher
 
 
 def parse_args(argv=None):
@@ -29,12 +28,8 @@ def parse_args(argv=None):
     parser.add_argument('--drop-border', action='store_true',
                         help='with --format-only: drop instances whose mask touches the image border')
     add_cfg_options(parser)
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher(parser)
+    return parse_with_launcher(parser, argv)
 
 
 def main(argv=None):

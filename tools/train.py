@@ -3,9 +3,8 @@
 The flags are mmdet 3.3's; the logic lives in :func:`mmdet_custom.apis.train`.
 """
 import argparse
-import os
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher
 
 
 def parse_args(argv=None):
@@ -19,12 +18,8 @@ def parse_args(argv=None):
         help='If specify checkpoint path, resume from it, while if not specify, try to auto resume from the latest '
         'checkpoint in the work directory.')
     add_cfg_options(parser)
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launcher(parser)
+    return parse_with_launcher(parser, argv)
 
 
 def main(argv=None):
