@@ -63,11 +63,14 @@ class CocoResultsExport(BaseMetric):
         return self._cat_ids
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        self.results.extend(
-            predictions_to_coco_results(data_samples, self._category_ids(), name_to_id=self.name_to_ids,
-                                        score_thr=self.score_thr, drop_border=self.drop_border))
+        # one entry per image: BaseMetric.evaluate keeps the first len(dataset) entries of self.results
+        for sample in data_samples:
+            self.results.append(
+                predictions_to_coco_results([sample], self._category_ids(), name_to_id=self.name_to_ids,
+                                            score_thr=self.score_thr, drop_border=self.drop_border))
 
     def compute_metrics(self, results: list) -> dict:
+        results = [instance for per_image in results for instance in per_image]
         dump_json_atomic(results, self.out_file)
         MMLogger.get_current_instance().info(
             f'wrote {len(results)} instances to {osp.abspath(self.out_file)}')
