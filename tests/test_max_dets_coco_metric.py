@@ -41,3 +41,16 @@ def test_headline_ap_uses_the_largest_budget(tmp_path):
     # stock: AP@[.5:.95] at 100 detections reaches recall 100/150 only; 101-point interpolation gives 67/101
     assert abs(stock['coco/bbox_mAP'] - round(67 / 101, 3)) < 1e-9
     assert stock['coco/bbox_mAP_50'] == 1.0  # ... while its AP50 already used the 1000 budget
+
+
+def test_no_prediction_at_all_gives_zero_ap_instead_of_no_metric(tmp_path):
+    ann_file, _ = _coco_json(tmp_path)
+    metric = MaxDetsCocoMetric(ann_file=str(ann_file), metric=['bbox', 'segm'], proposal_nums=(100, 300, 1000))
+    metric.dataset_meta = dict(classes=('Small_Vehicle', ))
+    empty = dict(bboxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long),
+                 masks=torch.zeros(0, 200, 200, dtype=torch.bool))
+    metric.process({}, [dict(img_id=1, ori_shape=(200, 200), pred_instances=empty)])
+    metrics = metric.evaluate(1)
+    # save_best='coco/segm_mAP' and ReduceOnPlateauLR(monitor='coco/segm_mAP_50') find their keys
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/segm_mAP_50', 'coco/segm_mAP_l'):
+        assert metrics[key] == 0.0

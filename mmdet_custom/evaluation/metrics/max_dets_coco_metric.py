@@ -33,6 +33,11 @@ class MaxDetsCocoMetric(CocoMetric):
     stock metric's ``mAP`` used 100 while its ``mAP_50``, ``mAP_75``, ``mAP_s/m/l`` and the per-class table used
     1000. Here all of them use ``proposal_nums[-1]``. Arguments are :class:`CocoMetric`'s; ``use_mp_eval`` is not
     supported (raises ``ValueError``).
+
+    When the whole dataset gets no prediction (an untrained model, a high score threshold), stock ``CocoMetric``
+    logs an error and returns no metric at all, and whatever reads ``coco/segm_mAP`` (``CheckpointHook``'s
+    ``save_best``, ``ReduceOnPlateauLR``, early stopping) then fails with a ``KeyError`` in the middle of training.
+    Here each AP of a bbox/segm metric is 0.0 in that case: nothing was detected.
     """
 
     def __init__(self, *args, **kwargs):
@@ -42,4 +47,10 @@ class MaxDetsCocoMetric(CocoMetric):
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         with mock.patch.object(coco_metric, 'COCOeval', _COCOevalAtMaxDets):
-            return super().compute_metrics(results)
+            metrics = super().compute_metrics(results)
+        if not self.format_only:
+            items = self.metric_items or ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
+            for metric in self.metrics:
+                if metric in ('bbox', 'segm') and f'{metric}_mAP' not in metrics:
+                    metrics.update({f'{metric}_{item}': 0.0 for item in items if item.startswith('mAP')})
+        return metrics
