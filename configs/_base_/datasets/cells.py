@@ -4,6 +4,8 @@
 #   data/cells/test/<stem>.png + annotations/image_info_test.json   (images only, ids from the name->id mapping)
 # Images keep their native resolution (256x256 to ~1000 px): no Resize; DetDataPreprocessor pads each batch to a
 # multiple of 32. Cells have no preferred orientation, so both flips are used.
+_base_ = 'mmdet::_base_/datasets/coco_instance.py'
+
 dataset_type = 'CocoDataset'
 data_root = 'data/cells/'
 classes = ('class1', 'class2', 'class3', 'class4')
@@ -24,44 +26,27 @@ test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
+# loaders, samplers and batch sizes (2 for training) are mmdet's coco_instance.py; the datasets differ
 train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
-        type=dataset_type,
         metainfo=metainfo,
         data_root=data_root,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='images/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=0),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
+        pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
         metainfo=metainfo,
         data_root=data_root,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='images/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+        pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 val_evaluator = dict(
     type='MaxDetsCocoMetric',  # mAP over all proposal_nums[-1] detections, not pycocotools' fixed 100
-    ann_file=data_root + 'annotations/instances_val.json',
-    metric=['bbox', 'segm'],
-    format_only=False,
-    backend_args=backend_args)
+    ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 # Inference on the unlabelled test set (image ids from test_image_name_to_ids.json), e.g. in a derived config:

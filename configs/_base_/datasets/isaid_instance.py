@@ -2,6 +2,8 @@
 #   data/isaid/{train,val,test}/images/Pxxxx_{y0}_{y1}_{x0}_{x1}.png
 #   data/isaid/annotations/instances_{train,val,test}.json   (15 classes by name, ids 1..15 in devkit order)
 # The dataset type keeps the devkit's class names; mmdet's iSAIDDataset says 'store_tank' and drops storage tanks.
+_base_ = 'mmdet::_base_/datasets/coco_instance.py'
+
 dataset_type = 'ISAIDInstanceDataset'
 data_root = 'data/isaid/'
 backend_args = None
@@ -20,12 +22,8 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
+# loaders, samplers and batch sizes are mmdet's coco_instance.py; the datasets differ
 train_dataloader = dict(
-    batch_size=2,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -33,22 +31,14 @@ train_dataloader = dict(
         data_prefix=dict(img='train/images/'),
         # the converter keeps up to --max-empty-fraction empty train patches on purpose (background examples)
         filter_cfg=dict(filter_empty_gt=False, min_size=0),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
+        pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/images/'),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+        pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 # COCO AP over up to 1000 detections per image (iSAID images hold up to thousands of objects): every AP number
@@ -56,9 +46,6 @@ test_dataloader = val_dataloader
 val_evaluator = dict(
     type='MaxDetsCocoMetric',
     ann_file=data_root + 'annotations/instances_val.json',
-    metric=['bbox', 'segm'],
     classwise=True,
-    proposal_nums=(100, 300, 1000),
-    format_only=False,
-    backend_args=backend_args)
+    proposal_nums=(100, 300, 1000))
 test_evaluator = val_evaluator
