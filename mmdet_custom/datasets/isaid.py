@@ -7,15 +7,7 @@ dropped. This dataset uses the devkit's names and colours, so the converter and 
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-#: The 15 iSAID classes in devkit order; category id = index + 1 in the converted COCO json.
-ISAID_CLASSES = ('ship', 'storage_tank', 'baseball_diamond', 'tennis_court', 'basketball_court',
-                 'Ground_Track_Field', 'Bridge', 'Large_Vehicle', 'Small_Vehicle', 'Helicopter',
-                 'Swimming_pool', 'Roundabout', 'Soccer_ball_field', 'plane', 'Harbor')
-
-#: Class colours of the devkit's ``*_instance_color_RGB.png`` masks, (R, G, B), in ``ISAID_CLASSES`` order.
-ISAID_PALETTE = [(0, 0, 63), (0, 63, 63), (0, 63, 0), (0, 63, 127), (0, 63, 191), (0, 63, 255), (0, 127, 63),
-                 (0, 127, 127), (0, 0, 127), (0, 0, 191), (0, 0, 255), (0, 191, 127), (0, 127, 191),
-                 (0, 127, 255), (0, 100, 155)]
+from mmdet_custom.utils.isaid_meta import ISAID_CLASSES, ISAID_PALETTE
 
 
 @DATASETS.register_module()

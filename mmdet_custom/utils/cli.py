@@ -1,12 +1,28 @@
-"""Command-line pieces shared by ``tools/*.py`` (mmdet's flag names and help texts)."""
+"""Command-line pieces shared by ``tools/*.py``: mmdet's flag names and help texts, and one way errors reach users.
+
+Every tool's ``if __name__ == '__main__'`` block is ``run_cli(main)``: a :class:`~mmdet_custom.utils.errors.UserError`
+or a usual input mistake (missing file, unreadable folder) prints one line ``error: <message>`` on stderr and exits
+with code 2, without a traceback; ``--debug`` (or ``MMDET_CUSTOM_DEBUG=1``) shows the traceback instead. Anything
+else is a bug and keeps its traceback.
+
+This module imports neither torch nor mmengine at import time (light tools such as the converters use it).
+"""
 import argparse
 import os
+import sys
+from typing import Callable, Optional, Sequence
 
-from mmengine.config import DictAction
+from .errors import UserError
+
+#: Exception types reported as a user mistake (message only, exit code 2).
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+#: Exit code of a user mistake (argparse uses the same for bad flags).
+USER_ERROR_EXIT = 2
 
 
 def add_cfg_options(parser: argparse.ArgumentParser) -> None:
     """Add mmdet's ``--cfg-options key=value ...`` (merged into the config with ``Config.merge_from_dict``)."""
+    from mmengine.config import DictAction
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
@@ -24,3 +40,41 @@ def parse_with_launcher(parser: argparse.ArgumentParser, argv=None) -> argparse.
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None) -> None:
+    """Run a tool's ``main(argv)`` the way every tool reports errors, then exit.
+
+    Args:
+        main (callable): the tool's ``main``, taking the argument list (without the program name).
+        argv (Sequence[str], optional): arguments; ``sys.argv[1:]`` when None. A ``--debug`` among them is removed
+            before ``main`` sees it and turns tracebacks back on (as does the environment variable
+            ``MMDET_CUSTOM_DEBUG=1``).
+
+    Raises:
+        SystemExit: always: code 0 after success, 2 after a user mistake (one ``error:`` line on stderr),
+            130 after Ctrl-C. Other exceptions propagate with their traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get('MMDET_CUSTOM_DEBUG', '') not in ('', '0')
+    if '--debug' in argv:
+        argv.remove('--debug')
+        debug = True
+    try:
+        main(argv)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        message = str(e) or type(e).__name__
+        if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in message:
+            message = f'{message}: {e.filename}'
+        print(f'error: {message}', file=sys.stderr)
+        if not isinstance(e, UserError):
+            print('(run with --debug for the traceback)', file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+    sys.exit(0)

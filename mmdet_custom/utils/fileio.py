@@ -1,4 +1,5 @@
-"""Atomic file writers used by every converter and tool: a reader sees the old file or the complete new one.
+"""Atomic file and folder writers used by every converter and tool: a reader sees the old output or the complete
+new one; and json reading whose errors name the file.
 
 Each writer goes to a temporary file in the destination folder, then ``os.replace``-s it over the destination; on
 any error the temporary file is removed and the destination is left as it was.
@@ -8,8 +9,11 @@ import csv
 import json
 import os
 import os.path as osp
+import shutil
 import tempfile
 from typing import Iterable, Iterator, Optional, Sequence, Union
+
+from .errors import UserError
 
 PathLike = Union[str, os.PathLike]
 
@@ -55,3 +59,148 @@ def write_csv_atomic(path: PathLike, header: Sequence[str], rows: Iterable[Seque
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading json with errors that name the file
+# ----------------------------------------------------------------------------------------------------------------
+def load_json(path: PathLike, what: str = 'json file'):
+    """Read a json file; a missing, unreadable or malformed file raises :class:`UserError` naming it.
+
+    Args:
+        path (str | PathLike): the file.
+        what (str): what the file is, for the message (e.g. ``'--name-to-ids map'``).
+
+    Raises:
+        UserError: the file is missing, not a file, unreadable, or not valid json (with line and column).
+    """
+    path = os.fspath(path)
+    if not osp.isfile(path):
+        raise UserError(f'{what} not found: {path}')
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f'{what} {path} is not valid json: {e.msg} at line {e.lineno}, column {e.colno}') from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f'cannot read {what} {path}: {e}') from e
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output folders that appear whole or not at all
+# ----------------------------------------------------------------------------------------------------------------
+#: File that marks a folder as written by one of this project's tools (so a rerun may replace it).
+OUTPUT_MARKER = '.mmdet_custom_output'
+
+
+def check_output_outside_inputs(out_dir: PathLike, *inputs: PathLike, out_flag: str = 'output folder') -> None:
+    """Refuse an output folder that is, contains or lies inside an input (resolved paths, symlinks followed).
+
+    Raises:
+        UserError: naming both paths, when they overlap.
+    """
+    out = osp.realpath(os.fspath(out_dir))
+    for item in inputs:
+        src = osp.realpath(os.fspath(item))
+        if out == src or out.startswith(src.rstrip(os.sep) + os.sep) or src.startswith(out.rstrip(os.sep) + os.sep):
+            raise UserError(f'{out_flag} {os.fspath(out_dir)} overlaps the input {os.fspath(item)} (resolved: {out} '
+                            f'and {src}): writing there could replace or delete the input. Choose a folder outside '
+                            f'the input.')
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically with Linux ``renameat2(RENAME_EXCHANGE)``; False where it is unavailable."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return ok
+
+
+def _clean_stale_siblings(final: str) -> None:
+    """Remove temporary siblings of ``final`` left by killed runs (their pid is dead); restore a lost final folder."""
+    parent, name = osp.split(final)
+    if not osp.isdir(parent):
+        return
+    for entry in os.listdir(parent):
+        for kind in ('tmp', 'old'):
+            prefix = f'.{name}.{kind}-'
+            if not entry.startswith(prefix):
+                continue
+            pid = entry[len(prefix):].split('-', 1)[0]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            path = osp.join(parent, entry)
+            if kind == 'old' and not osp.exists(final):  # killed between the two renames of the fallback swap
+                os.replace(path, final)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike, keep_existing: bool = False) -> Iterator[str]:
+    """Yield a temporary folder beside ``path`` that replaces ``path`` whole when the block succeeds.
+
+    A reader (or a run killed at any moment) sees the old folder or the complete new one, never a mix. The new
+    folder gets :data:`OUTPUT_MARKER`, so a later run may replace it; an existing non-empty folder without the
+    marker (something this project did not write) is refused rather than replaced. Temporary folders of killed
+    runs (``.<name>.tmp-<pid>-*``) are removed the next time.
+
+    Args:
+        path (str | PathLike): the output folder.
+        keep_existing (bool): start the temporary folder as a copy of the existing output (hard links, so it costs
+            no space), for tools that update part of their output (e.g. one split of several). Defaults to False.
+
+    Raises:
+        UserError: ``path`` exists and is not a folder, or is a non-empty folder this project did not write.
+    """
+    final = osp.abspath(os.fspath(path))
+    if osp.exists(final) and not osp.isdir(final):
+        raise UserError(f'output folder {final} exists and is not a folder')
+    if osp.isdir(final) and os.listdir(final) and not osp.exists(osp.join(final, OUTPUT_MARKER)):
+        raise UserError(f'output folder {final} already holds files that this tool did not write (no '
+                        f'{OUTPUT_MARKER}); choose a new or empty folder, nothing was changed')
+    parent, name = osp.split(final)
+    os.makedirs(parent, exist_ok=True)
+    _clean_stale_siblings(final)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f'.{name}.tmp-{os.getpid()}-')
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        if keep_existing and osp.isdir(final):
+            shutil.copytree(final, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+        yield tmp
+        with open(osp.join(tmp, OUTPUT_MARKER), 'w') as f:
+            f.write('written by mmdet_custom; a rerun of the tool may replace this folder whole\n')
+        if not osp.exists(final):
+            os.replace(tmp, final)
+        elif _exchange(tmp, final):
+            shutil.rmtree(tmp)  # now the old output
+        else:
+            old = tempfile.mkdtemp(dir=parent, prefix=f'.{name}.old-{os.getpid()}-')
+            os.replace(final, osp.join(old, name))
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+    finally:
+        if osp.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
