@@ -1,0 +1,31 @@
+"""Torch-free COCO-style evaluation: the iSAID devkit protocol and COCO's over pycocotools, categories by name."""
+from .categories import CategoryMismatchError, category_ids_by_name
+from .coco_eval import (
+    AP_NAMES,
+    AREA_LABELS,
+    PROTOCOLS,
+    CocoEvalInputError,
+    CocoEvalReport,
+    EvalProtocol,
+    check_max_dets,
+    evaluate_coco,
+    evaluate_coco_reports,
+    evaluate_coco_results,
+    format_summary,
+    format_tables,
+    get_protocol,
+    load_coco_gt,
+    load_coco_results,
+    metrics_to_json,
+    read_results,
+    reports_to_dict,
+    summary_items,
+    summary_names,
+)
+
+__all__ = [
+    'AP_NAMES', 'AREA_LABELS', 'PROTOCOLS', 'CategoryMismatchError', 'CocoEvalInputError', 'CocoEvalReport',
+    'EvalProtocol', 'category_ids_by_name', 'check_max_dets', 'evaluate_coco', 'evaluate_coco_reports',
+    'evaluate_coco_results', 'format_summary', 'format_tables', 'get_protocol', 'load_coco_gt', 'load_coco_results',
+    'metrics_to_json', 'read_results', 'reports_to_dict', 'summary_items', 'summary_names'
+]
