@@ -1,0 +1,23 @@
+"""Whole-scene inference: predict on aerial scenes of any size (PNG, GeoTIFF, any GDAL raster), merged once,
+written as COCO results, GeoJSON / GeoPackage and an overlay.
+
+- :mod:`.reader`: windows (iSAID devkit tiling) and windowed reading with the band / bit-depth rule;
+- :mod:`.batching`: windows as a DataLoader through the config's test pipeline;
+- :mod:`.merge`: compact (cropped RLE) detections and the duplicate merge across window overlaps;
+- :mod:`.writers`: COCO results, GeoJSON, GeoPackage, overlay;
+- :mod:`.gt`: whole-scene ground truth from the raw iSAID masks;
+- :mod:`.inferencer` / :mod:`.run`: :class:`SceneInferencer` and :func:`infer_scenes` (``tools/infer_scene.py``).
+"""
+from .gt import read_isaid_instances, scene_gt_coco
+from .inferencer import SceneInferencer, SceneResult
+from .merge import (MergeStats, SceneDetections, SceneDetectionsBuilder, encode_crops, merge_scene_detections,
+                    scene_rle)
+from .reader import SceneReader, SceneReadError, SceneSettingError, scene_windows
+from .run import evaluate_scenes, infer_scenes
+from .writers import coco_results
+
+__all__ = [
+    'SceneInferencer', 'SceneResult', 'infer_scenes', 'evaluate_scenes', 'SceneReader', 'SceneReadError',
+    'SceneSettingError', 'scene_windows', 'SceneDetections', 'SceneDetectionsBuilder', 'MergeStats',
+    'merge_scene_detections', 'encode_crops', 'scene_rle', 'coco_results', 'read_isaid_instances', 'scene_gt_coco'
+]

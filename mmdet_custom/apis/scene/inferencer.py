@@ -1,0 +1,180 @@
+"""Whole-scene inference with an mmdet detector: windows read and batched, predictions merged once."""
+import os.path as osp
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mmdet_custom.utils.errors import UserError
+
+from .batching import WindowDataset, build_window_pipeline, window_loader
+from .merge import MergeStats, SceneDetections, SceneDetectionsBuilder, check_match, merge_scene_detections
+from .reader import SceneReader, SceneSettingError, ValueRange, scene_windows
+
+
+@dataclass
+class SceneResult:
+    """Merged detections of one scene and what it took.
+
+    Attributes:
+        path (str): the scene file.
+        reader (SceneReader): the scene's reader (size, transform, crs, georeferenced), still open for writing
+            the overlay; :meth:`SceneReader.close` it when done.
+        detections (SceneDetections): merged detections in scene pixels.
+        merge (MergeStats): the merge's counts (``before`` = detections of all windows after the score threshold
+            and the per-window cap).
+        num_windows (int): windows processed.
+        timings (dict): seconds: ``predict`` (reading + model, overlapped), ``merge``.
+    """
+    path: str
+    reader: SceneReader
+    detections: SceneDetections
+    merge: MergeStats
+    num_windows: int
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def _config_classes(cfg) -> Optional[tuple]:
+    """Class names of the config's test dataset (``metainfo`` or its dataset type's ``METAINFO``)."""
+    from mmdet.registry import DATASETS
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if classes is None and dataset.get('type'):
+        dataset_cls = DATASETS.get(dataset['type'])
+        classes = getattr(dataset_cls, 'METAINFO', {}).get('classes') if dataset_cls is not None else None
+    return tuple(classes) if classes else None
+
+
+class SceneInferencer:
+    """Predict instances on whole scenes of any size, window by window, merged once (see :mod:`.merge`).
+
+    Windows (iSAID devkit tiling, :func:`~.reader.scene_windows`) are read by DataLoader workers while the model
+    runs, ``batch_size`` at a time through the model's ``test_step`` (mmdet's batched inference, the config's own
+    test pipeline). Each window's masks are cropped to their extent and RLE-encoded as soon as they arrive, so memory
+    holds one batch of dense window masks, never a scene-sized array.
+
+    Args:
+        model (torch.nn.Module): an mmdet detector in eval mode (anything with mmdet's ``test_step``), its
+            ``dataset_meta['classes']`` set unless ``classes`` is given.
+        pipeline (callable, optional): window dict -> packed inputs; defaults to
+            :func:`~.batching.build_window_pipeline` of ``model.cfg``.
+        classes (Sequence[str], optional): class names by label; defaults to ``model.dataset_meta['classes']``.
+        window (int): window side in pixels. Defaults to 800 (iSAID training patches).
+        overlap (int): overlap of neighbouring windows in pixels. Defaults to 200.
+        batch_size (int): windows per ``test_step``. Defaults to 2.
+        num_workers (int): reading processes (0 reads in the main process). Defaults to 2.
+        score_thr (float): detections below are dropped, after the model's own ``test_cfg``. Defaults to 0.05.
+        max_per_window (int): detections kept per window (highest scores). Defaults to 1000 (iSAID's budget per
+            image applies per window; the scene has no cap).
+        match (str): ``'iou'`` or ``'ios'``; see :func:`~.merge.merge_scene_detections`. Defaults to ``'iou'``.
+        match_thr (float): duplicate threshold. Defaults to 0.5.
+        border_margin (int): px from an inner window border within which a detection counts as cut. Defaults to 2.
+        progress (bool): a tqdm bar over windows. Defaults to True.
+
+    Example:
+        >>> inferencer = SceneInferencer.from_config('configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py',
+        ...                                          'epoch_12.pth', device='cuda', batch_size=4)
+        >>> result = inferencer('scene.tif')  # doctest: +SKIP
+        >>> len(result.detections), result.merge.before  # doctest: +SKIP
+    """
+
+    def __init__(self, model, pipeline=None, classes: Optional[Sequence[str]] = None, window: int = 800,
+                 overlap: int = 200, batch_size: int = 2, num_workers: int = 2, score_thr: float = 0.05,
+                 max_per_window: int = 1000, match: str = 'iou', match_thr: float = 0.5, border_margin: int = 2,
+                 progress: bool = True):
+        if batch_size < 1 or num_workers < 0 or max_per_window < 1:
+            raise SceneSettingError(f'need batch_size >= 1, num_workers >= 0, max_per_window >= 1; got '
+                                    f'{batch_size}, {num_workers}, {max_per_window}')
+        scene_windows(window, window, window, overlap)  # validates window / overlap
+        check_match(match, match_thr)
+        self.model = model
+        self.pipeline = pipeline if pipeline is not None else build_window_pipeline(model.cfg)
+        meta = getattr(model, 'dataset_meta', None) or {}
+        self.classes = tuple(classes) if classes is not None else tuple(meta.get('classes') or ())
+        if not self.classes:
+            raise UserError('the model has no class names (dataset_meta["classes"]): pass classes=...')
+        self.palette = meta.get('palette')
+        self.window, self.overlap = window, overlap
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.score_thr, self.max_per_window = score_thr, max_per_window
+        self.match, self.match_thr, self.border_margin = match, match_thr, border_margin
+        self.progress = progress
+
+    @classmethod
+    def from_config(cls, config, checkpoint: Optional[str] = None, device: Optional[str] = None,
+                    cfg_options: Optional[dict] = None, **kwargs) -> 'SceneInferencer':
+        """Build the detector of ``config`` (path or Config), load ``checkpoint`` (None: random weights).
+
+        Class names come from the checkpoint's ``meta.dataset_meta``, else from the config's test dataset.
+
+        Raises:
+            FileNotFoundError: the config or checkpoint is missing.
+            UserError: no class names anywhere.
+        """
+        from mmdet_custom.analysis.inference import build_detector, load_cfg
+        for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
+            if isinstance(path, str) and not osp.isfile(path):
+                raise FileNotFoundError(f'{what} not found: {path}')
+        cfg = load_cfg(config, cfg_options)
+        model = build_detector(cfg, checkpoint, device)
+        if not model.dataset_meta.get('classes'):
+            classes = _config_classes(cfg)
+            if classes is None:
+                raise UserError('neither the checkpoint (meta.dataset_meta) nor the config\'s test dataset names the '
+                                'classes')
+            model.dataset_meta = dict(classes=classes, palette=None)
+        return cls(model, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def predict_raw(self, reader: SceneReader, windows: np.ndarray) -> SceneDetections:
+        """All windows' detections in scene pixels, before merging."""
+        from tqdm import tqdm
+        builder = SceneDetectionsBuilder(reader.height, reader.width, windows, self.border_margin, self.score_thr,
+                                         self.max_per_window)
+        reader.prepare()
+        loader = window_loader(WindowDataset(reader, windows, self.pipeline), self.batch_size, self.num_workers)
+        bar = tqdm(total=len(windows), unit='window', desc=osp.basename(reader.path), disable=not self.progress,
+                   dynamic_ncols=True)
+        try:
+            with torch.no_grad():
+                for indices, batch in loader:
+                    outputs = self.model.test_step(batch)
+                    for i, sample in zip(indices, outputs):
+                        pred = sample.pred_instances
+                        masks = pred.masks if 'masks' in pred else None
+                        if masks is not None:
+                            masks = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+                        builder.add(i, pred.bboxes.cpu().numpy(), pred.scores.cpu().numpy(),
+                                    pred.labels.cpu().numpy(), masks)
+                    bar.update(len(indices))
+        finally:
+            bar.close()
+        return builder.build()
+
+    def __call__(self, path: str, bands: Optional[Sequence[int]] = None,
+                 value_range: ValueRange = None) -> SceneResult:
+        """Predict and merge one scene.
+
+        Args:
+            path (str): a raster (see :mod:`.reader` for formats and the band / bit-depth rule).
+            bands (Sequence[int], optional): GDAL band numbers used as R, G, B.
+            value_range (tuple | str, optional): scaling of non-8-bit data (``(low, high)`` or ``'auto'``).
+
+        Raises:
+            FileNotFoundError, SceneReadError: see :class:`~.reader.SceneReader`.
+        """
+        reader = SceneReader(path, bands=bands, value_range=value_range)
+        windows = scene_windows(reader.height, reader.width, self.window, self.overlap)
+        start = time.perf_counter()
+        try:
+            raw = self.predict_raw(reader, windows)
+        except BaseException:
+            reader.close()
+            raise
+        predicted = time.perf_counter()
+        merged, stats = merge_scene_detections(raw, self.match, self.match_thr)
+        done = time.perf_counter()
+        return SceneResult(reader.path, reader, merged, stats, len(windows),
+                           dict(predict=predicted - start, merge=done - predicted))

@@ -1,0 +1,179 @@
+"""Whole-scene inference on a list of scenes, written to one output folder (what ``tools/infer_scene.py`` runs).
+
+Output folder (written to a sibling temporary folder and swapped in whole, see
+:func:`~mmdet_custom.utils.fileio.atomic_dir`):
+
+- ``results.json``: COCO results of all scenes in scene pixels (full-scene RLE masks), ``image_id`` = 1, 2, ...
+  in input order; ``scenes.json``: the matching COCO ``images`` and ``categories`` (``COCO('scenes.json')
+  .loadRes('results.json')`` works);
+- ``<stem>.geojson`` per scene: a FeatureCollection of instance polygons (``id``, ``class``, ``category_id``,
+  ``score``), in map coordinates with the raster's CRS when it is georeferenced, else in pixels;
+  ``<stem>.gpkg`` the same as a GeoPackage when geopandas and pyogrio are installed;
+- ``<stem>_overlay.png``: the scene downscaled (longer side ``overlay_max_side``) with the detections drawn;
+- ``summary.json``: per scene windows, detections before and after the merge, merge counts and seconds;
+- ``eval.json`` with ``gt_dir``: segm and bbox AP of the whole scenes against the raw iSAID masks.
+"""
+import os
+import os.path as osp
+import time
+from typing import Optional, Sequence
+
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import atomic_dir, check_output_outside_inputs, dump_json_atomic
+from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
+
+from . import writers
+from .gt import find_isaid_masks, read_isaid_instances, scene_gt_coco
+from .reader import ValueRange
+
+#: The iSAID budget of detections per image (applied per window; see :func:`evaluate_scenes`).
+ISAID_MAX_DETS = 1000
+
+
+def evaluate_scenes(gt: dict, results: list, iou_types: Sequence[str] = ('segm', 'bbox'),
+                    classes: Optional[Sequence[str]] = None) -> dict:
+    """AP of whole-scene results under the iSAID protocol (maxDets 1000, iSAID's size bands).
+
+    A whole scene can hold more than 1000 objects while the iSAID budget is per 800 px patch; when a scene has more
+    than 1000 detections, the largest budget is raised to that scene's count (rounded up to a thousand) so that no
+    detection is cut, and the keys are named by it (e.g. ``segm_AR@3000``).
+
+    Args:
+        gt (dict): COCO ground truth of the scenes (see :func:`~.gt.scene_gt_coco`).
+        results (list): COCO results (see :func:`~.writers.coco_results`).
+        iou_types (Sequence[str]): ``'segm'`` and/or ``'bbox'``.
+        classes (Sequence[str], optional): class names for matching by name.
+
+    Returns:
+        dict: ``metrics`` (mmdet keys ``segm_mAP`` ...) and ``max_dets`` (the budgets used).
+    """
+    import contextlib
+    import io
+    from collections import Counter
+
+    from pycocotools.coco import COCO
+
+    from mmdet_custom.evaluation.functional.coco_eval import PROTOCOLS, EvalProtocol, evaluate_coco_results
+    per_image = Counter(r['image_id'] for r in results)
+    top = max(per_image.values(), default=0)
+    isaid = PROTOCOLS['isaid']
+    if top <= ISAID_MAX_DETS:
+        protocol = isaid
+    else:
+        budget = -(-top // 1000) * 1000
+        protocol = EvalProtocol('isaid-scene', (1, 10, budget), isaid.area_ranges,
+                                f'{isaid.source}, maxDets {ISAID_MAX_DETS} raised to {budget} for whole scenes')
+    coco = COCO()
+    coco.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    metrics = evaluate_coco_results(coco, results, iou_types, protocol, classes)
+    return dict(protocol=protocol.name, max_dets=list(protocol.max_dets), metrics=dict(metrics))
+
+
+def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Optional[str] = None,
+                 bands: Optional[Sequence[int]] = None, value_range: ValueRange = None,
+                 overlay_max_side: int = 2048, geopackage: bool = True, log=print) -> dict:
+    """Run ``inferencer`` on each scene and write the output folder described in the module text.
+
+    Args:
+        inferencer (SceneInferencer): the model and the window / merge settings.
+        inputs (Sequence[str]): scene files (stems must differ: they name the per-scene files).
+        out_dir (str): output folder (created; a folder this project did not write is refused).
+        gt_dir (str, optional): raw iSAID folder (devkit layout) holding the masks of the same scenes; evaluates.
+        bands, value_range: see :class:`~.reader.SceneReader`.
+        overlay_max_side (int): longer side of the overlay PNG; 0 writes none. Defaults to 2048.
+        geopackage (bool): write ``<stem>.gpkg`` when geopandas and pyogrio are installed. Defaults to True.
+        log (callable): receives one summary line per scene. Defaults to ``print``.
+
+    Returns:
+        dict: the content of ``summary.json`` (and ``eval`` when evaluated).
+
+    Raises:
+        FileNotFoundError: a missing scene or ``gt_dir``.
+        UserError: duplicate stems, an output folder overlapping an input, a scene that cannot be read, ground truth
+            that is missing or of another size than its scene, a model whose classes are not iSAID's with ``gt_dir``.
+    """
+    inputs = [os.fspath(p) for p in inputs]
+    if not inputs:
+        raise UserError('no input scene given')
+    for path in inputs:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'scene not found: {path}')
+    stems = [osp.splitext(osp.basename(p))[0] for p in inputs]
+    if len(set(stems)) != len(stems):
+        raise UserError(f'input scenes must have different file names (they name the outputs): {stems}')
+    if gt_dir is not None:
+        if not osp.isdir(gt_dir):
+            raise FileNotFoundError(f'--gt folder not found: {gt_dir}')
+        unknown = [c for c in inferencer.classes if c not in ISAID_CLASSES]
+        if unknown:
+            raise UserError(f'--gt evaluates against iSAID masks, but the model\'s classes {unknown} are not iSAID '
+                            f'classes {list(ISAID_CLASSES)}')
+        gt_paths = [find_isaid_masks(gt_dir, stem) for stem in stems]  # fail before hours of inference
+    check_output_outside_inputs(out_dir, *inputs, *([gt_dir] if gt_dir else []), out_flag='--out-dir')
+    classes = list(inferencer.classes)
+    category_ids = list(range(1, len(classes) + 1))
+    palette = writers.class_palette(len(classes), inferencer.palette)
+    summary = dict(classes=classes, window=inferencer.window, overlap=inferencer.overlap,
+                   batch_size=inferencer.batch_size, score_thr=inferencer.score_thr,
+                   max_per_window=inferencer.max_per_window, match=inferencer.match, match_thr=inferencer.match_thr,
+                   scenes=[])
+    results, images, with_masks = [], [], True
+    with atomic_dir(out_dir) as tmp:
+        for image_id, (path, stem) in enumerate(zip(inputs, stems), 1):
+            start = time.perf_counter()
+            scene = inferencer(path, bands=bands, value_range=value_range)
+            try:
+                dets, reader = scene.detections, scene.reader
+                with_masks = with_masks and dets.with_masks
+                write_start = time.perf_counter()
+                results.extend(writers.coco_results(dets, image_id, category_ids))
+                images.append(dict(id=image_id, file_name=osp.basename(path), height=reader.height,
+                                   width=reader.width))
+                pixel_geoms = writers.pixel_polygons(dets)
+                geoms = writers.to_map(pixel_geoms, reader.transform) if reader.georeferenced else pixel_geoms
+                crs = reader.crs if reader.georeferenced else None
+                writers.write_geojson(osp.join(tmp, f'{stem}.geojson'), dets, geoms, classes, category_ids, crs)
+                gpkg = geopackage and writers.geopackage_available()
+                if gpkg:
+                    writers.write_geopackage(osp.join(tmp, f'{stem}.gpkg'), dets, geoms, classes, category_ids, crs)
+                if overlay_max_side > 0:
+                    writers.write_overlay(osp.join(tmp, f'{stem}_overlay.png'), reader, dets, pixel_geoms, palette,
+                                          overlay_max_side)
+            finally:
+                scene.reader.close()
+            end = time.perf_counter()
+            timings = dict(scene.timings, write=end - write_start, total=end - start)
+            item = dict(image_id=image_id, file=path, height=reader.height, width=reader.width,
+                        georeferenced=reader.georeferenced, crs=None if crs is None else crs.to_string(),
+                        windows=scene.num_windows, detections_before_merge=scene.merge.before,
+                        detections_after_merge=scene.merge.after, merge=scene.merge.as_dict(),
+                        seconds={k: round(v, 3) for k, v in timings.items()},
+                        windows_per_second=round(scene.num_windows / max(timings['predict'], 1e-9), 3),
+                        geopackage=bool(gpkg))
+            summary['scenes'].append(item)
+            log(f'{stem}: {scene.num_windows} windows, {scene.merge.before} detections -> {scene.merge.after} after '
+                f'merge ({scene.merge.suppressed} suppressed, {scene.merge.unioned} joined), '
+                f'{timings["total"]:.1f} s ({item["windows_per_second"]:.2f} windows/s)')
+        dump_json_atomic(results, osp.join(tmp, 'results.json'))
+        dump_json_atomic(dict(images=images, categories=[dict(id=c, name=n) for c, n in zip(category_ids, classes)]),
+                         osp.join(tmp, 'scenes.json'))
+        if gt_dir is not None:
+            scenes_gt = []
+            for image, (id_png, colour_png) in zip(images, gt_paths):
+                inst = read_isaid_instances(id_png, colour_png, classes)
+                if (inst.height, inst.width) != (image['height'], image['width']):
+                    raise UserError(f'{id_png} is {inst.width} x {inst.height} px but the scene {image["file_name"]} '
+                                    f'is {image["width"]} x {image["height"]}: not the masks of this scene')
+                scenes_gt.append((image['id'], image['file_name'], inst))
+            gt = scene_gt_coco(scenes_gt, classes, category_ids)
+            evaluation = evaluate_scenes(gt, results, ('segm', 'bbox') if with_masks else ('bbox', ), classes)
+            evaluation.update(gt_dir=gt_dir, gt_instances=len(gt['annotations']))
+            dump_json_atomic(evaluation, osp.join(tmp, 'eval.json'), indent=1)
+            summary['eval'] = evaluation
+            metrics = evaluation['metrics']
+            log('whole-scene evaluation (iSAID protocol): ' + ', '.join(
+                f'{k} {v:.3f}' for k, v in metrics.items() if k.endswith(('_mAP', '_mAP_50'))))
+        dump_json_atomic(summary, osp.join(tmp, 'summary.json'), indent=1)
+    return summary

@@ -1,0 +1,175 @@
+"""Writing a scene's merged detections: COCO results, GeoJSON, GeoPackage and a downscaled overlay.
+
+Polygons are traced with :func:`rasterio.features.shapes` on each cropped mask: they follow the pixel *edges*
+(a 1-pixel mask is a unit square), holes included, and several parts make a MultiPolygon. The raster's affine
+transform takes them to map coordinates; a raster without georeferencing keeps pixel coordinates (x right, y down,
+the top-left corner of the scene at (0, 0)).
+"""
+import json
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .merge import SceneDetections, decode_crop, scene_rle
+
+
+def coco_results(dets: SceneDetections, image_id: int, category_ids: Sequence[int]) -> List[dict]:
+    """COCO results entries (as pycocotools ``loadRes`` reads them) in scene pixels.
+
+    Args:
+        dets (SceneDetections): merged detections of one scene.
+        image_id (int): the scene's image id.
+        category_ids (Sequence[int]): category id of each model class index.
+
+    Returns:
+        list[dict]: ``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]`` (the predicted box), ``score`` and, for
+        mask models, ``segmentation`` (full-scene compressed RLE).
+    """
+    out = []
+    for k in range(len(dets)):
+        x0, y0, x1, y1 = (float(v) for v in dets.bboxes[k])
+        item = dict(image_id=int(image_id), category_id=int(category_ids[int(dets.labels[k])]),
+                    bbox=[x0, y0, x1 - x0, y1 - y0], score=float(dets.scores[k]))
+        if dets.with_masks:
+            item['segmentation'] = scene_rle(dets.extents[k], dets.counts[k], dets.height, dets.width)
+        out.append(item)
+    return out
+
+
+def pixel_polygons(dets: SceneDetections) -> list:
+    """One shapely (Multi)Polygon per detection in scene pixels: the mask's outline, or the box for box-only models
+    (and for an empty mask)."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+    out = []
+    for k in range(len(dets)):
+        if not dets.with_masks or not dets.counts[k]:
+            out.append(shapely.box(*(float(v) for v in dets.bboxes[k])))
+            continue
+        crop = decode_crop(dets.extents[k], dets.counts[k]).astype(np.uint8)
+        x0, y0 = (float(v) for v in dets.extents[k][:2])
+        parts = [shape(geom) for geom, _ in
+                 shapes(crop, mask=crop.astype(bool), connectivity=4, transform=Affine.translation(x0, y0))]
+        out.append(parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts))
+    return out
+
+
+def to_map(geoms: list, transform) -> list:
+    """Apply a rasterio/affine ``transform`` (pixel column, row -> map x, y) to shapely geometries."""
+    from shapely import affinity
+    if transform is None or transform.is_identity:
+        return list(geoms)
+    matrix = [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
+    return [affinity.affine_transform(g, matrix) for g in geoms]
+
+
+def _crs_member(crs) -> Optional[dict]:
+    """The GeoJSON 2008 ``crs`` member (RFC 7946 readers assume WGS 84 and ignore it; GDAL/QGIS read it)."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    name = f'urn:ogc:def:crs:EPSG::{epsg}' if epsg else crs.to_wkt()
+    return {'type': 'name', 'properties': {'name': name}}
+
+
+def write_geojson(path: str, dets: SceneDetections, geoms: list, classes: Sequence[str],
+                  category_ids: Sequence[int], crs=None) -> None:
+    """A FeatureCollection: one feature per detection with ``id``, ``class``, ``category_id`` and ``score``.
+
+    Args:
+        path (str): the output file (the caller makes it atomic).
+        dets (SceneDetections): merged detections.
+        geoms (list): shapely geometries in output coordinates (see :func:`pixel_polygons`, :func:`to_map`).
+        classes (Sequence[str]): class names by model label.
+        category_ids (Sequence[int]): category ids by model label (as in the COCO results).
+        crs (rasterio.crs.CRS, optional): written as the ``crs`` member when given.
+    """
+    from shapely.geometry import mapping
+    features = []
+    for k, geom in enumerate(geoms):
+        label = int(dets.labels[k])
+        features.append({'type': 'Feature', 'id': k + 1, 'geometry': mapping(geom),
+                         'properties': {'id': k + 1, 'class': classes[label],
+                                        'category_id': int(category_ids[label]), 'score': float(dets.scores[k])}})
+    collection = {'type': 'FeatureCollection'}
+    member = _crs_member(crs)
+    if member is not None:
+        collection['crs'] = member
+    collection['features'] = features
+    with open(path, 'w') as f:
+        json.dump(collection, f)
+
+
+def geopackage_available() -> bool:
+    """geopandas and pyogrio are importable (GeoPackage output is optional)."""
+    try:
+        import geopandas  # noqa: F401
+        import pyogrio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_geopackage(path: str, dets: SceneDetections, geoms: list, classes: Sequence[str],
+                     category_ids: Sequence[int], crs=None) -> None:
+    """The same features as :func:`write_geojson` in a GeoPackage layer ``detections`` (needs geopandas + pyogrio).
+
+    Raises:
+        ImportError: geopandas or pyogrio is missing (check :func:`geopackage_available` first).
+    """
+    import geopandas as gpd
+    labels = dets.labels.astype(int)
+    frame = gpd.GeoDataFrame(
+        {'id': np.arange(1, len(dets) + 1), 'class': [classes[i] for i in labels],
+         'category_id': [int(category_ids[i]) for i in labels], 'score': dets.scores.astype(float)},
+        geometry=list(geoms), crs=None if crs is None else crs.to_wkt())
+    frame.to_file(path, driver='GPKG', layer='detections', engine='pyogrio')
+
+
+def class_palette(num_classes: int, palette: Optional[Sequence] = None) -> List[tuple]:
+    """RGB colours per class: the model's ``dataset_meta['palette']`` when it has enough, else a fixed spread."""
+    if palette is not None and len(palette) >= num_classes:
+        return [tuple(int(c) for c in p) for p in palette[:num_classes]]
+    rng = np.random.RandomState(42)
+    return [tuple(int(c) for c in rng.randint(64, 256, 3)) for _ in range(num_classes)]
+
+
+def write_overlay(path: str, reader, dets: SceneDetections, pixel_geoms: list, palette: Sequence[tuple],
+                  max_side: int = 2048, alpha: float = 0.45) -> float:
+    """A downscaled picture of the scene with the detections filled in their class colour and outlined.
+
+    Args:
+        path (str): output PNG.
+        reader (SceneReader): the scene (read decimated, memory bounded by the output).
+        dets (SceneDetections): merged detections.
+        pixel_geoms (list): their polygons in scene pixels.
+        palette (Sequence[tuple]): RGB colour per class.
+        max_side (int): longest side of the picture in pixels. Defaults to 2048.
+        alpha (float): fill opacity. Defaults to 0.45.
+
+    Returns:
+        float: the scale (picture px per scene px).
+    """
+    import cv2
+    from shapely.geometry import MultiPolygon
+    image, scale = reader.read_overview(max_side)
+    image = np.ascontiguousarray(image)
+    fill = np.zeros_like(image)
+    outlines = []
+    for k, geom in enumerate(pixel_geoms):
+        r, g, b = palette[int(dets.labels[k])]
+        polys = geom.geoms if isinstance(geom, MultiPolygon) else [geom]
+        rings = [np.round(np.asarray(ring.coords)[:, :2] * scale).astype(np.int32)
+                 for poly in polys for ring in [poly.exterior, *poly.interiors]]
+        cv2.fillPoly(fill, rings, (b, g, r))
+        outlines.append((rings, (b, g, r)))
+    covered = fill.any(axis=2)
+    image[covered] = (image[covered] * (1 - alpha) + fill[covered] * alpha).astype(np.uint8)
+    for rings, colour in outlines:
+        cv2.polylines(image, rings, True, colour, 1)
+    if not cv2.imwrite(path, image):
+        raise OSError(f'could not write {path}')
+    return scale
+

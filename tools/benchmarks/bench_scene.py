@@ -1,0 +1,404 @@
+"""Whole-scene inference against SAHI: same model, same windows, same machine, one run.
+
+``python tools/benchmarks/bench_scene.py [--size 6000] [--device cpu] [--batch-size 2] [--work-dir DIR]``
+
+The scene is a ``--size`` x ``--size`` mosaic of the real iSAID images under ``../shared/data/isaid_devkit`` (or
+``$MMDET_CUSTOM_SHARED_DATA``) that have masks (val P0003, train P0005), tiled alternately, with their instances
+shifted and clipped into it: a real-image scene with known ground truth. It is written as a PNG (what SAHI reads)
+and as a tiled GeoTIFF (what this project reads window by window).
+
+1. **Model run** (needs ``sahi``, ``pip install -r requirements/bench.txt``): the same detector (``--config``,
+   default a ResNet-18 Mask R-CNN FPN at 800 px, random init: CPU-sized; throughput and memory do not depend on the
+   weights) runs on the same windows (800 px, overlap 200; checked equal to SAHI's ``get_slice_bboxes``), each
+   method in its own fresh process: SAHI's ``get_sliced_prediction`` (GREEDYNMM, IOS 0.5, per class, its defaults,
+   without the extra full-image pass so that the windows are the same) on the PNG, this project's
+   :class:`SceneInferencer` on the PNG and on the GeoTIFF. Reported: windows per second (model load excluded), peak
+   RSS of the process (and of its reading workers), and the growth of RSS over the process after loading the model.
+2. **Merge quality** (oracle): the ground truth cut to each window is fed back as the window predictions (score 1),
+   then merged by both methods (SAHI: its mmdet wrapper's conversion to ``ObjectPrediction`` + its GREEDYNMM
+   post-processing; this project: :func:`merge_scene_detections`). Reported: objects found exactly once,
+   duplicates left (extra detections matching an object at mask IoU >= 0.5), objects lost (no detection at
+   IoU >= 0.5), segm/bbox AP (iSAID protocol) and the merge time.
+
+The machine is shared (2 cores, several jobs): the numbers are as measured in that run, contention included.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
+SOURCES = (('val', 'P0003'), ('train', 'P0005'))
+#: The CPU-sized benchmark model: the iSAID baseline with a ResNet-18 backbone, 100 detections per window.
+BENCH_CONFIG = """_base_ = {base!r}
+model = dict(
+    backbone=dict(depth=18, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+    test_cfg=dict(rcnn=dict(max_per_img={max_per_img})))
+"""
+
+
+def rss_mb() -> float:
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmRSS')) / 1024
+
+
+def peak_mb(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The scene
+# ----------------------------------------------------------------------------------------------------------------
+def build_mosaic(size: int, work_dir: str):
+    """Write ``mosaic.png`` and ``mosaic.tif`` (size x size) and return their paths and the instances
+    ``[(label, (x0, y0, x1, y1), crop)]`` in mosaic pixels."""
+    import cv2
+    import rasterio
+    from rasterio.windows import Window
+
+    from mmdet_custom.apis.scene.gt import find_isaid_masks, read_isaid_instances
+    from mmdet_custom.apis.scene.merge import decode_crop
+    root = osp.join(SHARED_DATA, 'isaid_devkit')
+    sources = []
+    for split, stem in SOURCES:
+        image = cv2.imread(osp.join(root, split, 'images', f'{stem}.png'), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SystemExit(f'the iSAID sample {split}/images/{stem}.png is missing under {root}')
+        inst = read_isaid_instances(*find_isaid_masks(root, stem))
+        sources.append((image, [(int(inst.labels[k]), inst.extents[k], decode_crop(inst.extents[k], inst.counts[k]))
+                                for k in range(len(inst))]))
+    cell_w = max(img.shape[1] for img, _ in sources)
+    cell_h = max(img.shape[0] for img, _ in sources)
+    mosaic = np.zeros((size, size, 3), np.uint8)
+    instances = []
+    for r in range(-(-size // cell_h)):
+        for c in range(-(-size // cell_w)):
+            image, objects = sources[(r + c) % len(sources)]
+            ox, oy = c * cell_w, r * cell_h
+            h, w = min(image.shape[0], size - oy), min(image.shape[1], size - ox)
+            mosaic[oy:oy + h, ox:ox + w] = image[:h, :w]
+            for label, (x0, y0, x1, y1), crop in objects:
+                cx1, cy1 = min(x1, w), min(y1, h)
+                if cx1 <= x0 or cy1 <= y0:
+                    continue
+                part = crop[:cy1 - y0, :cx1 - x0]
+                if part.sum() <= 10:
+                    continue
+                instances.append((label, (ox + x0, oy + y0, ox + cx1, oy + cy1), part))
+    png, tif = osp.join(work_dir, 'mosaic.png'), osp.join(work_dir, 'mosaic.tif')
+    cv2.imwrite(png, mosaic)
+    profile = dict(driver='GTiff', height=size, width=size, count=3, dtype='uint8', tiled=True, blockxsize=512,
+                   blockysize=512, compress='deflate')
+    with rasterio.open(tif, 'w', **profile) as ds:
+        for y0 in range(0, size, 512):
+            rows = mosaic[y0:y0 + 512]
+            ds.write(rows[..., ::-1].transpose(2, 0, 1), window=Window(0, y0, size, rows.shape[0]))
+    return png, tif, instances
+
+
+def instances_to_detections(instances, size):
+    """The mosaic's ground truth as :class:`SceneDetections` (one window: the scene; cropped masks only)."""
+    from mmdet_custom.apis.scene.merge import SceneDetections, encode_crops
+    dets = SceneDetections(size, size, np.array([[0, 0, size, size]]))
+    extents, counts = [], []
+    for _, (x0, y0, _, _), crop in instances:
+        ext, rle = encode_crops(crop[None])
+        extents.append(ext[0] + np.array([x0, y0, x0, y0]))
+        counts.append(rle[0])
+    n = len(instances)
+    dets.extents = np.array(extents, np.int64).reshape(n, 4)
+    dets.counts = counts
+    dets.bboxes = dets.extents.astype(np.float32)
+    dets.scores = np.ones(n, np.float32)
+    dets.labels = np.array([i[0] for i in instances], np.int64)
+    dets.window_ids = np.zeros(n, np.int64)
+    dets.cut = np.zeros(n, bool)
+    return dets
+
+
+def oracle_predictions(instances, window):
+    """Ground truth cut to ``window``: ``[(label, box (4,) window px, dense window mask)]``."""
+    x0, y0, x1, y1 = (int(v) for v in window)
+    out = []
+    for label, (ex0, ey0, ex1, ey1), crop in instances:
+        ix0, iy0, ix1, iy1 = max(x0, ex0), max(y0, ey0), min(x1, ex1), min(y1, ey1)
+        if ix0 >= ix1 or iy0 >= iy1:
+            continue
+        piece = crop[iy0 - ey0:iy1 - ey0, ix0 - ex0:ix1 - ex0]
+        if not piece.any():
+            continue
+        mask = np.zeros((y1 - y0, x1 - x0), bool)
+        mask[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = piece
+        ys, xs = np.nonzero(mask)
+        out.append((label, np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32), mask))
+    return out
+
+
+class OracleDetector:
+    """``test_step`` returns the ground truth cut to each window (score 1); see :func:`oracle_predictions`."""
+
+    def __init__(self, instances, windows, classes):
+        from mmengine.config import Config
+        self.instances, self.windows = instances, windows
+        self.dataset_meta = dict(classes=classes)
+        self.cfg = Config(dict(test_pipeline=[dict(type='LoadImageFromFile'), dict(
+            type='PackDetInputs', meta_keys=('img_id', 'ori_shape', 'img_shape'))]))
+
+    def test_step(self, batch):
+        import torch
+        from mmdet.structures import DetDataSample
+        from mmengine.structures import InstanceData
+        out = []
+        for sample in batch['data_samples']:
+            x0, y0, x1, y1 = self.windows[sample.img_id]
+            preds = oracle_predictions(self.instances, (x0, y0, x1, y1))
+            result = DetDataSample(metainfo=sample.metainfo)
+            masks = np.stack([m for *_, m in preds]) if preds else np.zeros((0, y1 - y0, x1 - x0), bool)
+            result.pred_instances = InstanceData(
+                bboxes=torch.as_tensor(np.array([b for _, b, _ in preds], np.float32).reshape(-1, 4)),
+                scores=torch.ones(len(preds)), labels=torch.as_tensor([lab for lab, _, _ in preds], dtype=torch.long),
+                masks=torch.from_numpy(masks))
+            out.append(result)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Counting duplicates and losses
+# ----------------------------------------------------------------------------------------------------------------
+def match_counts(gt_coco: dict, results: list) -> dict:
+    """Per ground-truth object, the detections of its class at mask IoU >= 0.5 (R-tree on boxes first)."""
+    import shapely
+    from pycocotools import mask as mask_utils
+    gts = gt_coco['annotations']
+    if not results:
+        return dict(exactly_once=0, duplicates=0, lost=len(gts), unmatched_detections=0)
+    height, width = gt_coco['images'][0]['height'], gt_coco['images'][0]['width']
+
+    def rle(segm):
+        if isinstance(segm, list):
+            return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+        return dict(segm, counts=segm['counts'].encode() if isinstance(segm['counts'], str) else segm['counts'])
+
+    gt_rles = [rle(a['segmentation']) for a in gts]
+    dt_rles = [rle(r['segmentation']) for r in results]
+    gt_boxes = mask_utils.toBbox(gt_rles)
+    dt_boxes = mask_utils.toBbox(dt_rles)
+    tree = shapely.STRtree(shapely.box(dt_boxes[:, 0], dt_boxes[:, 1], dt_boxes[:, 0] + dt_boxes[:, 2],
+                                       dt_boxes[:, 1] + dt_boxes[:, 3]))
+    g_idx, d_idx = tree.query(shapely.box(gt_boxes[:, 0], gt_boxes[:, 1], gt_boxes[:, 0] + gt_boxes[:, 2],
+                                          gt_boxes[:, 1] + gt_boxes[:, 3]), predicate='intersects')
+    hits = np.zeros(len(gts), int)
+    used = np.zeros(len(results), bool)
+    for g, d in zip(g_idx, d_idx):
+        if gts[g]['category_id'] != results[d]['category_id']:
+            continue
+        if mask_utils.iou([dt_rles[d]], [gt_rles[g]], [0])[0, 0] >= 0.5:
+            hits[g] += 1
+            used[d] = True
+    return dict(exactly_once=int((hits == 1).sum()), duplicates=int(np.clip(hits - 1, 0, None).sum()),
+                lost=int((hits == 0).sum()), unmatched_detections=int((~used).sum()))
+
+
+def merge_quality(args, png, tif, instances) -> dict:
+    """Part 2: the ground truth fed back through windows, merged by each method."""
+    from sahi.postprocess.combine import GreedyNMMPostprocess
+    from sahi.prediction import ObjectPrediction
+    from sahi.utils.cv import get_coco_segmentation_from_bool_mask
+
+    from mmdet_custom.apis.scene import (SceneInferencer, coco_results, evaluate_scenes, merge_scene_detections,
+                                         scene_gt_coco, scene_windows)
+    from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
+    size = args.size
+    windows = scene_windows(size, size, args.window, args.overlap)
+    gt = scene_gt_coco([(1, 'mosaic.png', instances_to_detections(instances, size))], ISAID_CLASSES)
+    out = {}
+
+    # this project: the whole pipeline (windowed reading of the GeoTIFF, batching, merge)
+    inferencer = SceneInferencer(OracleDetector(instances, windows, ISAID_CLASSES), batch_size=args.batch_size,
+                                 num_workers=0, progress=False, score_thr=0.0)
+    reader_result = inferencer(tif)
+    reader_result.reader.close()
+    ours = coco_results(reader_result.detections, 1, range(1, len(ISAID_CLASSES) + 1))
+    out['ours'] = dict(merge_s=reader_result.timings['merge'], before=reader_result.merge.before,
+                       after=reader_result.merge.after, **match_counts(gt, ours),
+                       **{k: v for k, v in evaluate_scenes(gt, ours)['metrics'].items()
+                          if k in ('segm_mAP', 'bbox_mAP')})
+
+    # SAHI: the same window predictions through its mmdet wrapper's conversion and its default post-processing
+    start = time.perf_counter()
+    preds = []
+    for x0, y0, x1, y1 in windows:
+        for label, box, mask in oracle_predictions(instances, (x0, y0, x1, y1)):
+            pred = ObjectPrediction(bbox=box.tolist(), category_id=label, score=1.0,
+                                    segmentation=get_coco_segmentation_from_bool_mask(mask),
+                                    category_name=ISAID_CLASSES[label], shift_amount=[int(x0), int(y0)],
+                                    full_shape=[size, size])
+            preds.append(pred.get_shifted_object_prediction())
+    converted = time.perf_counter()
+    merged = GreedyNMMPostprocess(match_threshold=0.5, match_metric='IOS', class_agnostic=False)(preds)
+    done = time.perf_counter()
+    sahi = []
+    for p in merged:
+        item = p.to_coco_prediction(image_id=1).json
+        sahi.append(dict(image_id=1, category_id=int(item['category_id']) + 1, bbox=item['bbox'],
+                         score=float(item['score']), segmentation=item['segmentation']))
+    out['sahi'] = dict(merge_s=done - converted, convert_s=converted - start, before=len(preds), after=len(merged),
+                       **match_counts(gt, sahi),
+                       **{k: v for k, v in evaluate_scenes(gt, sahi)['metrics'].items()
+                          if k in ('segm_mAP', 'bbox_mAP')})
+    out['gt_objects'] = len(instances)
+    _ = merge_scene_detections  # (the merge used above, through SceneInferencer)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model runs, each in a fresh process
+# ----------------------------------------------------------------------------------------------------------------
+def worker(args) -> dict:
+    if args.worker == 'sahi':
+        from sahi.models.mmdet import MmdetDetectionModel
+        from sahi.predict import get_sliced_prediction
+        import mmdet_custom  # noqa: F401  (safe checkpoint loading, registries)
+        model = MmdetDetectionModel(model_path=args.checkpoint, config_path=args.config, device=args.device,
+                                    confidence_threshold=args.score_thr, load_at_init=True)
+        baseline = rss_mb()
+        start = time.perf_counter()
+        result = get_sliced_prediction(
+            args.scene, model, slice_height=args.window, slice_width=args.window,
+            overlap_height_ratio=args.overlap / args.window, overlap_width_ratio=args.overlap / args.window,
+            perform_standard_pred=False, postprocess_type='GREEDYNMM', postprocess_match_metric='IOS',
+            postprocess_match_threshold=0.5, postprocess_class_agnostic=False, force_postprocess_type=True,
+            verbose=0)
+        elapsed = time.perf_counter() - start
+        from sahi.slicing import get_slice_bboxes
+        num_windows = len(get_slice_bboxes(args.size, args.size, args.window, args.window, False,
+                                           args.overlap / args.window, args.overlap / args.window))
+        return dict(method='sahi', seconds=elapsed, windows=num_windows, detections=len(result.object_prediction_list),
+                    postprocess_s=result.durations_in_seconds.get('postprocess'), baseline_mb=baseline,
+                    peak_mb=peak_mb(), workers_peak_mb=0.0)
+    from mmdet_custom.apis.scene import SceneInferencer
+    inferencer = SceneInferencer.from_config(args.config, args.checkpoint, device=args.device,
+                                             batch_size=args.batch_size, num_workers=args.num_workers,
+                                             score_thr=args.score_thr, window=args.window, overlap=args.overlap,
+                                             match='ios', progress=False)
+    baseline = rss_mb()
+    start = time.perf_counter()
+    result = inferencer(args.scene)
+    elapsed = time.perf_counter() - start
+    result.reader.close()
+    return dict(method=f'ours ({osp.splitext(args.scene)[1][1:]})', seconds=elapsed, windows=result.num_windows,
+                detections=result.merge.after, postprocess_s=result.timings['merge'], baseline_mb=baseline,
+                peak_mb=peak_mb(), workers_peak_mb=peak_mb(resource.RUSAGE_CHILDREN))
+
+
+def run_worker(args, method: str, scene: str, config: str, checkpoint: str) -> dict:
+    cmd = [sys.executable, osp.abspath(__file__), '--worker', method, '--scene', scene, '--config', config,
+           '--checkpoint', checkpoint, '--size', str(args.size), '--device', args.device, '--batch-size',
+           str(args.batch_size), '--num-workers', str(args.num_workers), '--score-thr', str(args.score_thr),
+           '--window', str(args.window), '--overlap', str(args.overlap)]
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    if proc.returncode != 0:
+        return dict(method=method, error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
+                    f'exit {proc.returncode}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def save_random_checkpoint(config: str, path: str) -> None:
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import mmdet_custom  # noqa: F401
+    from mmdet_custom.utils.isaid_meta import ISAID_CLASSES, ISAID_PALETTE
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(config).model)
+    model.init_weights()
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(classes=ISAID_CLASSES, palette=ISAID_PALETTE))), path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--size', type=int, default=6000, help='mosaic side in pixels (default: 6000)')
+    parser.add_argument('--window', type=int, default=800)
+    parser.add_argument('--overlap', type=int, default=200)
+    parser.add_argument('--batch-size', type=int, default=2)
+    parser.add_argument('--num-workers', type=int, default=1)
+    parser.add_argument('--score-thr', type=float, default=0.05)
+    parser.add_argument('--max-per-img', type=int, default=100, help='detections per window of the default model')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--config', help='model config (default: the CPU-sized ResNet-18 model, random init)')
+    parser.add_argument('--checkpoint', help='checkpoint of --config (default: random init, saved here)')
+    parser.add_argument('--work-dir', default=osp.join(REPO_ROOT, 'work_dirs', 'bench_scene'))
+    parser.add_argument('--skip-model', action='store_true', help='only the merge-quality part')
+    parser.add_argument('--timeout', type=int, default=3600, help='seconds per model run')
+    parser.add_argument('--worker', choices=('ours', 'sahi'), help=argparse.SUPPRESS)
+    parser.add_argument('--scene', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    os.makedirs(args.work_dir, exist_ok=True)
+    import sahi
+    from sahi.slicing import get_slice_bboxes
+
+    from mmdet_custom.apis.scene import scene_windows
+    ours_windows = scene_windows(args.size, args.size, args.window, args.overlap).tolist()
+    sahi_windows = get_slice_bboxes(args.size, args.size, args.window, args.window, False,
+                                    args.overlap / args.window, args.overlap / args.window)
+    same = sorted(map(list, sahi_windows)) == sorted(ours_windows)
+    print(f'scene {args.size} x {args.size}: {len(ours_windows)} windows of {args.window} px, overlap '
+          f'{args.overlap}; SAHI {sahi.__version__} cuts {len(sahi_windows)}, same windows: {same}')
+    png, tif, instances = build_mosaic(args.size, args.work_dir)
+    print(f'mosaic of {SOURCES}: {len(instances)} ground-truth objects')
+
+    quality = merge_quality(args, png, tif, instances)
+    print('\nMerge quality (ground truth cut to the windows, fed back as predictions, then merged):\n')
+    print('| method | detections in -> out | found once | duplicates left | lost | segm AP | bbox AP | merge s |')
+    print('|---|---|---|---|---|---|---|---|')
+    for key, name in (('sahi', f'SAHI {sahi.__version__} GREEDYNMM IOS 0.5'), ('ours', 'mmdet_custom (mask IoU '
+                                                                                      '0.5 in the overlap)')):
+        q = quality[key]
+        print(f"| {name} | {q['before']} -> {q['after']} | {q['exactly_once']} / {quality['gt_objects']} | "
+              f"{q['duplicates']} | {q['lost']} | {q['segm_mAP']:.3f} | {q['bbox_mAP']:.3f} | {q['merge_s']:.2f} |")
+    if args.skip_model:
+        return
+    config, checkpoint = args.config, args.checkpoint
+    if config is None:
+        config = osp.join(args.work_dir, 'bench_model.py')
+        with open(config, 'w') as f:
+            f.write(BENCH_CONFIG.format(base=osp.join(REPO_ROOT, 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'),
+                                        max_per_img=args.max_per_img))
+    if checkpoint is None:
+        checkpoint = osp.join(args.work_dir, 'bench_model_random.pth')
+        save_random_checkpoint(config, checkpoint)
+    rows = [run_worker(args, 'sahi', png, config, checkpoint), run_worker(args, 'ours', png, config, checkpoint),
+            run_worker(args, 'ours', tif, config, checkpoint)]
+    print(f'\nModel run ({osp.basename(config)}, device {args.device}, score_thr {args.score_thr}, '
+          f'batch {args.batch_size}, {args.num_workers} reading worker(s) for ours):\n')
+    print('| method | windows/s | seconds | detections | peak RSS MB (workers) | RSS growth MB |')
+    print('|---|---|---|---|---|---|')
+    for row in rows:
+        if 'error' in row:
+            print(f"| {row['method']} | failed: {row['error']} | | | | |")
+            continue
+        print(f"| {row['method']} | {row['windows'] / row['seconds']:.3f} | {row['seconds']:.1f} | "
+              f"{row['detections']} | {row['peak_mb']:.0f} ({row['workers_peak_mb']:.0f}) | "
+              f"{row['peak_mb'] - row['baseline_mb']:.0f} |")
+    with open(osp.join(args.work_dir, 'bench_scene.json'), 'w') as f:
+        json.dump(dict(quality=quality, model_runs=rows, size=args.size, same_windows=same), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
