@@ -3,6 +3,11 @@ import json
 import os
 import os.path as osp
 import runpy
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -14,8 +19,9 @@ from pycocotools.coco import COCO
 from helpers import cpu_run_cfg
 
 from mmdet_custom.apis.export import predictions_to_coco_results
-from mmdet_custom.converters.cells import (CELL_CLASSES, convert_cells, convert_cells_test, image_to_rgb8,
-                                           load_name_to_id, split_ids)
+from mmdet_custom.converters.cells import (CELL_CLASSES, CellsConversionError, convert_cells, convert_cells_test,
+                                           image_to_rgb8, load_name_to_id, split_ids)
+from mmdet_custom.utils.errors import UserError
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -41,7 +47,8 @@ def _write_folder(root, name, image, labels):
 # ----------------------------------------------------------------------------------------------------------------
 def test_dsb_instances_masks_and_images_match_source(cells_dir, tmp_path):
     stats = convert_cells(cells_dir, tmp_path, val_fraction=0.2, seed=0)
-    assert stats == dict(images=6, train_images=5, val_images=1, instances=171, dropped_border=0)
+    assert stats == dict(images=6, train_images=5, val_images=1, instances=171, dropped_border=0,
+                         images_without_labels=0)
     train, val = _load(tmp_path, 'train'), _load(tmp_path, 'val')
     assert train['categories'] == val['categories'] == [dict(id=k, name=f'class{k}') for k in range(1, 5)]
     images = train['images'] + val['images']
@@ -183,7 +190,7 @@ def test_bad_input_names_the_file_and_writes_nothing(tmp_path):
     out = tmp_path / 'out'
     with pytest.raises(ValueError, match=r'b_bad/class1\.tif: mask size 9x6'):
         convert_cells(src, out)
-    assert os.listdir(out) == []  # the first image was staged, then removed
+    assert not out.exists() and os.listdir(tmp_path) == ['src']  # the first image was staged, then removed
 
     tifffile.imwrite(osp.join(bad, 'class1.tif'), np.ones((6, 8), np.float32))
     with pytest.raises(ValueError, match=r'b_bad/class1\.tif: .*float32.*integers'):
@@ -197,7 +204,7 @@ def test_bad_input_names_the_file_and_writes_nothing(tmp_path):
     os.remove(osp.join(bad, 'image.tif'))
     with pytest.raises(FileNotFoundError, match=r'image missing: .*b_bad/image\.tif'):
         convert_cells(src, out)
-    assert os.listdir(out) == []
+    assert os.listdir(tmp_path) == ['src']
     with pytest.raises(FileNotFoundError, match='train'):
         convert_cells(tmp_path / 'nowhere', out)
 
@@ -369,3 +376,174 @@ def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, tmp_path):
     assert all(r['category_id'] in (1, 2, 3, 4) and r['segmentation']['size'] == [256, 320] for r in results)
     gt = COCO(str(data / 'annotations' / 'image_info_test.json'))
     assert len(gt.loadRes(str(out)).getAnnIds()) == len(results)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# File naming, atomic output, kills, empty outputs (issue 10: defects 4, 7, 14)
+# ----------------------------------------------------------------------------------------------------------------
+def _n_instances(label_path):
+    return len(np.unique(tifffile.imread(label_path))) - 1
+
+
+def test_tiff_label_files_are_read_like_tif(cells_dir, tmp_path):
+    """Three of the six real folders name their labels class1.tiff (one also image.TIFF): no nucleus is dropped."""
+    src = tmp_path / 'src'
+    shutil.copytree(cells_dir, src)
+    folders = sorted((src / 'train').iterdir())
+    renamed = 0
+    for folder in folders[::2]:
+        renamed += _n_instances(folder / 'class1.tif')
+        os.rename(folder / 'class1.tif', folder / 'class1.tiff')
+    os.rename(folders[0] / 'image.tif', folders[0] / 'image.TIFF')
+    assert 0 < renamed < 171  # what a .tif-only reader drops
+    stats = convert_cells(src, tmp_path / 'out', val_fraction=0.0)
+    assert stats['instances'] == 171 and stats['images_without_labels'] == 0
+    anns = _load(tmp_path / 'out', 'train')['annotations']
+    assert len(anns) == 171
+    # per image, as many annotations as label values
+    coco = _load(tmp_path / 'out', 'train')
+    for img in coco['images']:
+        folder = src / 'train' / osp.splitext(img['file_name'])[0]
+        label = next(p for p in folder.iterdir() if p.name.startswith('class1.'))
+        assert sum(a['image_id'] == img['id'] for a in anns) == _n_instances(label)
+
+    # two files for one class, or a label image in another format: refused, naming the files; nothing written
+    shutil.copy(folders[0] / 'class1.tiff', folders[0] / 'class1.tif')
+    with pytest.raises(CellsConversionError, match=r"2 label images for class 1 \['class1.tif', 'class1.tiff'\]"):
+        convert_cells(src, tmp_path / 'out2')
+    os.remove(folders[0] / 'class1.tif')
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(folders[1] / 'class2.png')
+    with pytest.raises(CellsConversionError, match=r'class2\.png: label images must be TIFF'):
+        convert_cells(src, tmp_path / 'out2')
+    assert not (tmp_path / 'out2').exists()
+
+
+def test_output_overlapping_the_input_is_refused(tmp_path):
+    _write_folder(tmp_path / 'src', 'a', np.zeros((6, 8), np.uint8), {1: np.ones((6, 8), np.uint16)})
+    for out in (tmp_path / 'src', tmp_path / 'src' / 'train' / 'coco', tmp_path):
+        with pytest.raises(UserError, match='overlaps the input'):
+            convert_cells(tmp_path / 'src', out)
+    assert sorted(os.listdir(tmp_path / 'src' / 'train' / 'a')) == ['class1.tif', 'image.tif']
+
+
+def test_rerun_replaces_its_part_and_keeps_the_test_part(tmp_path):
+    lab = np.zeros((6, 8), np.uint16)
+    lab[2:4, 2:5] = 1
+    _write_folder(tmp_path / 'src', 'a', np.zeros((6, 8), np.uint8), {1: lab})
+    _write_folder(tmp_path / 'src', 'b', np.zeros((6, 8), np.uint8), {1: lab})
+    (tmp_path / 'test').mkdir()
+    tifffile.imwrite(tmp_path / 'test' / 't.tif', np.zeros((6, 8), np.uint8))
+    (tmp_path / 'map.json').write_text(json.dumps({'t.tif': 40}))
+    out = tmp_path / 'out'
+    convert_cells(tmp_path / 'src', out, val_fraction=0.5, test_dir=tmp_path / 'test',
+                  test_name_to_ids=tmp_path / 'map.json')
+    shutil.rmtree(tmp_path / 'src' / 'train' / 'b')
+    stats = convert_cells(tmp_path / 'src', out, val_fraction=0.0)
+    assert stats['images'] == 1 and sorted(os.listdir(out / 'images')) == ['a.png']  # no stale b.png
+    assert _load(out, 'val')['images'] == []
+    assert os.listdir(out / 'test') == ['t.png'] and (out / 'annotations' / 'image_info_test.json').is_file()
+    assert [p for p in os.listdir(tmp_path) if p.startswith('.')] == []  # no temporary folder left
+    # a folder the tool did not write is never replaced
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'notes.txt').write_text('keep')
+    with pytest.raises(UserError, match='did not write'):
+        convert_cells(tmp_path / 'src', tmp_path / 'mine')
+    assert os.listdir(tmp_path / 'mine') == ['notes.txt']
+
+
+def test_folders_without_masks_and_empty_outputs_warn(tmp_path, capsys):
+    lab = np.zeros((6, 8), np.uint16)
+    lab[2:4, 2:5] = 1
+    _write_folder(tmp_path / 'src', 'a', np.zeros((6, 8), np.uint8), {1: lab})
+    _write_folder(tmp_path / 'src', 'b', np.zeros((6, 8), np.uint8), {})
+    with pytest.warns(UserWarning, match=r'1 of 2 image folders .* hold no class<k>\.tif label image \(b\)'):
+        assert convert_cells(tmp_path / 'src', tmp_path / 'o1', val_fraction=0.0)['images_without_labels'] == 1
+    os.remove(tmp_path / 'src' / 'train' / 'a' / 'class1.tif')
+    with pytest.warns(UserWarning, match='no instance at all'):
+        assert convert_cells(tmp_path / 'src', tmp_path / 'o2', val_fraction=0.0)['instances'] == 0
+    # the command line prints them as warnings (exit 0: an image without cells is legitimate input)
+    cli = runpy.run_path(osp.join(REPO_ROOT, 'tools', 'dataset_converters', 'cells.py'))
+    cli['main']([str(tmp_path / 'src'), '-o', str(tmp_path / 'o3'), '--val-fraction', '0'])
+    err = capsys.readouterr().err
+    assert 'warning: 2 of 2 image folders' in err and 'warning: ' in err and 'no instance at all' in err
+
+
+# A converter rerun killed (SIGKILL) at a chosen moment. The child pauses there (after signalling) so that the kill
+# lands exactly at the moment: between the two jsons (before the swap), or after the swap while the old output is
+# being removed.
+_KILL_CHILD = r'''
+import os, os.path as osp, runpy, shutil, sys, time
+import mmdet_custom.converters.cells as cells
+ready, moment, tool, out = sys.argv[1:5]
+
+def pause():
+    open(ready, 'w').close()
+    time.sleep(600)
+
+if moment == 'between-jsons':
+    dump = cells.dump_json_atomic
+    def dump_then_pause(obj, path, **kwargs):
+        dump(obj, path, **kwargs)
+        if path.endswith('instances_train.json'):
+            pause()
+    cells.dump_json_atomic = dump_then_pause
+else:  # 'after-swap': atomic_dir removes the previous output (now in its own temporary sibling)
+    rmtree = shutil.rmtree
+    prefix = '.' + osp.basename(out) + '.'
+    def rmtree_after_pause(path, *args, **kwargs):
+        name = osp.basename(str(path))
+        if name.startswith(prefix) and '-%d-' % os.getpid() in name:
+            pause()
+        return rmtree(path, *args, **kwargs)
+    shutil.rmtree = rmtree_after_pause
+sys.argv = [tool] + sys.argv[5:]
+runpy.run_path(tool, run_name='__main__')
+'''
+
+
+def _kill_at(moment, src, out, tmp_path, seed):
+    ready = tmp_path / f'ready-{moment}'
+    tool = osp.join(REPO_ROOT, 'tools', 'dataset_converters', 'cells.py')
+    env = dict(os.environ, MMDET_CUSTOM_NO_REGISTER='1')
+    proc = subprocess.Popen([sys.executable, '-c', _KILL_CHILD, str(ready), moment, tool, str(out), str(src),
+                             '-o', str(out), '--val-fraction', '0.5', '--seed', str(seed)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f'the converter ended before the moment {moment}: {proc.communicate()[1][-2000:]}')
+        assert time.monotonic() < deadline, f'the converter never reached {moment}'
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _snapshot(out):
+    return (_load(out, 'train'), _load(out, 'val'), sorted(os.listdir(out / 'images')))
+
+
+def test_killed_rerun_leaves_old_or_new_output_whole(cells_dir, tmp_path):
+    """A rerun with another split (3 images in val) killed between writing the train and the val json leaves the old
+    output; killed after the swap, the new one: train and val jsons always come from one run."""
+    convert_cells(cells_dir, tmp_path / 'ref_old', val_fraction=0.5, seed=0)
+    convert_cells(cells_dir, tmp_path / 'ref_new', val_fraction=0.5, seed=1)
+    old, new = _snapshot(tmp_path / 'ref_old'), _snapshot(tmp_path / 'ref_new')
+    assert old[0] != new[0]  # the two splits differ
+
+    out = tmp_path / 'out'
+    convert_cells(cells_dir, out, val_fraction=0.5, seed=0)
+    _kill_at('between-jsons', cells_dir, out, tmp_path, seed=1)
+    assert _snapshot(out) == old
+    assert any(p.startswith('.out.tmp-') for p in os.listdir(tmp_path))  # what the killed run left
+
+    out2 = tmp_path / 'out2'
+    convert_cells(cells_dir, out2, val_fraction=0.5, seed=0)
+    _kill_at('after-swap', cells_dir, out2, tmp_path, seed=1)
+    assert _snapshot(out2) == new
+
+    # the next runs clean the temporary folders of the killed ones
+    convert_cells(cells_dir, out, val_fraction=0.5, seed=1)
+    convert_cells(cells_dir, out2, val_fraction=0.5, seed=0)
+    assert _snapshot(out) == new and _snapshot(out2) == old
+    assert [p for p in os.listdir(tmp_path) if p.startswith('.')] == []

@@ -7,6 +7,12 @@ Layout read by :func:`convert_cells` (as in the Data Science Bowl 2018 stage1 re
     ...
     <root>/train/<id>/class4.tif     (any class file may be missing: that image has no instance of the class)
 
+File naming rule (:func:`find_cell_files`), matched without regard to case: the image is ``image.<ext>`` with
+``<ext>`` one of tif, tiff, png, jpg, jpeg, bmp; the label image of class ``k`` is ``class<k>.tif`` or
+``class<k>.tiff`` (``k`` in decimal, ``class01`` = ``class1``). Two files for one role (``class1.tif`` and
+``class1.tiff``, or ``image.tif`` and ``image.png``) and a label image in another format (``class1.png``) are
+refused, naming the files; hidden files (``._class1.tif``, ``.DS_Store``) and other names are ignored.
+
 Layout written::
 
     <out_dir>/images/<id>.png                     8-bit RGB, see :func:`image_to_rgb8`
@@ -18,15 +24,21 @@ into ``<out_dir>/test/<stem>.png`` and ``<out_dir>/annotations/image_info_test.j
 ids are the given ones, so that predictions exported with
 :func:`mmdet_custom.apis.export.predictions_to_coco_results` carry them directly.
 
+Outputs are written through :func:`mmdet_custom.utils.fileio.atomic_dir`: a run builds the new output folder beside
+the old one and swaps it in whole, so a reader (or a run killed at any moment) sees the old output or the complete
+new one -- never train and val jsons of two runs. A run replaces only its own part of the folder (the train/val
+part: ``images/`` and ``instances_{train,val}.json``; the test part: ``test/`` and ``image_info_test.json``) and
+keeps the other part of an earlier run.
+
 The mask helpers (:func:`encode_mask`, :func:`touches_border`) and :func:`dump_json_atomic` are shared with
-:mod:`mmdet_custom.apis.export` and :mod:`mmdet_custom.converters.coco_subset`.
+:mod:`mmdet_custom.apis.export`, :mod:`mmdet_custom.converters.isaid` and
+:mod:`mmdet_custom.converters.coco_subset`.
 """
-import json
 import os
 import os.path as osp
 import re
 import shutil
-import tempfile
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -34,12 +46,21 @@ import pycocotools.mask as mask_utils
 import tifffile
 from PIL import Image
 
-from mmdet_custom.utils.fileio import dump_json_atomic
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import atomic_dir, check_output_outside_inputs, dump_json_atomic, load_json
 
-#: Default category names; category id k (1-based) is read from ``class{k}.tif``.
+#: Default category names; category id k (1-based) is read from ``class{k}.tif`` (or ``.tiff``).
 CELL_CLASSES = ('class1', 'class2', 'class3', 'class4')
 
 _IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.bmp')
+_LABEL_EXTS = ('.tif', '.tiff')
+_IMAGE_NAME = re.compile(r'image(\.[^.]+)', re.IGNORECASE)
+_CLASS_NAME = re.compile(r'class(\d+)(\.[^.]+)', re.IGNORECASE)
+
+
+class CellsConversionError(UserError, ValueError):
+    """Input the cells converter refuses (a label image of the wrong type or size, two files for one class,
+    a bad test-image mapping); the message names the file."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -89,7 +110,7 @@ def image_to_rgb8(image: np.ndarray, name: str = 'image') -> np.ndarray:
         np.ndarray: ``(H, W, 3)`` uint8.
 
     Raises:
-        ValueError: for a shape that is none of the above, or a float image holding NaN/inf.
+        CellsConversionError: (a ``ValueError``) for a shape that is none of the above, or a float image holding NaN/inf.
     """
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[-1] > 4:
@@ -101,7 +122,7 @@ def image_to_rgb8(image: np.ndarray, name: str = 'image') -> np.ndarray:
     elif img.ndim == 3 and img.shape[-1] == 4:
         img = img[..., :3]
     if img.ndim != 3 or img.shape[-1] != 3:
-        raise ValueError(f'{name}: unsupported image shape {tuple(np.shape(image))}; expected (H, W) grey, '
+        raise CellsConversionError(f'{name}: unsupported image shape {tuple(np.shape(image))}; expected (H, W) grey, '
                          '(H, W, 3) RGB or (H, W, 4) RGBA')
     if img.dtype == np.uint8:
         return np.ascontiguousarray(img)
@@ -109,7 +130,7 @@ def image_to_rgb8(image: np.ndarray, name: str = 'image') -> np.ndarray:
         return img.astype(np.uint8) * 255
     img = img.astype(np.float64)
     if not np.isfinite(img).all():
-        raise ValueError(f'{name}: image holds NaN or infinite values')
+        raise CellsConversionError(f'{name}: image holds NaN or infinite values')
     lo, hi = img.min(), img.max()
     if hi <= lo:
         return np.zeros(img.shape, dtype=np.uint8)
@@ -143,7 +164,7 @@ def read_label_image(path: PathLike, shape: Optional[Tuple[int, int]] = None) ->
         np.ndarray: ``(H, W)`` integer label image.
 
     Raises:
-        ValueError: naming ``path``, if the labels are not integers (e.g. a float mask), are negative, are not
+        CellsConversionError: (a ``ValueError``) naming ``path``, if the labels are not integers (e.g. a float mask), are negative, are not
             2-D, or their size differs from ``shape``.
     """
     path = os.fspath(path)
@@ -151,16 +172,16 @@ def read_label_image(path: PathLike, shape: Optional[Tuple[int, int]] = None) ->
     if label.ndim > 2:
         label = np.squeeze(label)
     if label.ndim != 2:
-        raise ValueError(f'{path}: label image must be 2-D (H, W), got shape {label.shape}')
+        raise CellsConversionError(f'{path}: label image must be 2-D (H, W), got shape {label.shape}')
     if label.dtype == bool:
         label = label.astype(np.uint8)
     if not np.issubdtype(label.dtype, np.integer):
-        raise ValueError(f'{path}: label image has dtype {label.dtype}; instance labels must be integers '
+        raise CellsConversionError(f'{path}: label image has dtype {label.dtype}; instance labels must be integers '
                          '(uint8/uint16), one distinct value per instance')
     if np.issubdtype(label.dtype, np.signedinteger) and label.size and label.min() < 0:
-        raise ValueError(f'{path}: label image holds negative values')
+        raise CellsConversionError(f'{path}: label image holds negative values')
     if shape is not None and tuple(label.shape) != tuple(shape):
-        raise ValueError(f'{path}: mask size {label.shape[1]}x{label.shape[0]} (WxH) differs from the image '
+        raise CellsConversionError(f'{path}: mask size {label.shape[1]}x{label.shape[0]} (WxH) differs from the image '
                          f'size {shape[1]}x{shape[0]}')
     return label
 
@@ -209,10 +230,10 @@ def split_ids(ids: Sequence, val_fraction: float = 0.2, seed: int = 0) -> Tuple[
     and the seed (``numpy.random.default_rng(seed).permutation``). Both returned lists are sorted.
 
     Raises:
-        ValueError: if ``val_fraction`` is not in ``[0, 1)``.
+        CellsConversionError: (a ``ValueError``) if ``val_fraction`` is not in ``[0, 1)``.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
+        raise CellsConversionError(f'val_fraction (--val-fraction) must be in [0, 1), got {val_fraction}')
     ids = sorted(ids)
     n = len(ids)
     n_val = int(round(val_fraction * n))
@@ -230,18 +251,87 @@ def split_ids(ids: Sequence, val_fraction: float = 0.2, seed: int = 0) -> Tuple[
 def _categories(class_names: Optional[Sequence[str]]) -> List[dict]:
     names = list(CELL_CLASSES if class_names is None else class_names)
     if not names or len(set(names)) != len(names):
-        raise ValueError(f'class_names must be non-empty and unique, got {names}')
+        raise CellsConversionError(f'class_names (--class-names) must be non-empty and unique, got {names}')
     return [dict(id=i + 1, name=name) for i, name in enumerate(names)]
 
 
+
+
+def find_cell_files(folder: PathLike, num_classes: int) -> Tuple[str, Dict[int, str]]:
+    """The image and the label images of one image folder, by the naming rule of the module docstring.
+
+    Args:
+        folder: ``<root>/train/<id>``.
+        num_classes (int): K; label images ``class1`` .. ``classK`` are read.
+
+    Returns:
+        tuple[str, dict[int, str]]: the image path and ``{k: label image path}`` (1-based class index ``k``,
+        sorted); classes without a label image are absent.
+
+    Raises:
+        FileNotFoundError: the folder holds no image file (the expected path is named).
+        CellsConversionError: two files for one role (two images, or ``class1.tif`` beside ``class1.tiff``), a
+            label image that is not TIFF, an image of an unsupported format, or a class index outside ``1..K``.
+    """
+    folder = os.fspath(folder)
+    names = sorted(f for f in os.listdir(folder) if not f.startswith('.') and osp.isfile(osp.join(folder, f)))
+    images = []
+    for fname in names:
+        m = _IMAGE_NAME.fullmatch(fname)
+        if m:
+            if m.group(1).lower() not in _IMAGE_EXTS:
+                raise CellsConversionError(f'{osp.join(folder, fname)}: unsupported image format {m.group(1)!r}; '
+                                           f'save the image as one of '
+                                           f'{", ".join("image" + e for e in _IMAGE_EXTS)}')
+            images.append(osp.join(folder, fname))
+    if not images:
+        raise FileNotFoundError(f'image missing: {osp.join(folder, "image.tif")} (looked for image with the '
+                                f'extensions {", ".join(_IMAGE_EXTS)})')
+    if len(images) > 1:
+        raise CellsConversionError(f'{folder}: {len(images)} image files {[osp.basename(p) for p in images]}; '
+                                   f'keep exactly one')
+    labels = {}
+    for fname in names:
+        m = _CLASS_NAME.fullmatch(fname)
+        if not m:
+            continue
+        path, k = osp.join(folder, fname), int(m.group(1))
+        if m.group(2).lower() not in _LABEL_EXTS:
+            raise CellsConversionError(f'{path}: label images must be TIFF (class{k}.tif or class{k}.tiff); '
+                                       f'convert it, or move it out of the folder')
+        if not 1 <= k <= num_classes:
+            raise CellsConversionError(f'{path}: class index {m.group(1)} has no name (only {num_classes} class '
+                                       f'names; give them with --class-names / class_names)')
+        labels.setdefault(k, []).append(path)
+    for k, paths in labels.items():
+        if len(paths) > 1:
+            raise CellsConversionError(f'{folder}: {len(paths)} label images for class {k} '
+                                       f'{[osp.basename(p) for p in paths]}; keep exactly one')
+    return images[0], {k: paths[0] for k, paths in sorted(labels.items())}
+
+
 def _save_png(rgb: np.ndarray, path: str) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
     Image.fromarray(rgb).save(path, format='PNG')
 
 
-def _move_staged(staging: str, dst_dir: str) -> None:
-    os.makedirs(dst_dir, exist_ok=True)
-    for name in sorted(os.listdir(staging)):
-        os.replace(osp.join(staging, name), osp.join(dst_dir, name))
+def _remove(path: str) -> None:
+    """Remove a file or folder of the temporary output (a hard-linked copy: the old output is not touched)."""
+    if osp.isdir(path) and not osp.islink(path):
+        shutil.rmtree(path)
+    elif osp.lexists(path):
+        os.remove(path)
+
+
+def _train_folders(root: str) -> Tuple[str, List[str]]:
+    train_root = osp.join(root, 'train')
+    if not osp.isdir(train_root):
+        raise FileNotFoundError(f'cells train folder missing: {train_root} (expected <root>/train/<id>/image.tif)')
+    folders = sorted(d for d in os.listdir(train_root)
+                     if not d.startswith('.') and osp.isdir(osp.join(train_root, d)))
+    if not folders:
+        raise FileNotFoundError(f'no image folders in {train_root} (expected <root>/train/<id>/image.tif)')
+    return train_root, folders
 
 
 def convert_cells(root: PathLike,
@@ -249,15 +339,20 @@ def convert_cells(root: PathLike,
                   val_fraction: float = 0.2,
                   seed: int = 0,
                   drop_border: bool = False,
-                  class_names: Optional[Sequence[str]] = None) -> Dict[str, int]:
+                  class_names: Optional[Sequence[str]] = None,
+                  test_dir: Optional[PathLike] = None,
+                  test_name_to_ids: Optional[PathLike] = None) -> Dict[str, int]:
     """Convert ``<root>/train/<id>/{image,class1..classK}.tif`` folders to COCO train/val jsons.
 
     Image ids are 1..N in the sorted order of the folder names (the same whatever the split), annotation ids
-    1..M in that order, then by class, then by label value. Each distinct non-zero value of ``class{k}.tif`` is
-    one instance of category k (named ``class_names[k - 1]``); a missing class file means no instance of it.
+    1..M in that order, then by class, then by label value. Each distinct non-zero value of ``class{k}.tif`` (or
+    ``.tiff``, see :func:`find_cell_files`) is one instance of category k (named ``class_names[k - 1]``); a
+    missing class file means no instance of it.
 
-    Everything is read and checked before anything is written to ``out_dir``: on bad input no file is left
-    behind. Images go through a staging folder inside ``out_dir`` and jsons through :func:`dump_json_atomic`.
+    The output is built in a temporary folder beside ``out_dir`` and swapped in whole
+    (:func:`~mmdet_custom.utils.fileio.atomic_dir`): on bad input, an error or a kill, ``out_dir`` stays as it
+    was. ``images/`` and both jsons are replaced together; the test part of an earlier run is kept unless
+    ``test_dir`` is given too (then it is replaced in the same swap).
 
     Args:
         root: dataset root holding ``train/``.
@@ -266,64 +361,101 @@ def convert_cells(root: PathLike,
         seed (int): split seed. Defaults to 0.
         drop_border (bool): drop instances whose mask touches the image border. Defaults to False.
         class_names (Sequence[str], optional): K category names; defaults to :data:`CELL_CLASSES`.
+        test_dir, test_name_to_ids (optional): convert a test set as well, see :func:`convert_cells_test`.
 
     Returns:
-        dict: ``images``, ``train_images``, ``val_images``, ``instances`` (written), ``dropped_border``.
+        dict: ``images``, ``train_images``, ``val_images``, ``instances`` (written), ``dropped_border``,
+        ``images_without_labels`` (folders without any class file), and ``test_images`` when ``test_dir`` is given.
+
+    Warns:
+        UserWarning: when image folders hold no class file, or the output (or its train split) holds no instance:
+            the conversion then succeeds, but a model could not learn from it.
 
     Raises:
-        FileNotFoundError: ``<root>/train`` or an ``image.tif`` is missing (the path is named).
-        ValueError: a label image is not integer, not 2-D, of another size than its image, or a ``class{k}.tif``
-            has ``k`` beyond the given class names (the file is named).
+        FileNotFoundError: ``<root>/train`` or an image is missing (the path is named).
+        CellsConversionError: (a ``ValueError``) a label image is not integer, not 2-D, of another size than its
+            image, is not TIFF, two files name one class, or a ``class{k}.tif`` has ``k`` beyond the class names
+            (the file is named).
+        UserError: ``out_dir`` is, contains or lies inside an input, or holds files this project did not write.
     """
     root, out_dir = os.fspath(root), os.fspath(out_dir)
     categories = _categories(class_names)
-    num_classes = len(categories)
-    train_root = osp.join(root, 'train')
-    if not osp.isdir(train_root):
-        raise FileNotFoundError(f'cells train folder missing: {train_root} (expected <root>/train/<id>/image.tif)')
-    folders = sorted(d for d in os.listdir(train_root)
-                     if not d.startswith('.') and osp.isdir(osp.join(train_root, d)))
-    if not folders:
-        raise FileNotFoundError(f'no image folders in {train_root}')
+    split_ids([], val_fraction=val_fraction)  # checks the fraction before any work
+    if (test_dir is None) != (test_name_to_ids is None):
+        raise CellsConversionError('test_dir (--test-dir) and test_name_to_ids (--test-name-to-ids) go together')
+    train_root, folders = _train_folders(root)
+    check_output_outside_inputs(out_dir, root, out_flag='output folder (-o)')
+    if test_dir is not None:
+        check_output_outside_inputs(out_dir, test_dir, out_flag='output folder (-o)')
+    # the naming rule over every folder first: a misnamed file is reported before any image is decoded
+    files = [find_cell_files(osp.join(train_root, folder), len(categories)) for folder in folders]
 
-    os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=out_dir, prefix='.images.staging-')
-    try:
-        images, annotations, dropped = [], [], 0
-        for img_id, folder in enumerate(folders, start=1):
-            folder_path = osp.join(train_root, folder)
-            rgb = read_image(osp.join(folder_path, 'image.tif'))
+    with atomic_dir(out_dir, keep_existing=True) as tmp:
+        for part in ('images', osp.join('annotations', 'instances_train.json'),
+                     osp.join('annotations', 'instances_val.json')):
+            _remove(osp.join(tmp, part))
+        images, annotations, dropped, unlabelled = [], [], 0, []
+        for img_id, (folder, (image_path, label_paths)) in enumerate(zip(folders, files), start=1):
+            rgb = read_image(image_path)
             height, width = rgb.shape[:2]
-            for fname in os.listdir(folder_path):
-                m = re.fullmatch(r'class(\d+)\.tiff?', fname)
-                if m and not 1 <= int(m.group(1)) <= num_classes:
-                    raise ValueError(f'{osp.join(folder_path, fname)}: class index {m.group(1)} has no name '
-                                     f'(only {num_classes} class names: {[c["name"] for c in categories]})')
-            for cat in categories:
-                label_path = osp.join(folder_path, f'class{cat["id"]}.tif')
-                if not osp.isfile(label_path):
-                    continue
+            if not label_paths:
+                unlabelled.append(folder)
+            for k, label_path in label_paths.items():
                 label = read_label_image(label_path, shape=(height, width))
-                anns, n_dropped = instance_annotations(label, cat['id'], drop_border=drop_border)
+                anns, n_dropped = instance_annotations(label, k, drop_border=drop_border)
                 dropped += n_dropped
                 for ann in anns:
                     ann.update(id=len(annotations) + 1, image_id=img_id)
                     annotations.append(ann)
             file_name = f'{folder}.png'
-            _save_png(rgb, osp.join(staging, file_name))
+            _save_png(rgb, osp.join(tmp, 'images', file_name))
             images.append(dict(id=img_id, file_name=file_name, height=int(height), width=int(width)))
 
         train_ids, val_ids = split_ids([im['id'] for im in images], val_fraction=val_fraction, seed=seed)
-        _move_staged(staging, osp.join(out_dir, 'images'))
+        per_split = {}
         for split, ids in (('train', set(train_ids)), ('val', set(val_ids))):
             coco = dict(images=[im for im in images if im['id'] in ids],
                         annotations=[a for a in annotations if a['image_id'] in ids],
                         categories=categories)
-            dump_json_atomic(coco, osp.join(out_dir, 'annotations', f'instances_{split}.json'))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dict(images=len(images), train_images=len(train_ids), val_images=len(val_ids),
-                instances=len(annotations), dropped_border=dropped)
+            per_split[split] = len(coco['annotations'])
+            dump_json_atomic(coco, osp.join(tmp, 'annotations', f'instances_{split}.json'))
+        stats = dict(images=len(images), train_images=len(train_ids), val_images=len(val_ids),
+                     instances=len(annotations), dropped_border=dropped, images_without_labels=len(unlabelled))
+        if test_dir is not None:
+            stats['test_images'] = _write_test(test_dir, test_name_to_ids, tmp, categories)
+
+    if unlabelled:
+        warnings.warn(f'{len(unlabelled)} of {len(folders)} image folders in {train_root} hold no class<k>.tif '
+                      f'label image ({", ".join(unlabelled[:5])}{", ..." if len(unlabelled) > 5 else ""}); they are '
+                      f'written as images without any instance. Check the mask file names if they should have some.')
+    if not annotations:
+        warnings.warn(f'{out_dir}: no instance at all in {train_root} ({len(images)} images'
+                      f'{f", {dropped} dropped at the border" if dropped else ""}): the jsons hold no annotation '
+                      f'and a model cannot learn from them.')
+    elif not per_split['train']:
+        warnings.warn(f'{out_dir}: instances_train.json holds no annotation (all {len(annotations)} instances '
+                      f'are in val): choose another --seed or --val-fraction.')
+    return stats
+
+
+def _parse_name_to_id(data, path: str) -> Dict[str, int]:
+    if isinstance(data, dict):
+        items = list(data.items())
+    elif isinstance(data, list) and all(isinstance(r, dict) and 'file_name' in r and 'id' in r for r in data):
+        items = [(r['file_name'], r['id']) for r in data]
+    else:
+        raise CellsConversionError(f'{path}: expected {{file_name: id}} or a list of {{"file_name", "id"}} '
+                                   f'records')
+    mapping = {}
+    for name, img_id in items:
+        if isinstance(img_id, bool) or not isinstance(img_id, int):
+            raise CellsConversionError(f'{path}: image id of {name!r} must be an integer, got {img_id!r}')
+        if name in mapping:
+            raise CellsConversionError(f'{path}: duplicate file name {name!r}')
+        mapping[name] = img_id
+    if len(set(mapping.values())) != len(mapping):
+        raise CellsConversionError(f'{path}: image ids are not unique')
+    return mapping
 
 
 def load_name_to_id(path: PathLike) -> Dict[str, int]:
@@ -333,27 +465,50 @@ def load_name_to_id(path: PathLike) -> Dict[str, int]:
     ``[{"file_name": "name.tif", "id": 1, ...}, ...]`` (the form of ``test_image_name_to_ids.json``).
 
     Raises:
-        ValueError: naming ``path``, for another structure, a non-integer id or a duplicate name or id.
+        UserError: naming ``path``, when it is missing or not valid json.
+        CellsConversionError: (a ``ValueError``) naming ``path``, for another structure, a non-integer id or a
+            duplicate name or id.
     """
     path = os.fspath(path)
-    with open(path) as f:
-        data = json.load(f)
-    if isinstance(data, dict):
-        items = list(data.items())
-    elif isinstance(data, list) and all(isinstance(r, dict) and 'file_name' in r and 'id' in r for r in data):
-        items = [(r['file_name'], r['id']) for r in data]
-    else:
-        raise ValueError(f'{path}: expected {{file_name: id}} or a list of {{"file_name", "id"}} records')
-    mapping = {}
-    for name, img_id in items:
-        if isinstance(img_id, bool) or not isinstance(img_id, int):
-            raise ValueError(f'{path}: image id of {name!r} must be an integer, got {img_id!r}')
-        if name in mapping:
-            raise ValueError(f'{path}: duplicate file name {name!r}')
-        mapping[name] = img_id
-    if len(set(mapping.values())) != len(mapping):
-        raise ValueError(f'{path}: image ids are not unique')
-    return mapping
+    return _parse_name_to_id(load_json(path, 'test image name -> id mapping'), path)
+
+
+def _write_test(image_dir: PathLike, name_to_id_file: PathLike, dst: str, categories: List[dict]) -> int:
+    """Check the test images against their mapping, then write them and their json into ``dst`` (replacing the
+    test part there); returns the number of images."""
+    image_dir, name_to_id_file = os.fspath(image_dir), os.fspath(name_to_id_file)
+    raw = load_json(name_to_id_file, 'test image name -> id mapping')
+    mapping = _parse_name_to_id(raw, name_to_id_file)
+    sizes = {r['file_name']: r for r in raw} if isinstance(raw, list) else {}
+    if not osp.isdir(image_dir):
+        raise FileNotFoundError(f'test image folder not found: {image_dir}')
+    present = sorted(n for n in os.listdir(image_dir) if n.lower().endswith(_IMAGE_EXTS))
+    extra = [n for n in present if n not in mapping]
+    if extra:
+        raise CellsConversionError(f'{name_to_id_file}: no image id for {extra[:5]} in {image_dir}')
+    stems = [osp.splitext(n)[0] for n in mapping]
+    if len(set(stems)) != len(stems):
+        raise CellsConversionError(f'{name_to_id_file}: two file names share a stem, their PNGs would collide')
+
+    _remove(osp.join(dst, 'test'))
+    _remove(osp.join(dst, 'annotations', 'image_info_test.json'))
+    images = []
+    for name, img_id in sorted(mapping.items(), key=lambda kv: kv[1]):
+        rgb = read_image(osp.join(image_dir, name))
+        height, width = rgb.shape[:2]
+        rec = sizes.get(name, {})
+        if ('height' in rec and rec['height'] != height) or ('width' in rec and rec['width'] != width):
+            raise CellsConversionError(f'{name_to_id_file}: {name} is {width}x{height} (WxH) but the record says '
+                                       f'{rec.get("width")}x{rec.get("height")}')
+        file_name = osp.splitext(name)[0] + '.png'
+        _save_png(rgb, osp.join(dst, 'test', file_name))
+        images.append(dict(id=img_id, file_name=file_name, height=int(height), width=int(width)))
+    os.makedirs(osp.join(dst, 'test'), exist_ok=True)
+    dump_json_atomic(dict(images=images, annotations=[], categories=categories),
+                     osp.join(dst, 'annotations', 'image_info_test.json'))
+    if not images:
+        warnings.warn(f'{name_to_id_file}: no test image: image_info_test.json lists none')
+    return len(images)
 
 
 def convert_cells_test(image_dir: PathLike,
@@ -364,7 +519,8 @@ def convert_cells_test(image_dir: PathLike,
 
     The json holds ``images`` (ids from the mapping, ``file_name`` ``<stem>.png``, height, width), an empty
     ``annotations`` list and the categories, so it serves as mmdet's test dataset (``CocoDataset`` with
-    ``test_mode=True``); the predicted ``img_id`` of each image is then its id from the mapping.
+    ``test_mode=True``); the predicted ``img_id`` of each image is then its id from the mapping. The test part
+    of ``out_dir`` is replaced in one swap (see :func:`convert_cells`); its train/val part is kept.
 
     Args:
         image_dir: folder of test images (``.tif``, ``.png``, ...).
@@ -376,42 +532,15 @@ def convert_cells_test(image_dir: PathLike,
         dict: ``images`` written.
 
     Raises:
-        FileNotFoundError: an image named in the mapping is missing from ``image_dir``.
-        ValueError: an image in ``image_dir`` has no id in the mapping; two names share a stem; a record's
-            ``height``/``width`` disagrees with the image.
+        FileNotFoundError: ``image_dir`` or an image named in the mapping is missing.
+        UserError: the mapping is missing or not valid json; ``out_dir`` overlaps ``image_dir`` or holds files
+            this project did not write.
+        CellsConversionError: (a ``ValueError``) an image in ``image_dir`` has no id in the mapping; two names
+            share a stem; a record's ``height``/``width`` disagrees with the image.
     """
     image_dir, out_dir = os.fspath(image_dir), os.fspath(out_dir)
     categories = _categories(class_names)
-    mapping = load_name_to_id(name_to_id_file)
-    with open(name_to_id_file) as f:
-        raw = json.load(f)
-    sizes = {r['file_name']: r for r in raw} if isinstance(raw, list) else {}
-    present = sorted(n for n in os.listdir(image_dir) if n.lower().endswith(_IMAGE_EXTS))
-    extra = [n for n in present if n not in mapping]
-    if extra:
-        raise ValueError(f'{name_to_id_file}: no image id for {extra[:5]} in {image_dir}')
-    stems = [osp.splitext(n)[0] for n in mapping]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f'{name_to_id_file}: two file names share a stem, their PNGs would collide')
-
-    os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=out_dir, prefix='.test.staging-')
-    try:
-        images = []
-        for name, img_id in sorted(mapping.items(), key=lambda kv: kv[1]):
-            path = osp.join(image_dir, name)
-            rgb = read_image(path)
-            height, width = rgb.shape[:2]
-            rec = sizes.get(name, {})
-            if ('height' in rec and rec['height'] != height) or ('width' in rec and rec['width'] != width):
-                raise ValueError(f'{name_to_id_file}: {name} is {width}x{height} (WxH) but the record says '
-                                 f'{rec.get("width")}x{rec.get("height")}')
-            file_name = osp.splitext(name)[0] + '.png'
-            _save_png(rgb, osp.join(staging, file_name))
-            images.append(dict(id=img_id, file_name=file_name, height=int(height), width=int(width)))
-        _move_staged(staging, osp.join(out_dir, 'test'))
-        dump_json_atomic(dict(images=images, annotations=[], categories=categories),
-                         osp.join(out_dir, 'annotations', 'image_info_test.json'))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dict(images=len(images))
+    check_output_outside_inputs(out_dir, image_dir, out_flag='output folder (-o)')
+    with atomic_dir(out_dir, keep_existing=True) as tmp:
+        n = _write_test(image_dir, name_to_id_file, tmp, categories)
+    return dict(images=n)

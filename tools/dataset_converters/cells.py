@@ -1,11 +1,17 @@
 """Convert microscopy cells to COCO: ``python tools/dataset_converters/cells.py ROOT -o OUT_DIR [options]``.
 
-Reads ``ROOT/train/<id>/image.tif`` + ``class1.tif .. class4.tif`` and writes ``OUT_DIR/images/<id>.png`` and
+Reads ``ROOT/train/<id>/image.tif`` + ``class1.tif .. class4.tif`` (``.tiff`` too, see
+:func:`mmdet_custom.converters.cells.find_cell_files`) and writes ``OUT_DIR/images/<id>.png`` and
 ``OUT_DIR/annotations/instances_{train,val}.json``; with ``--test-dir`` and ``--test-name-to-ids`` it also writes
-``OUT_DIR/test/<stem>.png`` and ``OUT_DIR/annotations/image_info_test.json``. The logic lives in
-:mod:`mmdet_custom.converters.cells`.
+``OUT_DIR/test/<stem>.png`` and ``OUT_DIR/annotations/image_info_test.json``. ``OUT_DIR`` is replaced in one atomic
+swap: a failed or killed run leaves the previous output whole. The logic lives in
+:mod:`mmdet_custom.converters.cells`. Input mistakes end with one ``error:`` line and exit code 2 (``--debug``
+shows the traceback).
 """
 import argparse
+import os
+import sys
+import warnings
 
 
 def parse_args(argv=None):
@@ -23,21 +29,30 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if bool(args.test_dir) != bool(args.test_name_to_ids):
         parser.error('--test-dir and --test-name-to-ids go together')
+    if not 0.0 <= args.val_fraction < 1.0:
+        parser.error(f'--val-fraction must be in [0, 1), got {args.val_fraction}')
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.converters.cells import convert_cells, convert_cells_test
-    stats = convert_cells(args.root, args.out_dir, val_fraction=args.val_fraction, seed=args.seed,
-                          drop_border=args.drop_border, class_names=args.class_names)
+    from mmdet_custom.converters.cells import convert_cells
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', UserWarning)
+        stats = convert_cells(args.root, args.out_dir, val_fraction=args.val_fraction, seed=args.seed,
+                              drop_border=args.drop_border, class_names=args.class_names,
+                              test_dir=args.test_dir, test_name_to_ids=args.test_name_to_ids)
+    for w in caught:
+        print(f'warning: {w.message}', file=sys.stderr)
     print(f'{stats["images"]} images ({stats["train_images"]} train, {stats["val_images"]} val), '
           f'{stats["instances"]} instances, {stats["dropped_border"]} dropped at the border -> {args.out_dir}')
     if args.test_dir:
-        test_stats = convert_cells_test(args.test_dir, args.test_name_to_ids, args.out_dir,
-                                        class_names=args.class_names)
-        print(f'{test_stats["images"]} test images -> {args.out_dir}/annotations/image_info_test.json')
+        print(f'{stats["test_images"]} test images -> '
+              f'{os.path.join(args.out_dir, "annotations", "image_info_test.json")}')
+    return stats
 
 
 if __name__ == '__main__':
-    main()
+    os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # a light tool: no torch / mmdet import
+    from mmdet_custom.utils.cli import run_cli
+    run_cli(main)
