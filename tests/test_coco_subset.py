@@ -3,6 +3,7 @@ import json
 import os
 import os.path as osp
 import runpy
+import shutil
 from collections import Counter
 
 import pytest
@@ -119,3 +120,66 @@ def test_mask_rcnn_trains_and_tests_on_the_subset(tiny_coco_dir, tmp_path):
     assert runner.iter == 2 and len(runner.train_dataloader.dataset) == stats['images']
     metrics = test(cfg, str(tmp_path / 'work' / 'iter_2.pth'), work_dir=str(tmp_path / 'test'))
     assert 0.0 <= metrics['coco/segm_mAP'] <= 1.0 and 0.0 <= metrics['coco/bbox_mAP'] <= 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validated input (issue 10: defects 9, 13, 14)
+# ----------------------------------------------------------------------------------------------------------------
+def _write(tmp_path, coco, name='in.json'):
+    path = tmp_path / name
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_duplicated_category_name_is_refused_not_emptied(tiny_coco, tmp_path):
+    """A second category named 'person' (id 99) used to take the name: the 33 person annotations (id 1) vanished."""
+    coco = dict(tiny_coco, categories=tiny_coco['categories'] + [dict(id=99, name='person', supercategory='x')])
+    src = _write(tmp_path, coco)
+    with pytest.raises(ValueError, match=r"in\.json: \"categories\" lists the name\(s\) 'person' \(ids \[1, 99\]\) "
+                                         r"more than once"):
+        convert_coco_subset(src, tmp_path / 'out.json')
+    coco['categories'][-1] = dict(id=1, name='person again')
+    with pytest.raises(ValueError, match=r'"categories" lists the id\(s\) 1 more than once'):
+        subset_coco(coco)
+    assert not (tmp_path / 'out.json').exists()
+
+
+def test_annotations_of_missing_images_and_empty_image_lists_are_refused(tiny_coco, tmp_path):
+    anns = [dict(a) for a in tiny_coco['annotations']]
+    anns[3]['image_id'] = 123456789
+    with pytest.raises(ValueError, match=rf"bad\.json: annotation\(s\) {anns[3]['id']} \(image_id 123456789\) point "
+                                         r'to an image_id that "images" does not list'):
+        convert_coco_subset(_write(tmp_path, dict(tiny_coco, annotations=anns), 'bad.json'), tmp_path / 'o.json')
+    anns[3] = dict(tiny_coco['annotations'][3], category_id=4242)
+    with pytest.raises(ValueError, match=r'category_id 4242\) point to a category_id that "categories" does not'):
+        subset_coco(dict(tiny_coco, annotations=anns), source='x.json')
+    with pytest.raises(ValueError, match=r'empty\.json: "images" is empty'):
+        convert_coco_subset(_write(tmp_path, dict(tiny_coco, images=[], annotations=[]), 'empty.json'),
+                            tmp_path / 'o.json')
+    with pytest.raises(ValueError, match=r'nokey\.json: field "annotations" missing or not a list'):
+        convert_coco_subset(_write(tmp_path, dict(images=tiny_coco['images'], categories=[]), 'nokey.json'),
+                            tmp_path / 'o.json')
+    assert not (tmp_path / 'o.json').exists()
+
+
+def test_malformed_json_and_overwriting_the_input_are_user_errors(tiny_coco_dir, tmp_path):
+    from mmdet_custom.utils.errors import UserError
+    bad = tmp_path / 'broken.json'
+    bad.write_text('{"images": [1, 2,')
+    with pytest.raises(UserError, match=r'broken\.json is not valid json: .* line 1, column'):
+        convert_coco_subset(bad, tmp_path / 'o.json')
+    src = tmp_path / 'same.json'
+    shutil.copy(tiny_coco_dir / 'instances_train2017_small.json', src)
+    before = src.read_bytes()
+    with pytest.raises(UserError, match='is the input json'):
+        convert_coco_subset(src, src)
+    assert src.read_bytes() == before
+
+
+def test_classes_without_annotations_warn(tiny_coco):
+    with pytest.warns(UserWarning, match=r"no annotation of \['sports ball'\]"):
+        subset_coco(tiny_coco)
+    coco = dict(tiny_coco, annotations=[a for a in tiny_coco['annotations']
+                                        if a['category_id'] not in (1, 17, 37, 84)])
+    with pytest.warns(UserWarning, match='the subset is empty'):
+        assert subset_coco(coco)['annotations'] == []

@@ -1,9 +1,14 @@
 """Keep chosen classes of a COCO instances json, renumbered 1..K:
 ``python tools/dataset_converters/coco_subset.py IN_JSON OUT_JSON [--classes ...] [--drop-empty]``.
 
+The input is validated first (no images, duplicated category names or ids, annotations pointing to missing images
+or categories are refused: one ``error:`` line, exit code 2, nothing written); the output is written atomically.
 The logic lives in :mod:`mmdet_custom.converters.coco_subset`.
 """
 import argparse
+import os
+import sys
+import warnings
 
 
 def parse_args(argv=None):
@@ -21,9 +26,16 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.converters.coco_subset import convert_coco_subset
-    stats = convert_coco_subset(args.in_file, args.out_file, classes=args.classes, drop_empty=args.drop_empty)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', UserWarning)
+        stats = convert_coco_subset(args.in_file, args.out_file, classes=args.classes, drop_empty=args.drop_empty)
+    for w in caught:
+        print(f'warning: {w.message}', file=sys.stderr)
     print(f'{stats["images"]} images, {stats["annotations"]} annotations {stats["per_class"]} -> {args.out_file}')
+    return stats
 
 
 if __name__ == '__main__':
-    main()
+    os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # a light tool: no torch / mmdet import
+    from mmdet_custom.utils.cli import run_cli
+    run_cli(main)
