@@ -6,7 +6,9 @@
 # multiple of 32. Cells have no preferred orientation, so both flips are used.
 _base_ = 'mmdet::_base_/datasets/coco_instance.py'
 
-dataset_type = 'CocoDataset'
+# categories matched by name (mmdet's CocoDataset follows the json's category order); a train json without
+# annotations of these classes is refused at start instead of training on nothing
+dataset_type = 'NamedCocoDataset'
 data_root = 'data/cells/'
 classes = ('class1', 'class2', 'class3', 'class4')
 metainfo = dict(classes=classes)
@@ -29,6 +31,7 @@ test_pipeline = [
 # loaders, samplers and batch sizes (2 for training) are mmdet's coco_instance.py; the datasets differ
 train_dataloader = dict(
     dataset=dict(
+        type=dataset_type,
         metainfo=metainfo,
         data_root=data_root,
         ann_file='annotations/instances_train.json',
@@ -37,6 +40,7 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 val_dataloader = dict(
     dataset=dict(
+        type=dataset_type,
         metainfo=metainfo,
         data_root=data_root,
         ann_file='annotations/instances_val.json',
