@@ -1,25 +1,43 @@
-"""iSAID converter: devkit windows, patches and COCO json from the real devkit samples, filters, json input, errors.
+"""iSAID converter: devkit windows, patches and COCO json from the real devkit samples, exact masks, filters, json
+input, errors, the command line (no torch, exit 2), refusals and interrupted reruns (issue 10).
 
 Real samples (../shared/data/isaid_devkit): train P0005 (W x H = 884 x 977), val P0003 (1147 x 1023, holds a
 storage tank), test P0006 (1054 x 1529, image only). Source masks are read here with PIL (the converter uses cv2).
+Parity with the devkit's own output is tested in test_isaid_devkit_parity.py.
 """
 import json
 import os
 import runpy
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mmdet_custom.converters.isaid import (ISAIDConversionError, convert_isaid, mask_to_polygons, parse_class_spec,
-                                           parse_classes, parse_palette, sliding_windows)
-from mmdet_custom.datasets.isaid import ISAID_CLASSES, ISAID_PALETTE
+from mmdet_custom.converters.isaid import (
+    PAUSE_ENV,
+    ISAIDConversionError,
+    convert_isaid,
+    format_summary,
+    mask_to_polygons,
+    parse_class_spec,
+    parse_classes,
+    parse_palette,
+    sliding_windows,
+)
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.isaid_meta import ISAID_CLASSES, ISAID_PALETTE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CLI = REPO_ROOT / 'tools' / 'dataset_converters' / 'isaid.py'
 SAMPLES = {'train': 'P0005', 'val': 'P0003'}
 # P0005 is 977 rows x 884 columns, P0003 1023 x 1147: two windows per axis at 800/200 (stride 600), the second
 # shifted back inside: rows 977 - 800 = 177, columns 884 - 800 = 84 (P0005); rows 223, columns 347 (P0003).
@@ -53,7 +71,11 @@ def _load(out_dir, split):
 
 
 def _no_temp_left(out_dir):
-    return [str(p) for p in Path(out_dir).rglob('*') if '.tmp' in p.name or p.name.startswith('.images')]
+    """Temporary files or folders inside ``out_dir`` or beside it (``atomic_dir``'s ``.<name>.tmp-*``)."""
+    out_dir = Path(out_dir)
+    inside = [p for p in out_dir.rglob('*') if '.tmp' in p.name] if out_dir.exists() else []
+    beside = list(out_dir.parent.glob(f'.{out_dir.name}.*'))
+    return [str(p) for p in inside + beside]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -78,10 +100,11 @@ def test_sliding_windows_small_patches():
 def test_sliding_windows_edge_cases():
     assert sliding_windows(500, 300) == [(0, 500, 0, 300)]  # smaller than a patch: kept whole
     assert sliding_windows(800, 800) == [(0, 800, 0, 800)]
-    assert sliding_windows(500, 1000) == [(0, 500, 0, 800), (0, 500, 200, 1000)]
+    # a side <= 800: kept whole as the devkit does (changed on purpose: this cut 2 windows of 500 x 800 before)
+    assert sliding_windows(500, 1000) == [(0, 500, 0, 1000)]
     # 1400 = 600 + 800: the second window ends exactly at the border; 1300: it is shifted to 500 (listed once)
-    assert [w[2] for w in sliding_windows(10, 1400)] == [0, 600]
-    assert [w[2] for w in sliding_windows(10, 1300)] == [0, 500]
+    assert sliding_windows(900, 1400) == [(y, y + 800, x, x + 800) for y in (0, 100) for x in (0, 600)]
+    assert sliding_windows(900, 1300) == [(y, y + 800, x, x + 800) for y in (0, 100) for x in (0, 500)]
     for bad in (dict(overlap=800), dict(overlap=-1), dict(patch_size=0)):
         with pytest.raises(ValueError):
             sliding_windows(100, 100, **{'patch_size': 800, 'overlap': 200, **bad})
@@ -92,8 +115,18 @@ def test_sliding_windows_edge_cases():
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def converted(isaid_raw_dir, tmp_path_factory):
+    """The default (devkit) conversion of every split found."""
     out_dir = tmp_path_factory.mktemp('isaid_800')
     summary = convert_isaid(isaid_raw_dir, out_dir, show_progress=False)
+    return out_dir, summary
+
+
+@pytest.fixture(scope='module')
+def converted_exact(isaid_raw_dir, tmp_path_factory):
+    """Exact masks and no area filter: every instance visible in a window, rasterising back to its pixels."""
+    out_dir = tmp_path_factory.mktemp('isaid_800_exact')
+    summary = convert_isaid(isaid_raw_dir, out_dir, splits=('train', 'val'), masks='exact', area_threshold=0,
+                            show_progress=False)
     return out_dir, summary
 
 
@@ -124,8 +157,9 @@ def test_patch_files_and_images(converted, isaid_raw_dir):
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])
-def test_instances_match_source_masks(converted, isaid_raw_dir, split):
-    out_dir, summary = converted
+def test_instances_match_source_masks(converted_exact, isaid_raw_dir, split):
+    """``--masks exact``: every instance visible in a window, rasterising back to exactly its pixels."""
+    out_dir, summary = converted_exact
     _, ids, names = _source(isaid_raw_dir, split)
     coco = _load(out_dir, split)
     expected_per_class = dict.fromkeys(ISAID_CLASSES, 0)
@@ -158,7 +192,7 @@ def test_instances_match_source_masks(converted, isaid_raw_dir, split):
             source_area = int((window_ids == source_id).sum())
             assert abs(ann['area'] - source_area) <= max(1, AREA_RTOL * source_area)
             source_mask = window_ids == source_id
-            assert (mask & source_mask).sum() / (mask | source_mask).sum() >= 0.98
+            np.testing.assert_array_equal(mask, source_mask)  # no holes in these samples: exact
         assert matched == present
     assert summary[split]['instances_per_class'] == expected_per_class
     json_counts = dict.fromkeys(ISAID_CLASSES, 0)
@@ -177,7 +211,7 @@ def test_val_holds_storage_tank(converted):
 
 def test_rle_output_is_exact(isaid_raw_dir, tmp_path):
     summary = convert_isaid(isaid_raw_dir, tmp_path, splits=['val'], patch_size=512, overlap=0, rle=True,
-                            show_progress=False)
+                            masks='exact', area_threshold=0, show_progress=False)
     _, ids, names = _source(isaid_raw_dir, 'val')
     coco = _load(tmp_path, 'val')
     assert len(coco.getImgIds()) == 6 == summary['val']['patches']
@@ -316,7 +350,8 @@ def test_json_input_matches_masks(isaid_raw_dir, tmp_path):
                 categories=[dict(id=v, name=k) for k, v in cat_ids.items()])
     (raw / 'val' / 'iSAID_val.json').write_text(json.dumps(coco))
     from_json = convert_isaid(raw, tmp_path / 'json', splits=['val'], show_progress=False)['val']
-    from_masks = convert_isaid(isaid_raw_dir, tmp_path / 'masks', splits=['val'], show_progress=False)['val']
+    from_masks = convert_isaid(isaid_raw_dir, tmp_path / 'masks', splits=['val'], masks='exact',
+                               show_progress=False)['val']
     assert from_json['source'] == 'json'
     assert from_json['instances_per_class'] == from_masks['instances_per_class']
     a, b = _load(tmp_path / 'json', 'val'), _load(tmp_path / 'masks', 'val')
@@ -379,22 +414,30 @@ def test_cli(tmp_path, capsys, monkeypatch):
             '--overlap', '16', '--max-boxes', '0', '--max-empty-fraction', '1', '--rle', '--classes', str(cfg),
             '--no-progress']
     monkeypatch.setattr('sys.argv', argv)
-    runpy.run_path(str(REPO_ROOT / 'tools' / 'dataset_converters' / 'isaid.py'), run_name='__main__')
+    with pytest.raises(SystemExit) as info:  # run_cli exits with the status
+        runpy.run_path(str(CLI), run_name='__main__')
+    assert info.value.code == 0
     assert 'boat' in capsys.readouterr().out
     coco = _load(tmp_path / 'out', 'train')
-    # 60 x 90 at 64 / 16: one row (60 <= 64), columns 0, 26 (90 - 64)
-    assert sorted(img['file_name'] for img in coco.dataset['images']) == ['P0001_0_60_0_64.png', 'P0001_0_60_26_90.png']
+    # 60 x 90 at 64 / 16: a side (60) <= 64, so kept whole under its own name, as the devkit does (changed on
+    # purpose: this gave 'P0001_0_60_0_64.png' and 'P0001_0_60_26_90.png' before)
+    assert [img['file_name'] for img in coco.dataset['images']] == ['P0001.png']
     assert all(isinstance(a['segmentation'], dict) for a in coco.dataset['annotations'])
 
 
-def test_mixed_colours_take_the_majority_class(tmp_path):
+@pytest.mark.parametrize('masks, expected', [('exact', ('Small_Vehicle', 1, 'storage_tank', 1)),
+                                             ('devkit', ('Small_Vehicle', 0, 'storage_tank', 2))])
+def test_mixed_colours(tmp_path, masks, expected):
+    """An instance with pixels of two class colours: ``exact`` takes the majority (as before); the devkit (default,
+    changed on purpose) takes the colour with the smallest R + 256 G + 65536 B (cityscapesScripts' getLabelID takes
+    np.unique(...)[0]): storage_tank (0, 63, 63) -> 4144896 < Small_Vehicle (0, 0, 127) -> 8323072."""
     folder = _synthetic_raw(tmp_path / 'raw')
     color = np.array(Image.open(folder / 'P0001_instance_color_RGB.png'))
     color[10, 10:13] = (0, 63, 63)  # 3 of the 200 pixels of instance 5 say storage_tank
     _write_png(folder / 'P0001_instance_color_RGB.png', color)
-    s = convert_isaid(tmp_path / 'raw', tmp_path / 'out', splits=['train'], show_progress=False)['train']
+    s = convert_isaid(tmp_path / 'raw', tmp_path / 'out', masks=masks, show_progress=False)['train']
     assert s['mixed_colour_instances'] == 1
-    assert s['instances_per_class']['Small_Vehicle'] == 1 and s['instances_per_class']['storage_tank'] == 1
+    assert (s['instances_per_class'][expected[0]], s['instances_per_class'][expected[2]]) == expected[1::2]
 
 
 def _missing_mask(folder):
@@ -429,12 +472,9 @@ def test_bad_input(tmp_path, corrupt):
     out = tmp_path / 'out'
     with pytest.raises(ISAIDConversionError, match=pattern) as info:
         convert_isaid(tmp_path / 'raw', out, splits=['train', 'val'], show_progress=False)
-    assert isinstance(info.value, ValueError)
-    # train (converted first) is complete; val left neither json nor patches nor temporary files
-    assert (out / 'annotations' / 'instances_train.json').is_file()
-    assert len(os.listdir(out / 'train' / 'images')) == 1
-    assert not (out / 'annotations' / 'instances_val.json').exists()
-    assert not (out / 'val').exists()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, UserError)
+    # the output folder is written whole or not at all (changed on purpose: train, converted first, stayed before)
+    assert not out.exists()
     assert not _no_temp_left(out)
 
 
@@ -447,5 +487,206 @@ def test_failed_run_keeps_previous_output(tmp_path):
     with pytest.raises(ISAIDConversionError):
         convert_isaid(tmp_path / 'raw', out, splits=['train'], patch_size=32, overlap=0, show_progress=False)
     assert (out / 'annotations' / 'instances_train.json').read_bytes() == before
-    assert os.listdir(out / 'train' / 'images') == ['P0001_0_60_0_90.png']
+    assert os.listdir(out / 'train' / 'images') == ['P0001.png']
+    assert not _no_temp_left(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue 10: refusals, reported pixels, 16-bit ids, RLE sizes, empty output, reruns, the command line
+# ----------------------------------------------------------------------------------------------------------------
+def _listing(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in Path(root).rglob('*'))
+
+
+@pytest.mark.parametrize('where', ['same', 'inside', 'around'])
+def test_output_overlapping_the_input_is_refused(tmp_path, where):
+    raw = tmp_path / 'data' / 'raw'
+    _synthetic_raw(raw)
+    out = {'same': raw, 'inside': raw / 'train' / 'patches', 'around': tmp_path / 'data'}[where]
+    before = _listing(tmp_path)
+    with pytest.raises(UserError, match='overlaps the input'):
+        convert_isaid(raw, out, show_progress=False)
+    assert _listing(tmp_path) == before  # nothing written, moved or deleted
+
+
+def test_foreign_output_folder_is_refused(tmp_path):
+    _synthetic_raw(tmp_path / 'raw')
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'out' / 'notes.txt').write_text('mine')
+    with pytest.raises(UserError, match='did not write'):
+        convert_isaid(tmp_path / 'raw', tmp_path / 'out', show_progress=False)
+    assert os.listdir(tmp_path / 'out') == ['notes.txt']
+
+
+def test_coloured_pixels_without_instance_are_reported(tmp_path):
+    folder = _synthetic_raw(tmp_path / 'raw')
+    color = np.array(Image.open(folder / 'P0001_instance_color_RGB.png'))
+    color[55, 3:7] = (0, 0, 127)  # 4 coloured pixels where the id mask says 0
+    color[57, 1] = (0, 63, 63)
+    _write_png(folder / 'P0001_instance_color_RGB.png', color)
+    summary = convert_isaid(tmp_path / 'raw', tmp_path / 'out', show_progress=False)
+    s = summary['train']
+    assert s['unassigned_pixels'] == [dict(file=str(folder / 'P0001_instance_id_RGB.png'), pixels=5, first=[3, 55])]
+    assert s['instances'] == 2  # the two real instances; the orphan pixels are left out, as the devkit does
+    text = format_summary(summary)
+    assert 'warning: train: 5 coloured pixels in 1 id masks have instance id 0' in text
+    assert 'P0001_instance_id_RGB.png: 5 px, first at (x=3, y=55)' in text
+
+
+@pytest.mark.parametrize('layout', ['grey', 'rgb'])
+def test_16bit_id_masks_are_read_as_16bit(tmp_path, layout):
+    folder = _synthetic_raw(tmp_path / 'raw')
+    ids = np.zeros((60, 90), np.uint16)
+    ids[10:20, 10:30], ids[30:50, 50:80] = 256, 300  # both 1 when cut to 8 bits (the issue: objects merged/lost)
+    if layout == 'rgb':
+        ids = np.stack([ids, np.zeros_like(ids), np.where(ids > 0, 40000, 0).astype(np.uint16)], -1)  # B, G, R
+    assert cv2.imwrite(str(folder / 'P0001_instance_id_RGB.png'), ids)
+    assert cv2.imread(str(folder / 'P0001_instance_id_RGB.png'), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    s = convert_isaid(tmp_path / 'raw', tmp_path / 'out', show_progress=False)['train']
+    assert s['instances'] == 2 and s['instances_per_class']['Small_Vehicle'] == 1
+    areas = sorted(a['area'] for a in _load(tmp_path / 'out', 'train').dataset['annotations'])
+    assert areas == [200, 600]
+
+
+def test_rle_of_the_wrong_size_is_refused(tmp_path):
+    raw = tmp_path / 'raw'
+    (raw / 'val' / 'images').mkdir(parents=True)
+    _write_png(raw / 'val' / 'images' / 'P0100.png', np.zeros((200, 300, 3)))
+    mask = np.zeros((100, 300), np.uint8)  # the image is 200 rows high
+    mask[10:20, 10:20] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    rle['counts'] = rle['counts'].decode('ascii')
+    coco = dict(images=[dict(id=1, file_name='P0100.png', height=200, width=300)],
+                categories=[dict(id=3, name='ship')],
+                annotations=[dict(id=42, image_id=1, category_id=3, iscrowd=0, segmentation=rle)])
+    (raw / 'val' / 'iSAID_val.json').write_text(json.dumps(coco))
+    with pytest.raises(ISAIDConversionError,
+                       match=r'iSAID_val\.json: annotation id 42: RLE `segmentation.size` \[100, 300\] differs'):
+        convert_isaid(raw, tmp_path / 'out', show_progress=False)
+    assert not (tmp_path / 'out').exists()
+    # the right size converts (devkit tracing of an RLE mask): box 10 x 10, area 100
+    rle = mask_utils.encode(np.asfortranarray(np.pad(mask, ((0, 100), (0, 0)))))
+    coco['annotations'][0]['segmentation'] = dict(size=[200, 300], counts=rle['counts'].decode('ascii'))
+    (raw / 'val' / 'iSAID_val.json').write_text(json.dumps(coco))
+    convert_isaid(raw, tmp_path / 'out', show_progress=False)
+    (ann, ) = _load(tmp_path / 'out', 'val').dataset['annotations']
+    assert (ann['area'], ann['bbox'], ann['category_id']) == (100, [10.0, 10.0, 10.0, 10.0], 1)
+
+
+def test_all_empty_train_output_warns(tmp_path):
+    folder = _synthetic_raw(tmp_path / 'raw')
+    _write_png(folder / 'P0001_instance_color_RGB.png', np.zeros((60, 90, 3)))
+    _write_png(folder / 'P0001_instance_id_RGB.png', np.zeros((60, 90, 3)))
+    summary = convert_isaid(tmp_path / 'raw', tmp_path / 'out', show_progress=False)
+    assert summary['train']['instances'] == 0 and summary['train']['patches'] == 1
+    assert summary['train']['warnings'] == [
+        'train: no instance in any of its 1 written patches: a model trained or evaluated on it learns or measures '
+        'nothing; check the masks and --classes/--palette']
+    assert 'warning: train: no instance' in format_summary(summary)
+
+
+def test_splits_present_are_converted(tmp_path):
+    _synthetic_raw(tmp_path / 'raw', split='val')  # a root holding only val/
+    summary = convert_isaid(tmp_path / 'raw', tmp_path / 'out', show_progress=False)
+    assert list(summary) == ['val'] and summary['val']['patches'] == 1
+    assert summary.skipped_splits == {s: f'no {s}/images under {tmp_path / "raw"}' for s in ('train', 'test')}
+    assert f'train: skipped (no train/images under {tmp_path / "raw"})' in format_summary(summary)
+    assert sorted(os.listdir(tmp_path / 'out' / 'annotations')) == ['instances_val.json']
+    # a later run of train alone keeps val (splits converted before and not named now stay)
+    _synthetic_raw(tmp_path / 'raw', split='train')
+    convert_isaid(tmp_path / 'raw', tmp_path / 'out', splits=['train'], show_progress=False)
+    assert sorted(os.listdir(tmp_path / 'out' / 'annotations')) == ['instances_train.json', 'instances_val.json']
+    with pytest.raises(ISAIDConversionError, match='no split found'):
+        convert_isaid(tmp_path / 'out' / 'annotations', tmp_path / 'out2', show_progress=False)
+
+
+def _cli_env():
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env.pop('MMDET_CUSTOM_NO_REGISTER', None)  # the CLI must set it itself
+    env.pop('MMDET_CUSTOM_DEBUG', None)
+    return env
+
+
+@pytest.mark.parametrize('case', ['missing_raw', 'out_is_raw', 'bad_colour'])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, case):
+    folder = _synthetic_raw(tmp_path / 'raw')
+    raw, out = tmp_path / 'raw', tmp_path / 'out'
+    if case == 'missing_raw':
+        raw, expected = tmp_path / 'missing', 'raw iSAID folder not found'
+    elif case == 'out_is_raw':
+        out, expected = raw, 'overlaps the input'
+    else:
+        expected = _unknown_colour(folder).split(' at pixel')[0].replace('\\', '')
+    proc = subprocess.run([sys.executable, str(CLI), str(raw), str(out), '--no-progress'], capture_output=True,
+                          text=True, env=_cli_env(), cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and expected in lines[0], proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_cli_imports_neither_torch_nor_mmdet(tmp_path):
+    _synthetic_raw(tmp_path / 'raw', split='val')
+    code = ('import runpy, sys; main = runpy.run_path(sys.argv[1])["main"]; main(sys.argv[2:]); '
+            'heavy = [m for m in ("torch", "mmdet", "mmengine", "mmcv") if m in sys.modules]; '
+            'assert not heavy, heavy; print("light")')
+    proc = subprocess.run([sys.executable, '-c', code, str(CLI), str(tmp_path / 'raw'), str(tmp_path / 'out'),
+                           '--no-progress'], capture_output=True, text=True, env=_cli_env(), cwd=REPO_ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith('light') and (tmp_path / 'out' / 'annotations' / 'instances_val.json').exists()
+
+
+def _consistent(out):
+    """split -> sorted patch names, after checking that each split's json lists exactly its images folder."""
+    names = {}
+    for json_path in sorted((Path(out) / 'annotations').glob('instances_*.json')):
+        split = json_path.stem[len('instances_'):]
+        listed = sorted(img['file_name'] for img in json.loads(json_path.read_text())['images'])
+        assert listed == sorted(os.listdir(Path(out) / split / 'images')), split
+        names[split] = listed
+    return names
+
+
+def _run_until_paused(argv, point, timeout=120):
+    """Start the CLI paused at ``point`` (the test hook) and SIGKILL it there."""
+    proc = subprocess.Popen([sys.executable, str(CLI), *argv], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=dict(_cli_env(), **{PAUSE_ENV: point}), cwd=REPO_ROOT)
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stderr:
+            if f'paused at {point}' in line:
+                break
+            assert time.monotonic() < deadline
+        else:
+            pytest.fail(f'the converter never reached {point} (exit {proc.wait()})')
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize('point', ['train:patches_written', 'val:patches_written', 'before_swap'])
+def test_killed_rerun_leaves_the_old_output_whole(tmp_path, point):
+    raw, out = tmp_path / 'raw', tmp_path / 'out'
+    _synthetic_raw(raw, 'train')
+    _synthetic_raw(raw, 'val')
+    convert_isaid(raw, out, show_progress=False)  # the old output: each 60 x 90 image whole
+    old = _consistent(out)
+    old_bytes = {p.name: p.read_bytes() for p in (out / 'annotations').iterdir()}
+    assert old == {'train': ['P0001.png'], 'val': ['P0001.png']}
+
+    # the rerun with 32 px patches (6 per image) is killed at the dangerous moment: the old output stays whole
+    _run_until_paused([str(raw), str(out), '--patch-size', '32', '--overlap', '0', '--no-progress'], point)
+    assert _consistent(out) == old
+    assert {p.name: p.read_bytes() for p in (out / 'annotations').iterdir()} == old_bytes
+    assert _no_temp_left(out)  # the killed run's temporary folder, beside the output
+
+    # the next run completes, cleans the killed run's temporary folder and swaps the new output in whole
+    convert_isaid(raw, out, patch_size=32, overlap=0, show_progress=False)
+    new = _consistent(out)
+    assert len(new['train']) == len(new['val']) == 6 and new != old
     assert not _no_temp_left(out)

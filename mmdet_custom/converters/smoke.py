@@ -20,7 +20,7 @@ from typing import Dict, Sequence
 import cv2
 import numpy as np
 
-from mmdet_custom.datasets.isaid import ISAID_CLASSES, ISAID_PALETTE
+from mmdet_custom.utils.isaid_meta import ISAID_CLASSES, ISAID_PALETTE
 
 # class name -> (length range px, width range px, RGB fill colour or None for random vehicle paint)
 _SHAPES = {
