@@ -1,7 +1,8 @@
 # iSAID patches written by tools/dataset_converters/isaid.py (800x800 windows, overlap 200):
 #   data/isaid/{train,val,test}/images/Pxxxx_{y0}_{y1}_{x0}_{x1}.png
 #   data/isaid/annotations/instances_{train,val,test}.json   (15 classes by name, ids 1..15 in devkit order)
-# The dataset type keeps the devkit's class names; mmdet's iSAIDDataset says 'store_tank' and drops storage tanks.
+# The dataset type keeps the devkit's class names (mmdet's iSAIDDataset says 'store_tank' and drops storage tanks)
+# and matches categories by name, so the devkit's own instancesonly_filtered_<split>.json reads correctly too.
 _base_ = 'mmdet::_base_/datasets/coco_instance.py'
 
 dataset_type = 'ISAIDInstanceDataset'
@@ -41,11 +42,13 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# COCO AP over up to 1000 detections per image (iSAID images hold up to thousands of objects): every AP number
-# uses the last of proposal_nums (stock CocoMetric reports mAP at 100). classwise=True prints the per-class table.
+# The official iSAID evaluation (the devkit's cocoeval.py): maxDets (1, 10, 1000) and iSAID's size bands small
+# [10^2, 144^2], medium [144^2, 512^2], large [512^2, 1e10] px^2, every AP at 1000 detections; AR@1/10/1000 too.
+# Categories are matched by name. protocol='coco' gives COCO's 32^2 / 96^2 bands instead (not comparable with papers).
+# classwise=True prints the per-class table.
 val_evaluator = dict(
     type='MaxDetsCocoMetric',
     ann_file=data_root + 'annotations/instances_val.json',
     classwise=True,
-    proposal_nums=(100, 300, 1000))
+    protocol='isaid')
 test_evaluator = val_evaluator

@@ -5,10 +5,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
-
-from mmdet.registry import METRICS
 
 
 def _as_bool_masks(masks, what: str) -> np.ndarray:
