@@ -411,10 +411,14 @@ def format_summary(summary: Dict[str, dict]) -> str:
                         f'{s["dropped_empty"]} empty patches']
         skipped = f' ({len(s["skipped_images"])} skipped: {", ".join(s["skipped_images"])})' \
             if s['skipped_images'] else ''
-        lines.append(f'{split} (from {s["source"]}, {s["masks"]} masks): {s["images"]} images{skipped} -> '
-                     f'{s["patches_total"]} patches, {s["patches"]} written ({s["empty_patches"]} empty); '
-                     f'{s["instances"]} instances; dropped: {", ".join(dropped)}'
-                     + (f'; {s["mixed_colour_instances"]} with mixed colours' if s['mixed_colour_instances'] else ''))
+        head = f'{split} (from {s["source"]}' + (')' if s['source'] == 'images' else f', {s["masks"]} masks)')
+        line = (f'{head}: {s["images"]} images{skipped} -> {s["patches_total"]} patches, {s["patches"]} written '
+                f'({s["empty_patches"]} empty)')
+        if s['source'] != 'images':
+            line += f'; {s["instances"]} instances; dropped: {", ".join(dropped)}'
+            if s['mixed_colour_instances']:
+                line += f'; {s["mixed_colour_instances"]} with mixed colours'
+        lines.append(line)
         for name, count in s['instances_per_class'].items():
             if count:
                 lines.append(f'    {name:<20s} {count}')
