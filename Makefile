@@ -4,7 +4,7 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 DATA ?=
 DEMO_DIR ?= work_dirs/demo
-DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid-smoke.py
+DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py
 PYTEST_ARGS ?=
 
 .PHONY: install demo test bench bench-anchors clean
@@ -15,7 +15,7 @@ install:
 # Train then test the baseline. Default data: the generated smoke dataset (see README); DATA=<raw iSAID dir>
 # converts real iSAID with the devkit windowing and runs the same job on it.
 demo: install
-	VENV=$(VENV) DATA="$(DATA)" DEMO_DIR="$(DEMO_DIR)" bash scripts/demo.sh
+	VENV=$(VENV) DATA="$(DATA)" DEMO_DIR="$(DEMO_DIR)" DEMO_CONFIG="$(DEMO_CONFIG)" bash scripts/demo.sh
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # The main job: data -> iSAID patches -> train -> test (segm AP table). Called by `make demo [DATA=<raw iSAID>]`.
+# DEMO_CONFIG and DEMO_DIR (defaults below, the same as the Makefile's) choose the config and the work dir; the
+# config's data paths are pointed at $DEMO_DIR/data, where this script writes the patches.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${VENV:-.venv}"
 py="$VENV/bin/python"
 DATA="${DATA:-}"
-DEMO_DIR=work_dirs/demo          # the demo config reads its data from work_dirs/demo/data
-CONFIG=configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py
-rm -rf "$DEMO_DIR/data" "$DEMO_DIR/raw"
+DEMO_DIR="${DEMO_DIR:-work_dirs/demo}"
+CONFIG="${DEMO_CONFIG:-configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py}"
+data_root="$DEMO_DIR/data/"
+data_options=(
+  "train_dataloader.dataset.data_root=$data_root" "val_dataloader.dataset.data_root=$data_root"
+  "test_dataloader.dataset.data_root=$data_root"
+  "val_evaluator.ann_file=${data_root}annotations/instances_val.json"
+  "test_evaluator.ann_file=${data_root}annotations/instances_val.json"
+)
 mkdir -p "$DEMO_DIR"
 if [ -z "$DATA" ]; then
   echo "[demo] generating the smoke dataset (aerial-like shapes in the iSAID raw layout, NOT real data)"
+  rm -rf "$DEMO_DIR/raw"   # written by the generator below on the previous run
   "$py" -m mmdet_custom.converters.smoke "$DEMO_DIR/raw" --train 16 --val 4 --size 512
   "$py" tools/dataset_converters/isaid.py "$DEMO_DIR/raw" "$DEMO_DIR/data" --splits train val \
       --patch-size 256 --overlap 64
@@ -19,8 +28,11 @@ else
   "$py" tools/dataset_converters/isaid.py "$DATA" "$DEMO_DIR/data" --splits train val
 fi
 echo "[demo] training $CONFIG"
-"$py" tools/train.py "$CONFIG" --work-dir "$DEMO_DIR"
-ckpt=$(ls -t "$DEMO_DIR"/iter_*.pth | head -n1)
+"$py" tools/train.py "$CONFIG" --work-dir "$DEMO_DIR" --cfg-options "${data_options[@]}"
+# the checkpoint the run saved last (CheckpointHook writes last_checkpoint after a complete, atomic save); an
+# absolute path that no longer exists (work dir moved) is looked up in the work dir
+ckpt=$(cat "$DEMO_DIR/last_checkpoint")
+[ -f "$ckpt" ] || ckpt="$DEMO_DIR/$(basename "$ckpt")"
 echo "[demo] testing $ckpt"
-"$py" tools/test.py "$CONFIG" "$ckpt" --work-dir "$DEMO_DIR"
+"$py" tools/test.py "$CONFIG" "$ckpt" --work-dir "$DEMO_DIR" --cfg-options "${data_options[@]}"
 echo "[demo] metrics written to $DEMO_DIR/test_metrics.json"

@@ -24,3 +24,22 @@ def cpu_run_cfg(cfg, work_dir):
         cfg[name].num_workers = 0
         cfg[name].persistent_workers = False
     return cfg
+
+
+def tiny_isaid_cfg(data_root, work_dir, scale=(128, 128)):
+    """The CPU smoke config (ResNet-18, 128-channel FPN, random init) on iSAID patches under ``data_root``, cut to a
+    ``scale`` input and a 2-iteration run by :func:`cpu_run_cfg`; validation and test use the val split."""
+    from mmengine.config import Config
+    from pathlib import Path
+    config = Path(__file__).resolve().parents[1] / 'configs' / 'mask_rcnn' / 'mask-rcnn_r18_fpn_300i_isaid-smoke.py'
+    cfg = cpu_run_cfg(Config.fromfile(str(config)), work_dir)
+    root = str(data_root).rstrip('/') + '/'
+    for loader, split in (('train_dataloader', 'train'), ('val_dataloader', 'val'), ('test_dataloader', 'val')):
+        cfg[loader].batch_size = 1
+        cfg[loader].dataset.update(data_root=root, ann_file=f'annotations/instances_{split}.json',
+                                   data_prefix=dict(img=f'{split}/images/'))
+        for t in cfg[loader].dataset.pipeline:
+            if t['type'] == 'Resize':
+                t['scale'] = scale
+    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = root + 'annotations/instances_val.json'
+    return cfg

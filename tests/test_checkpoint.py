@@ -9,6 +9,7 @@ from mmengine.runner import load_checkpoint
 
 import mmdet_custom  # noqa: F401  (installs the loader)
 from mmdet_custom.checkpoint import UnsafeCheckpointError, load_checkpoint_file
+from mmdet_custom.utils.errors import UserError
 
 MARKER = 'pwned.txt'
 
@@ -41,13 +42,38 @@ def test_foreign_pickle_is_refused_and_never_executed(tmp_path):
     marker = tmp_path / MARKER
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': _Payload(str(marker))}, path)
-    with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
+    with pytest.raises(UnsafeCheckpointError, match='evil.pth') as err:
         load_checkpoint_file(str(path))
+    # the message names what was refused and does not relay torch's advice to turn the protection off
+    assert 'the pickled global io.open' in str(err.value)  # _Payload reduces to open(path, 'w')
+    assert 'weights_only' not in str(err.value)
     # the same refusal through mmengine's public API (load_from / --resume / tools/test.py use it)
     with pytest.raises(UnsafeCheckpointError):
         load_checkpoint(torch.nn.Linear(1, 1), str(path))
     assert not marker.exists(), 'the payload ran: the checkpoint was unpickled without the allow-list'
     assert issubclass(UnsafeCheckpointError, pickle.UnpicklingError)
+    assert issubclass(UnsafeCheckpointError, UserError)  # tools print one line, exit 2
+
+
+def test_empty_history_buffer_loads(tmp_path):
+    # an empty numpy array pickles (protocol 2) its data as bytes(): mmengine saves those for scalars not yet logged
+    ckpt = {'meta': {'message_hub': {'log_scalars': {'val/loss': HistoryBuffer()}}}, 'state_dict': {}}
+    path = tmp_path / 'empty_hub.pth'
+    torch.save(ckpt, path)
+    loaded = load_checkpoint_file(str(path))['meta']['message_hub']['log_scalars']['val/loss']
+    assert isinstance(loaded, HistoryBuffer) and len(loaded.data[0]) == 0
+
+
+class _BytesPayload:
+    def __reduce__(self):
+        return (bytes, (10**6, ))
+
+
+def test_bytes_is_allowed_only_empty(tmp_path):
+    path = tmp_path / 'bytes.pth'
+    torch.save({'x': _BytesPayload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r'bytes\.pth'):
+        load_checkpoint_file(str(path))
 
 
 def test_missing_file(tmp_path):

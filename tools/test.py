@@ -1,13 +1,24 @@
 """Test a detector: ``python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--max-per-img 1000] ...``.
 
 Prints bbox and segm AP, AP50, AP75, APs/APm/APl and the per-class AP table (CocoMetric, classwise) and writes the
-metrics to ``<work_dir>/test_metrics.json``. With ``--format-only --out results.json`` it exports COCO results
-(bbox xywh, score, RLE segmentation) for images without labels instead. The logic lives in
+metrics to ``<work_dir>/test_metrics.json`` (NaN as ``null``). With ``--format-only --out results.json`` it exports
+COCO results (bbox xywh, score, RLE segmentation) for images without labels instead. Before inference it refuses a
+checkpoint that does not fit the config's model (``--strict false`` tests it anyway, with a warning), an ``--out``
+that cannot be written, a malformed ``--name-to-ids`` and missing or unreadable test images. The logic lives in
 :func:`mmdet_custom.apis.test`.
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher
+from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher, run_cli
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ('true', '1', 'yes', 'on'):
+        return True
+    if value in ('false', '0', 'no', 'off'):
+        return False
+    raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
 
 
 def parse_args(argv=None):
@@ -27,6 +38,13 @@ def parse_args(argv=None):
                         help='json mapping image file name -> image id for the exported results')
     parser.add_argument('--drop-border', action='store_true',
                         help='with --format-only: drop instances whose mask touches the image border')
+    parser.add_argument('--strict', type=_bool, default=True, metavar='{true,false}',
+                        help='refuse a checkpoint whose weights do not fit the config\'s model (missing, unexpected '
+                        'or other-shaped keys); false tests it anyway, with those layers left at their '
+                        'initialisation (default: true)')
+    parser.add_argument('--no-strict', dest='strict', action='store_false', help='the same as --strict false')
+    parser.add_argument('--no-image-check', action='store_true',
+                        help='skip the check of every test image (exists, readable header) before inference')
     add_cfg_options(parser)
     add_launcher(parser)
     return parse_with_launcher(parser, argv)
@@ -35,10 +53,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.apis import test
-    test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options, out=args.out,
-         format_only=args.format_only, score_thr=args.score_thr, max_per_img=args.max_per_img,
-         name_to_ids=args.name_to_ids, drop_border=args.drop_border, launcher=args.launcher)
+    return test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options, out=args.out,
+                format_only=args.format_only, score_thr=args.score_thr, max_per_img=args.max_per_img,
+                name_to_ids=args.name_to_ids, drop_border=args.drop_border, launcher=args.launcher,
+                strict=args.strict, check_image_files=not args.no_image_check)
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -1,10 +1,13 @@
 """Train a detector: ``python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] ...``.
 
-The flags are mmdet 3.3's; the logic lives in :func:`mmdet_custom.apis.train`.
+The flags are mmdet 3.3's; the logic lives in :func:`mmdet_custom.apis.train`. Before the first iteration the run
+checks its ``--cfg-options`` keys (``+key=value`` adds a new key on purpose), hook settings, the class count, and
+every train/val image (exists, readable header); a mistake prints one ``error:`` line and exits with code 2
+(``--debug`` shows the traceback).
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher
+from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher, run_cli
 
 
 def parse_args(argv=None):
@@ -15,8 +18,10 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true', help='enable automatically scaling LR.')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='If specify checkpoint path, resume from it, while if not specify, try to auto resume from the latest '
-        'checkpoint in the work directory.')
+        help='If specify checkpoint path, resume from it, while if not specify, resume from the checkpoint named in '
+        'the work dir\'s last_checkpoint (found in the work dir when it was moved); an error when there is none.')
+    parser.add_argument('--no-image-check', action='store_true',
+                        help='skip the check of every train/val image (exists, readable header) at start')
     add_cfg_options(parser)
     add_launcher(parser)
     return parse_with_launcher(parser, argv)
@@ -25,9 +30,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.apis import train
-    train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, resume=args.resume, amp=args.amp,
-          auto_scale_lr=args.auto_scale_lr, launcher=args.launcher)
+    return train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, resume=args.resume,
+                 amp=args.amp, auto_scale_lr=args.auto_scale_lr, launcher=args.launcher,
+                 check_image_files=not args.no_image_check)
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -11,9 +11,41 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from mmdet_custom.converters.cells import encode_mask, touches_border
-from mmdet_custom.utils.fileio import dump_json_atomic
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
-__all__ = ['predictions_to_coco_results', 'dump_json_atomic']
+__all__ = ['predictions_to_coco_results', 'load_name_to_ids', 'dump_json_atomic']
+
+
+def load_name_to_ids(path: str) -> Dict[str, int]:
+    """Read an image name -> image id map (``--name-to-ids``), checking its form before any inference runs.
+
+    Args:
+        path (str): a json object ``{"<file name>": <id>, ...}`` or a list of records
+            ``[{"file_name": ..., "id": ...}, ...]`` (the form of the cells ``test_image_name_to_ids.json``).
+
+    Returns:
+        dict[str, int]: file name -> image id.
+
+    Raises:
+        UserError: the file is missing or not valid json (with line and column), or an entry is not a name with an
+            integer id; the message names the file and the first bad entry.
+    """
+    data = load_json(path, '--name-to-ids map')
+    if isinstance(data, list):
+        bad = next((i for i, rec in enumerate(data) if not isinstance(rec, Mapping) or 'file_name' not in rec
+                    or 'id' not in rec), None)
+        if bad is not None:
+            raise UserError(f'--name-to-ids map {path}: entry {bad} ({data[bad]!r:.80}) is not a record with '
+                            f'"file_name" and "id"')
+        data = {rec['file_name']: rec['id'] for rec in data}
+    if not isinstance(data, Mapping):
+        raise UserError(f'--name-to-ids map {path} must be a json object {{"<file name>": <image id>}} or a list of '
+                        f'{{"file_name", "id"}} records, not a {type(data).__name__}')
+    for name, img_id in data.items():
+        if isinstance(img_id, bool) or not isinstance(img_id, (int, str)) or not str(img_id).lstrip('-').isdigit():
+            raise UserError(f'--name-to-ids map {path}: the id of {name!r} is {img_id!r}, not an integer')
+    return {str(name): int(img_id) for name, img_id in data.items()}
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:

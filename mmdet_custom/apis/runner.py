@@ -2,27 +2,159 @@
 
 They follow mmdet 3.3's ``tools/train.py`` / ``tools/test.py`` step for step (same flags, same precedence of
 work_dir: argument > config > ``work_dirs/<config name>``) so that a config behaves the same under mmdet's tools,
-``mim train mmdet`` and ours.
+``mim train mmdet`` and ours. On top of mmdet they check at start what mmdet finds out late or never, and raise a
+:class:`~mmdet_custom.utils.errors.UserError` naming the file and config key:
+
+- ``--cfg-options`` keys the config does not have (typos), with the closest existing key
+  (:func:`check_cfg_options`); ``+key=value`` adds a key on purpose;
+- hook settings the hook does not know (``CheckpointHook`` passes them on and fails only at its first save);
+- an empty train set, a ``num_classes`` that differs from the dataset's class count, missing or unreadable images
+  (a header and end-of-file check of every image of the train/val/test lists);
+- ``--resume`` without a checkpoint, a moved work dir (see :func:`mmdet_custom.checkpoint.find_resume_checkpoint`);
+- a checkpoint that does not fit the model, an unwritable ``--out``, a malformed ``--name-to-ids``, before
+  inference.
 """
+import difflib
+import errno
+import inspect
+import math
 import os
 import os.path as osp
-from typing import Dict, Optional, Sequence, Union
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
+from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
+from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic
+
+__all__ = [
+    'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train', 'test',
+    'check_hooks', 'check_num_classes', 'check_images', 'check_writable'
+]
+
+
+class ConfigKeyError(UserError, KeyError):
+    """A ``--cfg-options`` key or a hook setting that the config / hook does not have."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ''
+
+
+class DatasetCheckError(UserError, ValueError):
+    """The data of a run cannot give a meaningful result: no images, missing/corrupt images, another class count."""
+
+
+class OptionError(UserError, ValueError):
+    """A flag that does not fit the config or the other flags (``--amp``, ``--format-only``, ``--out``)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config and --cfg-options
+# ----------------------------------------------------------------------------------------------------------------
+def _flat_keys(node: Any, prefix: str = '') -> Iterator[str]:
+    """Every dotted key of a config tree (list items by index, as ``merge_from_dict`` addresses them)."""
+    if isinstance(node, Mapping):
+        items = node.items()
+    elif isinstance(node, (list, tuple)):
+        items = enumerate(node)
+    else:
+        return
+    for k, v in items:
+        key = f'{prefix}{k}'
+        yield key
+        yield from _flat_keys(v, key + '.')
+
+
+def _missing_part(tree: Mapping, key: str) -> Optional[str]:
+    """The leading part of ``key`` that does not exist in ``tree`` (None when the whole key exists)."""
+    node: Any = tree
+    parts = key.split('.')
+    for i, part in enumerate(parts):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return '.'.join(parts[:i + 1])
+    return None
+
+
+def check_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]], source: str = '') -> Dict[str, Any]:
+    """Refuse ``--cfg-options`` keys that ``cfg`` does not have; return the options ready for ``merge_from_dict``.
+
+    mmengine's ``merge_from_dict`` adds any key it is given, so a typo (``trian_cfg.max_iters=2``) is silently
+    ignored by everything that reads the config. Here every dotted key must exist (list items by index, e.g.
+    ``train_dataloader.dataset.pipeline.2.scale``), except keys written with a leading ``+``
+    (``+model.backbone.with_cp=True``), which are added on purpose (the ``+`` is removed).
+
+    Args:
+        cfg (Config): the config the options are merged into.
+        options (Mapping[str, Any], optional): ``--cfg-options`` as parsed by mmengine's ``DictAction``.
+        source (str): the config file, for the message.
+
+    Returns:
+        dict: the options with ``+`` prefixes removed.
+
+    Raises:
+        ConfigKeyError: naming each unknown key, the part of it that is missing and the closest existing keys.
+    """
+    if not options:
+        return {}
+    tree = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
+    clean, problems, bad_keys, flat = {}, [], [], None
+    for key, value in options.items():
+        if key.startswith('+'):
+            clean[key[1:]] = value
+            continue
+        clean[key] = value
+        missing = _missing_part(tree, key)
+        if missing is None:
+            continue
+        bad_keys.append(key)
+        if flat is None:
+            flat = list(_flat_keys(tree))
+        close = difflib.get_close_matches(key, flat, n=1, cutoff=0.6)
+        what = f'has no key {missing}' + ('' if missing == key else f' (in {key})')
+        problems.append(what + (f', did you mean {close[0]}?' if close else ''))
+    if problems:
+        where = f'the config {source}' if source else 'the config'
+        raise ConfigKeyError(f'--cfg-options: {where} {"; ".join(problems)}. To add a key on purpose, write it '
+                             f'with a leading +, e.g. --cfg-options +{bad_keys[0]}=...')
+    return clean
+
+
+def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, Any]] = None) -> Config:
+    """Read ``config`` (path, or a :class:`Config` that is copied) and merge the checked ``cfg_options``.
+
+    Raises:
+        FileNotFoundError: the config file does not exist.
+        UserError: the config file has a syntax error.
+        ConfigKeyError: see :func:`check_cfg_options`.
+    """
+    if isinstance(config, str):
+        try:
+            cfg = Config.fromfile(config)
+        except SyntaxError as e:
+            raise UserError(f'config {config}: {e}') from e
+    else:
+        cfg = config.copy()
+    if cfg_options:
+        source = config if isinstance(config, str) else (getattr(cfg, 'filename', None) or '')
+        cfg.merge_from_dict(check_cfg_options(cfg, cfg_options, source))
+    return cfg
 
 
 def load_config(config: Union[str, Config],
                 work_dir: Optional[str] = None,
                 cfg_options: Optional[dict] = None,
                 launcher: str = 'none') -> Config:
-    """Read ``config`` (path or :class:`Config`), merge ``cfg_options`` and resolve ``work_dir``."""
-    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    """Read ``config`` (path or :class:`Config`), merge the checked ``cfg_options`` and resolve ``work_dir``."""
+    cfg = read_config(config, cfg_options)
     cfg.launcher = launcher
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
@@ -31,45 +163,289 @@ def load_config(config: Union[str, Config],
     return cfg
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Checks at start
+# ----------------------------------------------------------------------------------------------------------------
+def check_hooks(runner: Runner) -> None:
+    """Refuse hook settings that would fail only later.
+
+    mmengine's ``CheckpointHook(**kwargs)`` keeps unknown keys and passes them to ``Runner.save_checkpoint`` at its
+    first save, which then fails with ``TypeError`` after the first ``interval`` of training.
+
+    Raises:
+        ConfigKeyError: naming the unknown keys and the closest ``CheckpointHook`` arguments.
+    """
+    from mmengine.hooks import CheckpointHook
+    for hook in runner.hooks:
+        extra = sorted(getattr(hook, 'args', None) or {}) if isinstance(hook, CheckpointHook) else []
+        if not extra:
+            continue
+        known = [p for p in inspect.signature(CheckpointHook.__init__).parameters if p not in ('self', 'kwargs')]
+        hints = []
+        for key in extra:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hints.append(f'{key}' + (f' (did you mean {close[0]}?)' if close else ''))
+        raise ConfigKeyError(f'default_hooks.checkpoint: CheckpointHook has no argument {", ".join(hints)}; it '
+                             f'would fail at the first save. Its arguments: {", ".join(known)}')
+
+
+def _leaf_datasets(dataset: Any) -> List[Any]:
+    """The datasets inside mmengine's wrappers (``ConcatDataset.datasets``, ``RepeatDataset.dataset``, ...)."""
+    if hasattr(dataset, 'datasets'):
+        return [leaf for ds in dataset.datasets for leaf in _leaf_datasets(ds)]
+    if hasattr(dataset, 'dataset'):
+        return _leaf_datasets(dataset.dataset)
+    return [dataset]
+
+
+def _dataset_cfg_name(dataset_cfg: Any) -> str:
+    """``<type> <data_root/ann_file>`` of a (possibly wrapped) dataset config, for messages."""
+    while isinstance(dataset_cfg, Mapping) and 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']
+    if not isinstance(dataset_cfg, Mapping):
+        return 'dataset'
+    ann = osp.join(dataset_cfg.get('data_root') or '', dataset_cfg.get('ann_file') or '')
+    return f'{dataset_cfg.get("type", "dataset")} ({ann or "no ann_file"})'
+
+
+def _build_dataset(runner: Runner, split: str, cfg: Config) -> Any:
+    """Build the runner's ``<split>`` loop (as ``runner.train()`` / ``test()`` would) and return its dataset.
+
+    mmengine's ``BaseDataset`` serialises its list with ``np.concatenate``: an empty list ends in "need at least one
+    array to concatenate". Raised here as :class:`DatasetCheckError` naming the dataset.
+    """
+    try:
+        loader = getattr(runner, f'{split}_dataloader')
+    except ValueError as e:
+        if 'need at least one array to concatenate' not in str(e):
+            raise
+        raise DatasetCheckError(
+            f'the {split} dataset {_dataset_cfg_name(cfg[f"{split}_dataloader"].dataset)} holds no images (after '
+            f'its filter_cfg): check its ann_file, data_prefix and that its categories match metainfo classes') from e
+    dataset = loader.dataset
+    if len(dataset) == 0:
+        raise DatasetCheckError(f'the {split} dataset {_dataset_cfg_name(cfg[f"{split}_dataloader"].dataset)} holds '
+                                f'no images (after its filter_cfg): there is nothing to {split} on')
+    return dataset
+
+
+def _num_classes_keys(node: Any, prefix: str = 'model') -> Iterator[Tuple[str, Any]]:
+    """``(dotted key, value)`` of every ``num_classes`` of a model config, except the class-agnostic rpn_head."""
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            key = f'{prefix}.{k}'
+            if k == 'num_classes':
+                yield key, v
+            elif k != 'rpn_head':
+                yield from _num_classes_keys(v, key)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _num_classes_keys(v, f'{prefix}.{i}')
+
+
+def check_num_classes(model_cfg: Mapping, dataset: Any, split: str = 'train') -> None:
+    """Refuse a model whose heads predict another number of classes than the dataset has.
+
+    With fewer, training stops at the first label beyond them (``Target 7 is out of bounds``); with more, the extra
+    outputs are never trained and their predictions get no class name at evaluation.
+
+    Args:
+        model_cfg (Mapping): ``cfg.model``; every ``num_classes`` in it (``roi_head.bbox_head``,
+            ``roi_head.mask_head``, a single-stage ``bbox_head``, ...) is checked; ``rpn_head`` is class-agnostic.
+        dataset: the built dataset (its ``metainfo['classes']``).
+        split (str): for the message.
+
+    Raises:
+        DatasetCheckError: naming the config keys, their values and the dataset's class count and names.
+    """
+    classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+    if not classes:
+        return
+    wrong = [(k, v) for k, v in _num_classes_keys(model_cfg) if v != len(classes)]
+    if wrong:
+        keys = ', '.join(f'{k} = {v}' for k, v in wrong)
+        names = ', '.join(map(str, classes[:5])) + (', ...' if len(classes) > 5 else '')
+        fix = ' '.join(f'{k}={len(classes)}' for k, _ in wrong)
+        raise DatasetCheckError(f'the model predicts another number of classes than the {split} dataset has: {keys}, '
+                                f'but the dataset has {len(classes)} classes ({names}). Set '
+                                f'--cfg-options {fix}, or give the dataset metainfo=dict(classes=...) of the model')
+
+
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def image_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be read as an image, or None: missing, empty, no image header, or a truncated PNG.
+
+    Reads the header with PIL (no decoding) and, for PNG, the last 12 bytes (the ``IEND`` chunk every complete PNG
+    ends with): a PNG cut off by a full disk or a killed copy has a valid header but no end.
+    """
+    if not osp.isfile(path):
+        return 'missing'
+    try:
+        size = osp.getsize(path)
+        if size == 0:
+            return 'empty file'
+        from PIL import Image
+        with Image.open(path) as im:
+            im.size  # noqa: B018  (reads the header)
+        with open(path, 'rb') as f:
+            head = f.read(8)
+            if head == _PNG_MAGIC:
+                f.seek(max(size - 12, 0))
+                if b'IEND' not in f.read(12):
+                    return 'truncated PNG (no IEND chunk at its end)'
+    except Exception as e:  # PIL.UnidentifiedImageError, OSError, ...
+        return f'not a readable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
+    return None
+
+
+def check_images(dataset: Any, what: str, max_report: int = 3, logger: Any = None) -> int:
+    """Refuse a dataset with a missing or unreadable image before the first iteration reaches it.
+
+    Args:
+        dataset: a built mmengine dataset (wrappers are looked into); each entry's ``img_path`` is checked with
+            :func:`image_problem`. Remote paths (``s3://...``) are skipped.
+        what (str): e.g. ``'train'``, for the message.
+        max_report (int): images named in the message.
+        logger: gets one line with the count and time.
+
+    Returns:
+        int: the number of distinct images checked.
+
+    Raises:
+        DatasetCheckError: naming the number of bad images and the first ``max_report`` with their problem.
+    """
+    start = time.perf_counter()
+    seen, bad = set(), []
+    for leaf in _leaf_datasets(dataset):
+        if not hasattr(leaf, 'get_data_info'):
+            continue
+        for i in range(len(leaf)):
+            path = leaf.get_data_info(i).get('img_path')
+            if not path or path in seen or '://' in str(path):
+                continue
+            seen.add(path)
+            problem = image_problem(path)
+            if problem:
+                bad.append(f'{path}: {problem}')
+    if bad:
+        more = f' (and {len(bad) - max_report} more)' if len(bad) > max_report else ''
+        raise DatasetCheckError(f'{len(bad)} of the {len(seen)} {what} images cannot be read: '
+                                f'{"; ".join(bad[:max_report])}{more}. Restore them or remove them from the '
+                                f'annotation file.')
+    if logger is not None:
+        logger.info(f'checked {len(seen)} {what} images (exist, readable header) in '
+                    f'{time.perf_counter() - start:.1f} s')
+    return len(seen)
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Refuse an output file that cannot be written, before any work is done; nothing is created.
+
+    The file's folder must exist and take a new file (a probe file is created and removed at once), or its nearest
+    existing ancestor must be a writable folder (the writer creates the rest).
+
+    Raises:
+        UserError: naming ``flag`` and ``path`` and why it cannot be written.
+    """
+    if osp.isdir(path):
+        raise UserError(f'{flag} {path} is a folder; give a file name')
+    folder = osp.dirname(osp.abspath(path))
+    existing = folder
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    try:
+        if not osp.isdir(existing):
+            raise NotADirectoryError(errno.ENOTDIR, 'not a folder', existing)
+        if existing == folder:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, 'no permission to create a folder in it', existing)
+    except OSError as e:
+        raise UserError(f'{flag} {path} cannot be written ({e.strerror or e}: {e.filename or folder}); choose '
+                        f'another place. Nothing was run.') from e
+
+
+def _json_safe(value: Any) -> Any:
+    """A metric value json can hold: numpy scalars as Python numbers, NaN / inf as None (json has no NaN)."""
+    if hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Train and test
+# ----------------------------------------------------------------------------------------------------------------
 def train(config: Union[str, Config],
           work_dir: Optional[str] = None,
           cfg_options: Optional[dict] = None,
           resume: Union[bool, str, None] = None,
           amp: bool = False,
           auto_scale_lr: bool = False,
-          launcher: str = 'none') -> Runner:
+          launcher: str = 'none',
+          check_image_files: bool = True) -> Runner:
     """Train a model as mmdet's ``tools/train.py`` does and return the finished :class:`Runner`.
+
+    Before the first iteration it checks the hooks, the train (and val) dataset (not empty, ``num_classes`` equal
+    to the dataset's class count, every image present and readable), so that a run fails at start, not hours in.
 
     Args:
         config (str | Config): config file or object.
         work_dir (str, optional): where logs and checkpoints go.
-        cfg_options (dict, optional): overrides merged into the config (``--cfg-options``).
-        resume (bool | str, optional): ``True`` resumes from the latest checkpoint in ``work_dir``, a path resumes
-            from that checkpoint (model, optimizer, schedulers, iteration and message hub).
+        cfg_options (dict, optional): overrides merged into the config (``--cfg-options``; see
+            :func:`check_cfg_options`).
+        resume (bool | str, optional): ``True`` / ``'auto'`` resumes from the checkpoint named in
+            ``<work_dir>/last_checkpoint`` (found in the work dir too when it was moved), a path resumes from that
+            checkpoint (model, optimizer, schedulers, iteration and message hub).
         amp (bool): wrap the optimizer in mmengine's ``AmpOptimWrapper`` (dynamic loss scale).
         auto_scale_lr (bool): scale the lr by ``real batch / auto_scale_lr.base_batch_size``.
         launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'.
+        check_image_files (bool): check every train/val image's existence and header at start. Defaults to True.
 
     Raises:
-        ValueError: when ``amp`` is asked for with an optimizer wrapper that is already an AMP wrapper of another
-            type, or ``auto_scale_lr`` with a config that has no ``auto_scale_lr.base_batch_size``.
+        UserError: a bad ``--cfg-options`` key or hook argument (:class:`ConfigKeyError`), ``amp`` with an optimizer
+            wrapper of another type, ``auto_scale_lr`` without ``auto_scale_lr.base_batch_size``, ``resume`` without
+            a checkpoint (:class:`~mmdet_custom.checkpoint.ResumeError`), an empty dataset, another class count or
+            unreadable images (:class:`DatasetCheckError`).
     """
     cfg = load_config(config, work_dir, cfg_options, launcher)
     if amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, the config has {wrapper!r}')
+            raise OptionError(f'--amp needs optim_wrapper.type OptimWrapper, the config has {wrapper!r}')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise ValueError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=...) in the config')
+            raise OptionError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
     if resume is True or resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        cfg.resume, cfg.load_from = True, find_resume_checkpoint(cfg.work_dir)
     elif isinstance(resume, str):
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume: checkpoint not found: {resume}')
         cfg.resume, cfg.load_from = True, resume
+    elif cfg.get('resume', False) and not cfg.get('load_from', None):  # resume = True in the config: auto-resume
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir)
     runner = Runner.from_cfg(cfg)
+    check_hooks(runner)
+    dataset = _build_dataset(runner, 'train', cfg)
+    check_num_classes(cfg.model, dataset, 'train')
+    if check_image_files:
+        check_images(dataset, 'train', logger=runner.logger)
+    if runner.val_loop is not None:  # builds the val loop now (runner.train() would build it after the optimizer)
+        val_dataset = _build_dataset(runner, 'val', cfg)
+        check_num_classes(cfg.model, val_dataset, 'val')
+        if check_image_files:
+            check_images(val_dataset, 'val', logger=runner.logger)
     runner.train()
     return runner
 
@@ -88,14 +464,19 @@ def test(config: Union[str, Config],
          max_per_img: Optional[int] = None,
          name_to_ids: Optional[str] = None,
          drop_border: bool = False,
-         launcher: str = 'none') -> Dict[str, float]:
+         launcher: str = 'none',
+         strict: bool = True,
+         check_image_files: bool = True) -> Dict[str, Any]:
     """Evaluate ``checkpoint`` on the config's test set and write the metrics as json in the work dir.
+
+    Everything that can be checked before inference is: the checkpoint fits the model, ``out`` can be written,
+    ``name_to_ids`` is a valid map, the test set is not empty, has the model's class count and readable images.
 
     Args:
         config (str | Config): config file or object.
         checkpoint (str): checkpoint path (loaded with ``weights_only=True``, see :mod:`mmdet_custom.checkpoint`).
         work_dir (str, optional): where ``test_metrics.json`` and the logs go.
-        cfg_options (dict, optional): overrides merged into the config.
+        cfg_options (dict, optional): overrides merged into the config (see :func:`check_cfg_options`).
         out (str, optional): with ``format_only``: the COCO results json to write (image_id, category_id, bbox
             xywh, score, RLE segmentation); otherwise a ``.pkl`` dump of the raw predictions (mmdet's ``--out``).
         format_only (bool): do not evaluate; export predictions for images without labels. The test pipeline's
@@ -105,15 +486,36 @@ def test(config: Union[str, Config],
             evaluation then also uses that many (``CocoMetric.proposal_nums``).
         name_to_ids (str, optional): json mapping image file name -> image id used in the export.
         drop_border (bool): with ``format_only``: drop instances whose mask touches the image border.
+        launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'.
+        strict (bool): refuse a checkpoint with missing, unexpected or shape-mismatched keys for the config's model.
+            With False such a checkpoint is tested with a warning (its mismatched layers stay at their
+            initialisation). Defaults to True.
+        check_image_files (bool): check every test image's existence and header first. Defaults to True.
 
     Returns:
         dict: the metrics (e.g. ``coco/segm_mAP``, ``coco/segm_mAP_50``), also written to
-        ``<work_dir>/test_metrics.json``.
+        ``<work_dir>/test_metrics.json`` (a NaN metric is written as ``null``).
 
     Raises:
-        ValueError: ``format_only`` without ``out``, or ``out`` of the wrong kind.
+        UserError: ``format_only`` without a ``.json`` ``out``, ``out`` of the wrong kind or not writable, a bad
+            ``name_to_ids`` file, a checkpoint that does not fit (:class:`~mmdet_custom.checkpoint.
+            CheckpointMismatchError`) or is unsafe (:class:`~mmdet_custom.checkpoint.UnsafeCheckpointError`), a
+            dataset problem (:class:`DatasetCheckError`).
+        FileNotFoundError: ``checkpoint`` does not exist.
     """
     cfg = load_config(config, work_dir, cfg_options, launcher)
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
+    if format_only and (not out or not out.endswith('.json')):
+        raise OptionError(f'--format-only needs --out <file>.json, got {out!r}')
+    if out is not None and not format_only and not out.endswith(('.pkl', '.pickle')):
+        raise OptionError(f'--out without --format-only dumps raw predictions and must be a .pkl, got {out!r}')
+    if out is not None:
+        check_writable(out, '--out')
+    check_writable(osp.join(cfg.work_dir, 'test_metrics.json'), '--work-dir')
+    if name_to_ids is not None:
+        from .export import load_name_to_ids
+        load_name_to_ids(name_to_ids)
     cfg.load_from = checkpoint
     if max_per_img is not None:
         cfg.model.test_cfg.rcnn.max_per_img = max_per_img
@@ -123,8 +525,6 @@ def test(config: Union[str, Config],
                 # COCOeval reports AP at its third maxDets and needs exactly three
                 ev.proposal_nums = (100, 300, max_per_img) if max_per_img > 300 else (1, 10, max_per_img)
     if format_only:
-        if not out or not out.endswith('.json'):
-            raise ValueError(f'--format-only needs --out <file>.json, got {out!r}')
         dataset = cfg.test_dataloader.dataset
         while 'dataset' in dataset:
             dataset = dataset.dataset
@@ -135,13 +535,15 @@ def test(config: Union[str, Config],
                                         name_to_ids=name_to_ids, drop_border=drop_border,
                                         ann_file=ann_file if osp.isfile(ann_file) else None)
     runner = Runner.from_cfg(cfg)
+    check_checkpoint_matches(runner.model, checkpoint, strict=strict, logger=runner.logger)
+    dataset = _build_dataset(runner, 'test', cfg)
+    check_num_classes(cfg.model, dataset, 'test')
+    if check_image_files:
+        check_images(dataset, 'test', logger=runner.logger)
     if out is not None and not format_only:
-        if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out without --format-only dumps raw predictions and must be a .pkl, got {out!r}')
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
-    metrics = runner.test()
-    metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
+    metrics = _json_safe(dict(runner.test()))
     os.makedirs(cfg.work_dir, exist_ok=True)
     dump_json_atomic(metrics, osp.join(cfg.work_dir, 'test_metrics.json'), indent=2)
     return metrics

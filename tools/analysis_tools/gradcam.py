@@ -6,7 +6,7 @@ score recomputed on its box; see :mod:`mmdet_custom.analysis.gradcam`.
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, run_cli
 
 
 def parse_args(argv=None):
@@ -26,11 +26,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmdet_custom.apis.runner import read_config
+    cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
     import mmdet_custom  # noqa: F401
     from mmdet_custom.analysis.gradcam import grad_cam
-    results = grad_cam(args.img, args.config, args.checkpoint, args.target_class, args.output_dir,
-                       target_layer=args.target_layer, num_preds=args.num_preds, cfg_options=args.cfg_options,
-                       device=args.device)
+    results = grad_cam(args.img, cfg, args.checkpoint, args.target_class, args.output_dir,
+                       target_layer=args.target_layer, num_preds=args.num_preds, device=args.device)
     for r in results:
         box = ', '.join(f'{v:.1f}' for v in r['bbox'])
         print(f'score {r["score"]:.3f}  box [{box}]  feature map {r["feature_shape"]}  -> {r["out_file"]}')
@@ -38,4 +39,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -6,7 +6,7 @@
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, run_cli
 
 
 def parse_args(argv=None):
@@ -25,12 +25,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmdet_custom.apis.runner import read_config
+    cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
     import mmdet_custom  # noqa: F401
     from mmdet_custom.analysis.infer_bench import benchmark_inference, format_table
     from mmdet_custom.utils import dump_json_atomic
-    rows = benchmark_inference(args.config, args.checkpoint, batch_sizes=args.batch_sizes,
+    rows = benchmark_inference(cfg, args.checkpoint, batch_sizes=args.batch_sizes,
                                num_warmup=args.num_warmup, num_iters=args.max_iter, split=args.split,
-                               cfg_options=args.cfg_options, device=args.device)
+                               device=args.device)
     print(format_table(rows))
     if args.out:
         dump_json_atomic(rows, args.out, indent=2)
@@ -38,4 +40,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -8,7 +8,7 @@ CSV with ``--out-csv``. The model is built with random init (nothing is download
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, run_cli
 
 
 def parse_args(argv=None):
@@ -29,8 +29,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmdet_custom.apis.runner import read_config
+    cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
     from mmdet_custom.analysis.model_stats import format_table, model_stats, write_csv
-    stats = model_stats(args.config, shape=None if args.no_flops else tuple(args.shape), cfg_options=args.cfg_options)
+    stats = model_stats(cfg, shape=None if args.no_flops else tuple(args.shape))
     print(format_table(stats))
     if args.out_csv:
         write_csv(stats, args.out_csv)
@@ -39,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -6,7 +6,7 @@ prediction figure of each image under ``DIR/vis``; see :mod:`mmdet_custom.analys
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, run_cli
 
 
 def parse_args(argv=None):
@@ -31,17 +31,19 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmdet_custom.apis.runner import read_config
+    cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
     import mmdet_custom  # noqa: F401
     from mmdet_custom.analysis.overfit import format_history, overfit
-    result = overfit(args.config, args.work_dir, num_images=args.num_images, img_ids=args.img_ids,
+    result = overfit(cfg, args.work_dir, num_images=args.num_images, img_ids=args.img_ids,
                      target_ap50=args.target_ap50, metric=args.metric, val_interval=args.val_interval,
                      max_iters=args.max_iters, lr=args.lr, warmup_iters=args.warmup_iters,
                      show_score_thr=args.show_score_thr, max_time_s=args.max_time,
-                     save_checkpoint=args.save_checkpoint, seed=args.seed, cfg_options=args.cfg_options)
+                     save_checkpoint=args.save_checkpoint, seed=args.seed)
     print(format_history(result))
     print(f'figures: {", ".join(result["figures"])}')
     return result
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

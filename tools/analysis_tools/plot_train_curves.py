@@ -5,6 +5,8 @@
 """
 import argparse
 
+from mmdet_custom.utils.cli import run_cli
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Plot training curves from mmengine json logs')
@@ -33,4 +35,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

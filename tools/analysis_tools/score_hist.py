@@ -6,7 +6,7 @@
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, run_cli
 
 
 def parse_args(argv=None):
@@ -25,11 +25,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmdet_custom.apis.runner import read_config
+    cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
     import mmdet_custom  # noqa: F401
     from mmdet_custom.analysis.score_hist import score_histogram
-    summary = score_histogram(args.config, args.checkpoint, args.output_dir, split=args.split,
+    summary = score_histogram(cfg, args.checkpoint, args.output_dir, split=args.split,
                               num_images=args.num_images, bins=args.bins, top_classes=args.top_classes,
-                              cfg_options=args.cfg_options, device=args.device)
+                              device=args.device)
     mean = 'n/a' if summary['mean_score'] is None else f'{summary["mean_score"]:.3f}'
     print(f'{summary["detections"]} detections on {summary["images"]} images, mean score {mean} '
           f'(model score_thr {summary["score_thr"]})')
@@ -40,4 +42,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -6,7 +6,7 @@ The logic lives in :func:`mmdet_custom.analysis.visualize.visualize_predictions`
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options
+from mmdet_custom.utils.cli import add_cfg_options, run_cli
 
 
 def parse_args(argv=None):
@@ -25,14 +25,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmdet_custom.apis.runner import read_config
+    cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
     import mmdet_custom  # noqa: F401  (registers the project's modules)
     from mmdet_custom.analysis.visualize import visualize_predictions
-    files = visualize_predictions(args.config, args.checkpoint, args.output_dir, num_images=args.num_images,
+    files = visualize_predictions(cfg, args.checkpoint, args.output_dir, num_images=args.num_images,
                                   indices=args.indices, show_score_thr=args.show_score_thr, split=args.split,
-                                  cfg_options=args.cfg_options, device=args.device)
+                                  device=args.device)
     print(f'{len(files)} images written to {args.output_dir}')
     return files
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

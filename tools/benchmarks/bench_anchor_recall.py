@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from mmdet_custom.anchor_search import AnchorSetting, max_iou_brute_force, max_iou_exact, recall_table
+from mmdet_custom.utils.cli import run_cli
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
@@ -111,4 +112,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)
