@@ -93,6 +93,14 @@ def _gt_as_predictions(dataset):
 def test_devkit_val_json_given_back_scores_ap_1(devkit_val):
     dataset = ISAIDInstanceDataset(ann_file=str(devkit_val), data_prefix=dict(img=''), test_mode=True, pipeline=[])
     samples = _gt_as_predictions(dataset)
+    # plus a 'ship', a class the json does not list (the devkit lists only the classes present): not evaluated
+    pred = samples[0]['pred_instances']
+    ship_mask = torch.zeros((1, ) + pred['masks'].shape[1:], dtype=torch.bool)
+    ship_mask[0, :10, :10] = True
+    pred.update(bboxes=torch.cat([pred['bboxes'], torch.tensor([[0., 0., 10., 10.]])]),
+                scores=torch.cat([pred['scores'], torch.ones(1)]),
+                labels=torch.cat([pred['labels'], torch.tensor([ISAID_CLASSES.index('ship')])]),
+                masks=torch.cat([pred['masks'], ship_mask]))
     metric = MaxDetsCocoMetric(ann_file=str(devkit_val), metric=['bbox', 'segm'], classwise=True, protocol='isaid')
     metric.dataset_meta = dataset.metainfo
     metric.process({}, samples)
@@ -107,8 +115,8 @@ def test_devkit_val_json_given_back_scores_ap_1(devkit_val):
         assert f'coco/{iou_type}_AR@100' not in metrics  # recalls are named by the budgets they use
     # the same numbers as the offline evaluation of the same predictions
     from mmdet_custom.evaluation.functional import evaluate_coco_results
-    results = [dict(image_id=s['img_id'], category_id=dict(Large_Vehicle=8, Small_Vehicle=9, storage_tank=2)[
-        ISAID_CLASSES[label]], score=1.0, bbox=[x0, y0, x1 - x0, y1 - y0])
+    # (iSAID's fixed category ids are index + 1; 'ship' has id 1, which this json does not list)
+    results = [dict(image_id=s['img_id'], category_id=label + 1, score=1.0, bbox=[x0, y0, x1 - x0, y1 - y0])
                for s in samples for (x0, y0, x1, y1), label in zip(s['pred_instances']['bboxes'].tolist(),
                                                                    s['pred_instances']['labels'].tolist())]
     offline = evaluate_coco_results(str(devkit_val), results, ('bbox', ), classes=ISAID_CLASSES)

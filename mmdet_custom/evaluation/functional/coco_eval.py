@@ -31,11 +31,13 @@ What is done here that plain pycocotools does not do, and why:
   :mod:`.categories`): unknown names are an error, and the per-class table follows the classes' order.
 * **Mask area for segm.** Like mmdet's ``CocoMetric``, a segm detection's area (which decides whether an unmatched
   detection falls in a size band) is its mask's area; pycocotools' ``loadRes`` would take the box area whenever an
-  entry also carries a ``bbox``.
+  entry also carries a ``bbox`` (as in the devkit's ``evaluate/evaluate.py``, which loads Detectron's segm results
+  as they are). That choice moves APs/APm/APl only: the 'all' band holds every area, and recall ignores it.
 * **Inputs are checked**: a malformed file or entry, a detection on an image the ground truth does not have, or an
   RLE of another size than its image raises :class:`~mmdet_custom.utils.errors.UserError` naming the file.
 
-Nothing here imports torch or mmdet.
+Nothing here imports torch or mmdet (with ``MMDET_CUSTOM_NO_REGISTER=1`` set before the first import of
+``mmdet_custom``, importing this costs about a second).
 """
 import contextlib
 import io
@@ -284,6 +286,9 @@ def load_coco_results(coco_gt: COCO, results: Sequence[dict], iou_type: str, sou
                 raise CocoEvalInputError(f'{source}: entry {i} has bbox {bbox!r}; expected [x, y, w, h]')
             det['bbox'] = [float(v) for v in bbox]
         else:
+            if 'height' not in img or 'width' not in img:
+                raise CocoEvalInputError(f"the ground truth's image {res['image_id']!r} has no height/width, "
+                                         f'needed for segm evaluation')
             det['segmentation'] = _to_rle(res['segmentation'], img['height'], img['width'], source, i)
         dets.append(det)
     if not dets:
