@@ -360,3 +360,157 @@ def test_load_gt_boxes_on_converted_isaid_patches(isaid_raw_dir, tmp_path):
     assert (gt.img_shapes == 800).all() and gt.source.endswith('instances_train.json')
     exact = max_iou_exact(gt.boxes, gt.img_shapes, SEED_ANCHORS)
     assert np.abs(exact - max_iou_brute_force(gt.boxes, gt.img_shapes, SEED_ANCHORS)).max() <= 1e-9
+
+
+# ----------------------------------------------------------------------------------------------- hardening (issue 10)
+def _worker_params(study):
+    return [tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)]
+
+
+def test_workers_with_the_same_seed_never_repeat_trials(tmp_path):
+    """Two workers of one study, both --seed 0, taking turns: every trial is new; one worker is reproducible."""
+    gt = _toy_gt(100)
+    space = SearchSpace.around(SEED_ANCHORS)
+    weights = resolve_weights((('pos', 1.0), ), 0.7)
+    storage = f'sqlite:///{tmp_path}/shared.db'
+    workers = [open_study(storage, 'shared', space, weights, seed=0) for _ in range(2)]
+    for _ in range(3):  # (with one random stream per process, worker 2 repeated each trial of worker 1 here)
+        for study in workers:
+            run_study(study, space, gt, weights, 1)
+    params = _worker_params(workers[0])
+    assert len(params) == 6 and len(set(params)) == 6
+    # the same seed alone: the same trials, trial by trial
+    runs = []
+    for _ in range(2):
+        study = open_study('sqlite:///:memory:', 'solo', space, weights, seed=0)
+        run_study(study, space, gt, weights, 3)
+        runs.append(_worker_params(study))
+    assert runs[0] == runs[1] and len(set(runs[0])) == 3
+    from mmdet_custom.anchor_search.sampler import trial_seed
+    assert trial_seed(0, 1) != trial_seed(0, 2) and trial_seed(0, 1) == trial_seed(0, 1) != trial_seed(1, 1)
+
+
+# A search worker killed (SIGKILL) during its third trial: the trial stays RUNNING in the storage until a worker
+# resumes the study after the grace period.
+_KILLED_WORKER = r'''
+import os, sys, time
+import numpy as np
+import mmdet_custom.anchor_search.search as search
+from mmdet_custom.anchor_search import GTBoxes, SearchSpace, AnchorSetting, open_study, resolve_weights, run_study
+storage, ready = sys.argv[1:3]
+rng = np.random.default_rng(0)
+xy = rng.uniform(0, 200, (50, 2))
+gt = GTBoxes(np.concatenate([xy, xy + 14], 1), np.zeros(50, int), np.zeros(50, int), np.tile([256, 256], (50, 1)))
+space = SearchSpace.around(AnchorSetting((4, 8), ((8., 16.), (16., 32.)), (0.5, 1.0, 2.0)))
+weights = resolve_weights((('pos', 1.0), ), 0.7)
+evaluate, calls = search.evaluate, []
+def evaluate_or_hang(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        open(ready, 'w').close()
+        time.sleep(600)
+    return evaluate(*args, **kwargs)
+search.evaluate = evaluate_or_hang
+study = open_study(storage, 'killed', space, weights, heartbeat_interval=1, grace_period=1)
+run_study(study, space, gt, weights, 5)
+'''
+
+
+def test_trial_of_a_killed_worker_is_marked_failed_on_resume(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    storage, ready = f'sqlite:///{tmp_path}/killed.db', tmp_path / 'ready'
+    env = dict(os.environ, MMDET_CUSTOM_NO_REGISTER='1')
+    proc = subprocess.Popen([sys.executable, '-c', _KILLED_WORKER, storage, str(ready)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # the heartbeat thread records the third trial as it starts
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    states = [t.state for t in optuna.load_study(study_name='killed', storage=storage).trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.RUNNING]
+
+    time.sleep(2.5)  # the heartbeat is now older than the grace period (1 s; sqlite's clock counts seconds)
+    gt = _toy_gt(50)
+    space = SearchSpace.around(AnchorSetting((4, 8), ((8., 16.), (16., 32.)), (0.5, 1.0, 2.0)))
+    weights = resolve_weights((('pos', 1.0), ), 0.7)
+    with pytest.warns(UserWarning, match=r"trial\(s\) \[2\] were left RUNNING by a killed worker .* marked FAIL"):
+        study = open_study(storage, 'killed', space, weights, heartbeat_interval=1, grace_period=1)
+    run_study(study, space, gt, weights, 1)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.FAIL,
+                                                               optuna.trial.TrialState.COMPLETE]
+
+
+def _tool_config(tmp_path, ann: Path, data_root: Path) -> Path:
+    config = tmp_path / 'cfg.py'
+    config.write_text(f"_base_ = ['{ROOT_CONFIG}']\n"
+                      f"train_dataloader = dict(dataset=dict(data_root='{data_root}/', ann_file='{ann}',"
+                      f" data_prefix=dict(img='')))\n")
+    return config
+
+
+def test_tool_refuses_bad_input_before_any_trial(tmp_path, capsys):
+    """--out unwritable, --trials 0 on a new study, an empty or malformed train json: one error line, exit 2,
+    before any trial (the storage is never created)."""
+    from mmdet_custom.utils.cli import run_cli
+    main = runpy.run_path(str(REPO_ROOT / 'tools' / 'anchor_search.py'))['main']
+    from mmdet_custom.datasets import ISAID_CLASSES
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(ISAID_CLASSES)]
+    empty = tmp_path / 'empty.json'
+    empty.write_text(json.dumps(dict(images=[dict(id=1, file_name='a.png', width=100, height=100)], annotations=[],
+                                     categories=categories)))
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"images": [')
+    (tmp_path / 'a_file').write_text('')
+    db = tmp_path / 'search.db'
+
+    def run(ann, *extra):
+        args = [str(_tool_config(tmp_path, ann, tmp_path)), '--storage', f'sqlite:///{db}', '--study-name', 's',
+                '--out', str(tmp_path / 'frag.py'), '--work-dir', str(tmp_path / 'plots'), '--trials', '2', *extra]
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and 'Traceback' not in err and err.count('\n') == 1, err
+        return err
+
+    err = run(empty, '--out', str(tmp_path / 'a_file' / 'frag.py'))
+    assert err.startswith('error: --out ') and 'a_file is a file, not a folder' in err
+    assert 'is a folder' in run(empty, '--out', str(tmp_path))
+    assert '--work-dir' in run(empty, '--work-dir', str(tmp_path / 'a_file'))
+    assert not db.exists()  # nothing ran
+    err = run(empty, '--trials', '0')
+    assert "--trials 0: study 's' holds no completed trial" in err
+    assert 'empty.json' in run(empty)  # the dataset's own check, or the anchor search's "no ground-truth boxes"
+    err = run(broken)
+    assert 'broken.json is not valid json' in err
+    assert not (tmp_path / 'frag.py').exists()
+
+
+def test_empty_training_set_is_a_clear_error(tmp_path):
+    """mmdet's CocoDataset with filter_empty_gt drops every image of a json without annotations."""
+    from mmengine import Config
+
+    from mmdet_custom.anchor_search import AnchorSearchError, load_gt_boxes
+    ann = tmp_path / 'no_boxes.json'
+    ann.write_text(json.dumps(dict(images=[dict(id=1, file_name='a.png', width=64, height=64)], annotations=[],
+                                   categories=[dict(id=1, name='cell')])))
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='CocoDataset', data_root=str(tmp_path), ann_file=str(ann), data_prefix=dict(img=''),
+        metainfo=dict(classes=('cell', )),
+        filter_cfg=dict(filter_empty_gt=True), pipeline=[dict(type='Resize', scale=(64, 64), keep_ratio=True)]))))
+    with pytest.raises(AnchorSearchError, match=r'no_boxes\.json: the training set of .* holds no image'):
+        load_gt_boxes(cfg)
+    cfg.train_dataloader.dataset.filter_cfg.filter_empty_gt = False
+    with pytest.raises(AnchorSearchError, match=r'no_boxes\.json: no ground-truth boxes to measure anchors on'):
+        load_gt_boxes(cfg)

@@ -8,12 +8,20 @@ pads it (``pad_size_divisor``): the padded shape sets the anchor grid. ``RandomF
 box sits at ``w - x``, whose distance to the grid can differ slightly when the grid is not symmetric.
 """
 import copy
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from mmdet_custom.utils.errors import UserError
+
+
+class AnchorSearchError(UserError, ValueError):
+    """A config, data set, study or flag the anchor search refuses; the message names the file or flag."""
+
 
 #: Pipeline transforms that resize to a random scale: their boxes have no single network-input size.
 _RANDOM_RESIZES = ('RandomResize', 'RandomChoiceResize', 'RandomChoice', 'RandomCrop', 'RandomCenterCropPad',
@@ -84,7 +92,7 @@ class ResizeSpec:
         """The first ``Resize`` of a pipeline; identity (with a warning) when there is none.
 
         Raises:
-            ValueError: if the pipeline resizes or crops at random (``RandomResize``, ``RandomCrop``, ...) or
+            AnchorSearchError: (a ``ValueError``) if the pipeline resizes or crops at random (``RandomResize``, ``RandomCrop``, ...) or
                 with a transform other than ``Resize`` before its first ``Resize``: the input size of a box is
                 then not defined.
         """
@@ -97,14 +105,14 @@ class ResizeSpec:
                 scale = (scale, scale) if isinstance(scale, int) else scale
                 scale_factor = transform.get('scale_factor', None)
                 if scale is None and scale_factor is None:
-                    raise ValueError('the train pipeline\'s Resize gives neither scale nor scale_factor.')
+                    raise AnchorSearchError('the train pipeline\'s Resize gives neither scale nor scale_factor.')
                 return cls(scale=tuple(scale) if scale is not None else None,
                            scale_factor=tuple(scale_factor) if isinstance(scale_factor, (list, tuple))
                            else scale_factor,
                            keep_ratio=bool(transform.get('keep_ratio', False)),
                            clip_object_border=bool(transform.get('clip_object_border', True)))
             if t_type in _RANDOM_RESIZES or 'Resize' in t_type:
-                raise ValueError(
+                raise AnchorSearchError(
                     f'the train pipeline transforms boxes with {t_type} before any fixed Resize, so boxes have no '
                     f'single network-input size; give the anchor search a config whose train pipeline uses a '
                     f'fixed Resize(scale=..., keep_ratio=...) (e.g. via --cfg-options).')
@@ -142,7 +150,7 @@ def gt_boxes_from_data_infos(data_infos: Iterable[dict],
         reported with a warning.
 
     Raises:
-        ValueError: if an image lacks its width / height, or no box remains.
+        AnchorSearchError: (a ``ValueError``) if an image lacks its width / height, or no box remains.
     """
     boxes, labels, img_ids, shapes = [], [], [], []
     num_images = num_crowd = num_zero = 0
@@ -150,7 +158,7 @@ def gt_boxes_from_data_infos(data_infos: Iterable[dict],
     for info in data_infos:
         num_images += 1
         if 'width' not in info or 'height' not in info:
-            raise ValueError(f'{source}: image {info.get("img_id", info.get("img_path"))} has no width/height.')
+            raise AnchorSearchError(f'{source}: image {info.get("img_id", info.get("img_path"))} has no width/height.')
         new_w, new_h, w_scale, h_scale = resize.output_size(int(info['width']), int(info['height']))
         pad_h, pad_w = math.ceil(new_h / divisor) * divisor, math.ceil(new_w / divisor) * divisor
         for inst in info.get('instances', []):
@@ -172,7 +180,7 @@ def gt_boxes_from_data_infos(data_infos: Iterable[dict],
     if num_zero:
         warnings.warn(f'{source}: skipped {num_zero} box(es) of zero width or height in network-input pixels.')
     if not boxes:
-        raise ValueError(f'{source}: no ground-truth boxes to measure anchors on ({num_images} images, '
+        raise AnchorSearchError(f'{source}: no ground-truth boxes to measure anchors on ({num_images} images, '
                          f'{num_crowd} crowd and {num_zero} zero-size boxes skipped).')
     return GTBoxes(
         boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
@@ -214,7 +222,8 @@ def load_gt_boxes(cfg) -> GTBoxes:
         GTBoxes: boxes of all leaf datasets, each image once.
 
     Raises:
-        ValueError: if the config has no training dataset, the pipeline resizes randomly, or no box remains.
+        AnchorSearchError: (a ``ValueError``) if the config has no training dataset, the pipeline resizes randomly,
+            the training set holds no image or no box remains.
     """
     from mmengine.registry import init_default_scope
     from mmengine.utils import import_modules_from_strings
@@ -226,7 +235,7 @@ def load_gt_boxes(cfg) -> GTBoxes:
 
     dataset_cfg = cfg.get('train_dataloader', {}).get('dataset')
     if dataset_cfg is None:
-        raise ValueError(f'{cfg.filename}: no train_dataloader.dataset to take ground-truth boxes from.')
+        raise AnchorSearchError(f'{cfg.filename}: no train_dataloader.dataset to take ground-truth boxes from.')
     divisor = cfg.get('model', {}).get('data_preprocessor', {}).get('pad_size_divisor', 1) or 1
     parts = []
     for leaf, pipeline in _leaf_dataset_cfgs(dataset_cfg):
@@ -234,15 +243,24 @@ def load_gt_boxes(cfg) -> GTBoxes:
         leaf = copy.deepcopy(leaf)
         leaf['pipeline'] = []
         leaf['lazy_init'] = False
-        dataset = DATASETS.build(leaf)
+        leaf['serialize_data'] = False  # read once here; mmengine's serialisation also fails on an empty list
+        try:
+            dataset = DATASETS.build(leaf)
+        except json.JSONDecodeError as e:
+            raise AnchorSearchError(f'{cfg.filename}: the training annotation file {leaf.get("ann_file")} is not '
+                                    f'valid json: {e.msg} at line {e.lineno}, column {e.colno}.') from e
         source = str(getattr(dataset, 'ann_file', '') or leaf.get('ann_file', leaf.get('type')))
+        if len(dataset) == 0:
+            raise AnchorSearchError(
+                f'{source}: the training set of {cfg.filename} holds no image (after its filter_cfg, e.g. '
+                f'filter_empty_gt drops images without boxes): there are no boxes to measure anchors on.')
         infos = (dataset.get_data_info(i) for i in range(len(dataset)))
         parts.append(gt_boxes_from_data_infos(infos, dataset.metainfo['classes'], resize, divisor, source))
     if len(parts) == 1:
         return parts[0]
     classes = parts[0].classes
     if any(p.classes != classes for p in parts):
-        raise ValueError(f'{cfg.filename}: the training datasets list different classes.')
+        raise AnchorSearchError(f'{cfg.filename}: the training datasets list different classes.')
     return GTBoxes(
         boxes=np.concatenate([p.boxes for p in parts]), labels=np.concatenate([p.labels for p in parts]),
         img_ids=np.concatenate([p.img_ids for p in parts]),

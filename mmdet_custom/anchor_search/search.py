@@ -19,7 +19,7 @@ import numpy as np
 
 from mmdet_custom.utils.fileio import atomic_path
 
-from .data import GTBoxes
+from .data import AnchorSearchError, GTBoxes
 from .recall import AnchorSetting, level_name, max_iou_exact, recall_table
 
 #: IoU thresholds always reported, besides the RPN's positive threshold.
@@ -40,7 +40,7 @@ def anchor_setting_from_cfg(anchor_generator_cfg: dict) -> AnchorSetting:
     ``AnchorGenerator`` (size = base size x scale, shared scales) becomes per-level sizes.
 
     Raises:
-        ValueError: for generators other than ``AnchorGenerator`` / ``PerLevelAnchorGenerator``, explicit
+        AnchorSearchError: (a ``ValueError``) for generators other than ``AnchorGenerator`` / ``PerLevelAnchorGenerator``, explicit
             ``centers`` or non-square strides.
     """
     from mmdet.models.task_modules.prior_generators import AnchorGenerator
@@ -50,12 +50,12 @@ def anchor_setting_from_cfg(anchor_generator_cfg: dict) -> AnchorSetting:
 
     generator = TASK_UTILS.build(dict(anchor_generator_cfg))
     if type(generator) not in (AnchorGenerator, PerLevelAnchorGenerator):
-        raise ValueError(f'anchor search supports AnchorGenerator and PerLevelAnchorGenerator, got '
+        raise AnchorSearchError(f'anchor search supports AnchorGenerator and PerLevelAnchorGenerator, got '
                          f'{type(generator).__name__}.')
     if getattr(generator, 'centers', None) is not None:
-        raise ValueError('anchor search does not support anchor_generator.centers; use center_offset.')
+        raise AnchorSearchError('anchor search does not support anchor_generator.centers; use center_offset.')
     if any(sw != sh for sw, sh in generator.strides):
-        raise ValueError(f'anchor search needs square strides, got {generator.strides}.')
+        raise AnchorSearchError(f'anchor search needs square strides, got {generator.strides}.')
     if isinstance(generator, PerLevelAnchorGenerator):
         sizes = generator.sizes
     else:
@@ -107,11 +107,11 @@ class SearchSpace:
         baseline) in steps of stride/2; the number of sizes and ratios of the baseline.
 
         Raises:
-            ValueError: if the baseline's levels hold different numbers of sizes.
+            AnchorSearchError: (a ``ValueError``) if the baseline's levels hold different numbers of sizes.
         """
         counts = {len(s) for s in baseline.sizes}
         if len(counts) != 1:
-            raise ValueError(f'anchor levels hold different numbers of sizes {baseline.sizes}.')
+            raise AnchorSearchError(f'anchor levels hold different numbers of sizes {baseline.sizes}.')
         ranges = []
         for stride, sizes in zip(baseline.strides, baseline.sizes):
             step = stride / 2.
@@ -162,11 +162,11 @@ class SearchSpace:
         """Parameter dict of a setting of this space's shape (for ``study.enqueue_trial``).
 
         Raises:
-            ValueError: if the setting has other strides or other numbers of sizes or ratios.
+            AnchorSearchError: (a ``ValueError``) if the setting has other strides or other numbers of sizes or ratios.
         """
         if (tuple(setting.strides) != tuple(self.strides) or len(setting.ratios) != self.num_ratios
                 or any(len(s) != self.sizes_per_level for s in setting.sizes)):
-            raise ValueError(f'anchors {setting} do not fit the search space {self.describe()}.')
+            raise AnchorSearchError(f'anchors {setting} do not fit the search space {self.describe()}.')
         params = {self.size_param(level, j): float(v)
                   for level, sizes in enumerate(setting.sizes) for j, v in enumerate(sorted(sizes))}
         params.update({self.ratio_param(j): float(r) for j, r in enumerate(sorted(setting.ratios))})
@@ -193,7 +193,7 @@ def parse_weights(items: Sequence[str]) -> Tuple[Tuple[object, float], ...]:
     """Parse ``['pos=0.7', '0.7=0.3']`` into ``(('pos', 0.7), (0.7, 0.3))`` (IoU threshold = weight).
 
     Raises:
-        ValueError: on a malformed item, an IoU outside (0, 1], a negative weight or weights summing to 0.
+        AnchorSearchError: (a ``ValueError``) on a malformed item, an IoU outside (0, 1], a negative weight or weights summing to 0.
     """
     weights = []
     for item in items:
@@ -202,7 +202,8 @@ def parse_weights(items: Sequence[str]) -> Tuple[Tuple[object, float], ...]:
             iou = POS if iou.strip() == POS else float(iou)
             weight = float(weight)
         except ValueError:
-            raise ValueError(f'--weights: expected IOU=WEIGHT (IOU a number or "pos"), got {item!r}.') from None
+            raise AnchorSearchError(
+                f'--weights: expected IOU=WEIGHT (IOU a number or "pos"), got {item!r}.') from None
         weights.append((iou, weight))
     return check_weights(weights)
 
@@ -212,11 +213,11 @@ def check_weights(weights) -> Tuple[Tuple[object, float], ...]:
     weights = tuple((iou, float(w)) for iou, w in weights)
     for iou, w in weights:
         if iou != POS and not 0. < float(iou) <= 1.:
-            raise ValueError(f'objective weights: IoU threshold {iou} is not in (0, 1].')
+            raise AnchorSearchError(f'objective weights: IoU threshold {iou} is not in (0, 1].')
         if w < 0:
-            raise ValueError(f'objective weights: weight {w} of IoU {iou} is negative.')
+            raise AnchorSearchError(f'objective weights: weight {w} of IoU {iou} is negative.')
     if not weights or sum(w for _, w in weights) <= 0:
-        raise ValueError(f'objective weights {weights} sum to 0.')
+        raise AnchorSearchError(f'objective weights {weights} sum to 0.')
     return weights
 
 
@@ -298,37 +299,142 @@ def data_suggested_anchors(gt: GTBoxes, baseline: AnchorSetting, space: Optional
 
 
 # ----------------------------------------------------------------------------------------------- the study
-def _ensure_sqlite_dir(storage: str) -> None:
+#: Seconds between two heartbeats of a running trial, recorded in the RDB storage (a thread of ``study.optimize``).
+HEARTBEAT_INTERVAL = 10
+#: A RUNNING trial whose last heartbeat is older than this (its worker was killed) is marked FAIL, by optuna's
+#: ``fail_stale_trials``, when a worker opens the study or starts a trial.
+STALE_AFTER = 60
+
+
+def check_writable_path(path: str, flag: str, is_dir: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written.
+
+    Missing folders are fine (the writers create them) when their nearest existing ancestor is a writable folder.
+
+    Args:
+        path (str): the file (or folder, ``is_dir=True``) to be written.
+        flag (str): the command-line flag that gave it, for the message.
+        is_dir (bool): ``path`` is a folder. Defaults to False.
+
+    Raises:
+        AnchorSearchError: ``path`` is a folder where a file is expected (or a file where a folder is), an existing
+            file is not writable, or its nearest existing ancestor is not a writable folder.
+    """
+    path = osp.abspath(os.fspath(path))
+    if osp.exists(path):
+        if is_dir and not osp.isdir(path):
+            raise AnchorSearchError(f'{flag} {path} is a file, not a folder.')
+        if not is_dir and osp.isdir(path):
+            raise AnchorSearchError(f'{flag} {path} is a folder; give the file to write (e.g. {path}/anchors.py).')
+        if not os.access(path, os.W_OK):
+            raise AnchorSearchError(f'{flag} {path} is not writable.')
+        if is_dir:
+            return
+    parent = osp.dirname(path)
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        raise AnchorSearchError(f'{flag} {path} cannot be created: {parent} is a file, not a folder.')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AnchorSearchError(f'{flag} {path} cannot be created: the folder {parent} is not writable.')
+
+
+def make_storage(storage, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL,
+                 grace_period: Optional[int] = STALE_AFTER):
+    """An Optuna RDB storage with heartbeats for a URL (``sqlite:///...``, ``postgresql://...``); other storage
+    objects are returned as they are.
+
+    With a heartbeat, a trial whose worker was killed does not stay RUNNING forever: optuna marks it FAIL once its
+    heartbeat is ``grace_period`` seconds old (see :func:`open_study`). An in-memory sqlite database gets no
+    heartbeat (it lives and dies with its one process). A missing folder of a sqlite file is created.
+
+    Raises:
+        AnchorSearchError: the URL is malformed or the database cannot be opened or created (named).
+    """
+    if not isinstance(storage, str):
+        return storage
+    import optuna
+    import sqlalchemy.exc
+
     if storage.startswith('sqlite:///'):
         path = storage[len('sqlite:///'):]
         if path and path != ':memory:':
+            check_writable_path(path, '--storage')
             os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    if storage in ('sqlite://', 'sqlite:///', 'sqlite:///:memory:'):
+        heartbeat_interval = grace_period = None  # one process only; its heartbeat thread would see another database
+    try:
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna since 2.9, and works
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_interval,
+                                              grace_period=grace_period)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
+        raise AnchorSearchError(f'--storage {storage}: cannot open the Optuna storage: {e}') from e
 
 
-def open_study(storage: str, study_name: str, space: SearchSpace, weights: Sequence[Tuple[float, float]],
-               seed: int = 0, data: str = ''):
+def count_completed_trials(storage, study_name: str) -> int:
+    """Completed trials of ``study_name`` in ``storage`` (0 when there is no such study)."""
+    import optuna
+    storage = make_storage(storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, )))
+
+
+def open_study(storage, study_name: str, space: SearchSpace, weights: Sequence[Tuple[float, float]],
+               seed: int = 0, data: str = '', heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL,
+               grace_period: Optional[int] = STALE_AFTER):
     """Create, or load to resume, a maximising TPE study; refuse one made for another search.
 
-    The search space and objective are stored in the study's user attributes when it is created.
+    The search space and objective are stored in the study's user attributes when it is created. Trials of an
+    earlier run left RUNNING by a kill (their heartbeat older than ``grace_period`` seconds) are marked FAIL
+    (``optuna.storages.fail_stale_trials``), with a warning. The sampler is a
+    :class:`~.sampler.TrialSeededTPESampler`: trial ``n`` draws with the seed ``(seed, n)``, so workers sharing a
+    study never repeat each other's trials even with the same ``seed``, and one worker's run is reproducible.
+
+    Args:
+        storage (str | optuna.storages.BaseStorage): storage URL (see :func:`make_storage`) or storage.
+        study_name (str): the study; an existing one is resumed.
+        space (SearchSpace): the search space.
+        weights: resolved objective weights ``((iou, weight), ...)``.
+        seed (int): base seed of the sampler. Defaults to 0.
+        data (str): description of the boxes, stored with the study.
+        heartbeat_interval (int, optional): seconds between heartbeats of a running trial; None disables them.
+        grace_period (int, optional): age in seconds of the last heartbeat after which a RUNNING trial is stale.
 
     Raises:
-        ValueError: if the stored study was made with another search space or objective (or, for a study
-            made elsewhere, its trials used other parameter distributions).
+        AnchorSearchError: (a ``ValueError``) if the storage cannot be opened, or the stored study was made with
+            another search space or objective (or, for a study made elsewhere, its trials used other parameter
+            distributions).
     """
     import optuna
 
-    _ensure_sqlite_dir(storage)
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(storage=storage, study_name=study_name, direction='maximize', sampler=sampler,
-                                load_if_exists=True)
+    from .sampler import TrialSeededTPESampler
+
+    url = storage if isinstance(storage, str) else type(storage).__name__
+    storage = make_storage(storage, heartbeat_interval, grace_period)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction='maximize',
+                                sampler=TrialSeededTPESampler(seed=seed), load_if_exists=True)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, ))]
+    if running and heartbeat_interval is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        failed = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, ))
+                  if t.number in running]
+        if failed:
+            warnings.warn(f'study {study_name!r} in {url}: trial(s) {failed} were left RUNNING by a killed worker '
+                          f'(no heartbeat for {grace_period} s); marked FAIL.')
     setup = dict(search_space=space.describe(), objective=[[iou, w] for iou, w in weights])
     stored = {key: study.user_attrs.get(key) for key in setup}
     if all(v is None for v in stored.values()):
         dists = space.distributions()
         for trial in study.get_trials(deepcopy=False):
             if trial.distributions and trial.distributions != dists:
-                raise ValueError(
-                    f'study {study_name!r} in {storage} holds trials over other parameters '
+                raise AnchorSearchError(
+                    f'study {study_name!r} in {url} holds trials over other parameters '
                     f'({sorted(trial.distributions)}) than this search ({sorted(dists)}); use another '
                     f'--study-name or storage.')
         for key, value in setup.items():
@@ -337,8 +443,8 @@ def open_study(storage: str, study_name: str, space: SearchSpace, weights: Seque
     else:
         for key, value in setup.items():
             if stored[key] != json.loads(json.dumps(value)):
-                raise ValueError(
-                    f'study {study_name!r} in {storage} was made with a different {key.replace("_", " ")}: '
+                raise AnchorSearchError(
+                    f'study {study_name!r} in {url} was made with a different {key.replace("_", " ")}: '
                     f'stored {stored[key]}, this run {value}. Use another --study-name (or storage) to start '
                     f'a new study, or rerun with the original settings to resume it.')
         if data and study.user_attrs.get('data') not in (None, data):
@@ -351,8 +457,16 @@ def run_study(study, space: SearchSpace, gt: GTBoxes, weights: Sequence[Tuple[fl
               enqueue: Sequence[Tuple[str, AnchorSetting]] = ()) -> None:
     """Enqueue the given settings (skipped when already tried) and run ``n_trials`` more trials.
 
-    Each trial stores its recalls in its user attributes ``recall@<iou>``.
+    Each trial stores its recalls in its user attributes ``recall@<iou>``. With ``n_trials=0`` nothing is
+    enqueued or run.
+
+    Raises:
+        AnchorSearchError: (a ``ValueError``) if ``n_trials`` is negative.
     """
+    if n_trials < 0:
+        raise AnchorSearchError(f'--trials must be >= 0, got {n_trials}.')
+    if n_trials == 0:
+        return
     for role, setting in enqueue:
         study.enqueue_trial(space.params(setting), user_attrs={'role': role}, skip_if_exists=True)
 
@@ -362,8 +476,7 @@ def run_study(study, space: SearchSpace, gt: GTBoxes, weights: Sequence[Tuple[fl
             trial.set_user_attr(f'recall@{iou:g}', value)
         return result.objective
 
-    if n_trials > 0:
-        study.optimize(objective, n_trials=n_trials)
+    study.optimize(objective, n_trials=n_trials)
 
 
 @dataclass
@@ -380,41 +493,51 @@ class SearchResult:
     config: str = ''
 
 
-def search_anchors(cfg, n_trials: int, storage: str, study_name: str, weights=DEFAULT_WEIGHTS, seed: int = 0,
+def search_anchors(cfg, n_trials: int, storage, study_name: str, weights=DEFAULT_WEIGHTS, seed: int = 0,
                    gt: Optional[GTBoxes] = None) -> SearchResult:
     """Search the RPN anchors of an mmdet config (see the module docstring).
 
     Args:
         cfg (mmengine.Config): full config with ``model.rpn_head.anchor_generator``,
             ``model.train_cfg.rpn.assigner.pos_iou_thr`` and ``train_dataloader``.
-        n_trials (int): trials to run now (a resumed study adds them to the stored ones).
-        storage (str): Optuna storage URL, e.g. ``sqlite:///work_dirs/anchor_search.db``.
+        n_trials (int): trials to run now (a resumed study adds them to the stored ones); 0 only reports a
+            study that already holds completed trials.
+        storage (str): Optuna storage URL, e.g. ``sqlite:///work_dirs/anchor_search.db`` (see
+            :func:`make_storage`).
         study_name (str): study name; an existing study of that name is resumed.
         weights: ``((iou | 'pos', weight), ...)`` of the objective.
-        seed (int): TPE seed.
+        seed (int): base seed of the sampler (trial ``n`` draws with ``(seed, n)``, see :func:`open_study`).
         gt (GTBoxes, optional): boxes; default :func:`~.data.load_gt_boxes` of ``cfg``.
 
     Returns:
         SearchResult: the study, the comparison rows and the best setting.
 
     Raises:
-        ValueError: on a config without RPN anchors, bad weights, no boxes or a study made for another search.
+        AnchorSearchError: (a ``ValueError``) on a config without RPN anchors, bad weights, a negative
+            ``n_trials`` or 0 for a study without completed trials, no boxes, a storage that cannot be opened or a
+            study made for another search.
     """
     from .data import load_gt_boxes
 
     rpn_head = cfg.get('model', {}).get('rpn_head')
     if not rpn_head or 'anchor_generator' not in rpn_head:
-        raise ValueError(f'{cfg.filename}: model.rpn_head.anchor_generator not found.')
+        raise AnchorSearchError(f'{cfg.filename}: model.rpn_head.anchor_generator not found.')
     try:
         pos_iou = float(cfg.model.train_cfg.rpn.assigner.pos_iou_thr)
     except (AttributeError, KeyError, TypeError):
-        raise ValueError(f'{cfg.filename}: model.train_cfg.rpn.assigner.pos_iou_thr not found.') from None
+        raise AnchorSearchError(f'{cfg.filename}: model.train_cfg.rpn.assigner.pos_iou_thr not found.') from None
     allowed_border = cfg.model.train_cfg.rpn.get('allowed_border', -1)
     if allowed_border is not None and allowed_border >= 0:
         warnings.warn(f'{cfg.filename}: rpn allowed_border={allowed_border} is not modelled; recall counts '
                       f'every anchor of the grid.')
     weights = resolve_weights(weights, pos_iou)
     baseline = anchor_setting_from_cfg(rpn_head['anchor_generator'])
+    if n_trials < 0:
+        raise AnchorSearchError(f'--trials must be >= 0, got {n_trials}.')
+    if n_trials == 0 and count_completed_trials(storage, study_name) == 0:
+        raise AnchorSearchError(
+            f'--trials 0: study {study_name!r} holds no completed trial to report; run at least one trial '
+            f'(the config\'s anchors are the first).')
     gt = gt if gt is not None else load_gt_boxes(cfg)
     space = SearchSpace.around(baseline)
     suggested = data_suggested_anchors(gt, baseline, space)
