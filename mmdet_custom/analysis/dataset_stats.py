@@ -13,15 +13,16 @@ summary. Object size follows COCOeval (Lin et al., Microsoft COCO, ECCV 2014; ``
 annotation's ``area`` (the mask area, or the box area when ``area`` is absent) with small < 32^2 <= medium < 96^2
 <= large, in pixels of the image as stored in the json.
 """
-import json
 import os
 import os.path as osp
+import warnings
 from collections import Counter
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from mmdet_custom.utils.fileio import dump_json_atomic, write_csv_atomic
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import dump_json_atomic, load_json, write_csv_atomic
 
 from ._io import new_figure, save_figure
 
@@ -45,14 +46,23 @@ def tukey_fences(values, k: float = 1.5):
     return float(q1), float(q3), float(q1 - k * iqr), float(q3 + k * iqr)
 
 
+class DatasetStatsError(UserError, ValueError):
+    """An annotation file that :func:`dataset_stats` cannot count; the message names the file and field."""
+
+
 def _load(ann_file: str) -> dict:
     if not osp.isfile(ann_file):
         raise FileNotFoundError(f'annotation file not found: {ann_file}')
-    with open(ann_file) as f:
-        coco = json.load(f)
+    coco = load_json(ann_file, 'COCO annotation file')
+    if not isinstance(coco, dict):
+        raise DatasetStatsError(f'{ann_file}: expected a COCO json object, got {type(coco).__name__}')
     for key in ('images', 'annotations', 'categories'):
         if not isinstance(coco.get(key), list):
-            raise ValueError(f'{ann_file}: field "{key}" missing or not a list')
+            raise DatasetStatsError(f'{ann_file}: field "{key}" missing or not a list')
+    for key, fields in (('images', ('id', )), ('categories', ('id', 'name'))):
+        for i, item in enumerate(coco[key]):
+            if not isinstance(item, dict) or any(f not in item for f in fields):
+                raise DatasetStatsError(f'{ann_file}: {key}[{i}] lacks one of the fields {list(fields)}')
     return coco
 
 
@@ -73,11 +83,15 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
         ``q3``, ``low_fence``, ``high_fence``, ``outlier_images``), ``sizes`` (``small``, ``medium``, ``large``
         counts) and ``files`` (the paths written).
 
+    Warns:
+        UserWarning: when the json holds no image or no (non-crowd) instance: the files are written, but empty.
+
     Raises:
         FileNotFoundError: when ``ann_file`` does not exist.
-        ValueError: when the json lacks ``images``/``annotations``/``categories``, or an annotation lacks
-            ``bbox`` or names an ``image_id`` or ``category_id`` that the json does not list (the message names
-            the file, the annotation id and the field).
+        UserError: when ``ann_file`` is not valid json (line and column named).
+        DatasetStatsError: (a ``ValueError``) when the json lacks ``images``/``annotations``/``categories``, or an
+            annotation lacks ``bbox`` or names an ``image_id`` or ``category_id`` that the json does not list (the
+            message names the file, the annotation id and the field).
     """
     coco = _load(ann_file)
     cats = sorted(coco['categories'], key=lambda c: c['id'])
@@ -93,11 +107,15 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
         aid = ann.get('id')
         for key in ('image_id', 'category_id', 'bbox'):
             if key not in ann:
-                raise ValueError(f'{ann_file}: annotation {aid} has no "{key}"')
+                raise DatasetStatsError(f'{ann_file}: annotation {aid} has no "{key}"')
         if ann['category_id'] not in cat_name:
-            raise ValueError(f'{ann_file}: annotation {aid}: category_id {ann["category_id"]} is not in categories')
+            raise DatasetStatsError(f'{ann_file}: annotation {aid}: category_id {ann["category_id"]} is not in '
+                                    f'categories')
         if ann['image_id'] not in image_ids:
-            raise ValueError(f'{ann_file}: annotation {aid}: image_id {ann["image_id"]} is not in images')
+            raise DatasetStatsError(f'{ann_file}: annotation {aid}: image_id {ann["image_id"]} is not in images')
+        bbox = ann['bbox']
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+            raise DatasetStatsError(f'{ann_file}: annotation {aid}: bbox {bbox!r} is not [x, y, w, h]')
         if ann.get('iscrowd', 0):
             crowd += 1
             continue
@@ -113,6 +131,9 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
         rows_box.append([aid, ann['image_id'], cat_name[cid], round(w, 2), round(h, 2), round(area, 2),
                          round(float(np.sqrt(area)), 3), size])
 
+    if not images or not rows_box:
+        warnings.warn(f'{ann_file}: {len(images)} images and {len(rows_box)} (non-crowd) instances: the statistics '
+                      f'are empty')
     os.makedirs(out_dir, exist_ok=True)
     files = {}
     # instances per class
