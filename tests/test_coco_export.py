@@ -36,3 +36,23 @@ def test_all_instances_of_all_images_are_exported(tmp_path):
     first = dt.loadAnns(dt.getAnnIds(imgIds=[1]))[0]
     assert first['bbox'] == [3.0, 2.0, 6.0, 4.0] and mask_utils.decode(first['segmentation']).sum() == 24
     assert np.isclose(first['score'], 0.9)
+
+
+def test_devkit_style_categories_map_by_name(tmp_path):
+    """A devkit json lists only the classes present, out of order, with iSAID's fixed ids: labels map by name, an
+    unlisted class keeps id i + 1, and a json naming no class of the dataset is refused with the file's name."""
+    import pytest
+
+    from mmdet_custom.utils.errors import UserError
+    gt = dict(images=[dict(id=1, file_name='P1.png', width=30, height=20)], annotations=[],
+              categories=[dict(id=3, name='c'), dict(id=1, name='a')])
+    ann = tmp_path / 'devkit.json'
+    ann.write_text(json.dumps(gt))
+    metric = CocoResultsExport(out_file=str(tmp_path / 'r.json'), ann_file=str(ann))
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+    assert list(metric._category_ids()) == [1, 2, 3]
+    ann.write_text(json.dumps(dict(gt, categories=[dict(id=1, name='A')])))
+    metric = CocoResultsExport(out_file=str(tmp_path / 'r.json'), ann_file=str(ann))
+    metric.dataset_meta = dict(classes=('a', 'b'))
+    with pytest.raises(UserError, match=r"(?s)devkit\.json.*'A'"):
+        metric._category_ids()

@@ -1,5 +1,4 @@
 """Export of COCO-style instance results for images without labels (``tools/test.py --format-only``)."""
-import json
 import os.path as osp
 from typing import Optional, Sequence
 
@@ -7,8 +6,9 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
-from mmdet_custom.apis.export import predictions_to_coco_results
-from mmdet_custom.utils.fileio import dump_json_atomic
+from mmdet_custom.apis.export import load_name_to_ids, predictions_to_coco_results
+from mmdet_custom.evaluation.functional import CategoryMismatchError, category_ids_by_name
+from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
 
 @METRICS.register_module()
@@ -30,8 +30,9 @@ class CocoResultsExport(BaseMetric):
             (matched by name). Without it, class ``i`` gets id ``i + 1``.
 
     Raises:
-        FileNotFoundError: ``name_to_ids`` or ``ann_file`` does not exist.
-        KeyError: a class of the dataset is missing from ``ann_file``'s categories.
+        UserError: ``name_to_ids`` or ``ann_file`` is missing or malformed; ``ann_file``'s categories name a class
+            the dataset does not have (:class:`CategoryMismatchError`). A class the json does not list gets id
+            ``i + 1`` (iSAID's fixed ids) unless another category holds that id.
     """
     default_prefix = 'export'
 
@@ -42,10 +43,7 @@ class CocoResultsExport(BaseMetric):
         self.score_thr = score_thr
         self.drop_border = drop_border
         self.ann_file = ann_file
-        self.name_to_ids = None
-        if name_to_ids is not None:
-            with open(name_to_ids) as f:
-                self.name_to_ids = json.load(f)
+        self.name_to_ids = None if name_to_ids is None else load_name_to_ids(name_to_ids)
         self._cat_ids = None
 
     def _category_ids(self) -> Sequence[int]:
@@ -53,13 +51,16 @@ class CocoResultsExport(BaseMetric):
             classes = self.dataset_meta['classes']
             if self.ann_file is None:
                 self._cat_ids = list(range(1, len(classes) + 1))
-            else:
-                with open(self.ann_file) as f:
-                    by_name = {c['name']: c['id'] for c in json.load(f).get('categories', [])}
-                missing = [c for c in classes if c not in by_name]
-                if missing:
-                    raise KeyError(f'{self.ann_file}: categories has no entry named {missing}')
-                self._cat_ids = [by_name[c] for c in classes]
+            else:  # by name; a class the json does not list (devkit jsons list only those present) keeps i + 1
+                categories = load_json(self.ann_file, 'annotation file').get('categories', [])
+                ids = category_ids_by_name(categories, classes, self.ann_file)
+                taken = {i for i in ids if i is not None}
+                fallback = [i + 1 for i, cat_id in enumerate(ids) if cat_id is None and i + 1 in taken]
+                if fallback:
+                    raise CategoryMismatchError(
+                        f'{self.ann_file}: classes {[classes[i - 1] for i in fallback]} are not listed and their '
+                        f'default ids {fallback} belong to other categories; list every class in the json')
+                self._cat_ids = [i + 1 if cat_id is None else cat_id for i, cat_id in enumerate(ids)]
         return self._cat_ids
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
