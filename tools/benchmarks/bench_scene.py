@@ -36,12 +36,19 @@ import numpy as np
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
 SOURCES = (('val', 'P0003'), ('train', 'P0005'))
-#: The CPU-sized benchmark model: the iSAID baseline with a ResNet-18 backbone, 100 detections per window.
+#: The CPU-sized benchmark model: the iSAID baseline (800 px windows) with the demo's ResNet-18, 128-channel FPN and
+#: heads (configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py), 300 proposals, up to 100 detections per window.
 BENCH_CONFIG = """_base_ = {base!r}
 model = dict(
     backbone=dict(depth=18, init_cfg=None),
-    neck=dict(in_channels=[64, 128, 256, 512]),
-    test_cfg=dict(rcnn=dict(max_per_img={max_per_img})))
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=128),
+    rpn_head=dict(in_channels=128, feat_channels=128),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=128),
+        bbox_head=dict(in_channels=128),
+        mask_roi_extractor=dict(out_channels=128),
+        mask_head=dict(in_channels=128, conv_out_channels=128)),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300), rcnn=dict(max_per_img={max_per_img})))
 """
 
 
@@ -213,8 +220,14 @@ def merge_quality(args, png, tif, instances) -> dict:
     from sahi.prediction import ObjectPrediction
     from sahi.utils.cv import get_coco_segmentation_from_bool_mask
 
-    from mmdet_custom.apis.scene import (SceneInferencer, coco_results, evaluate_scenes, merge_scene_detections,
-                                         scene_gt_coco, scene_windows)
+    from mmdet_custom.apis.scene import (
+        SceneInferencer,
+        coco_results,
+        evaluate_scenes,
+        merge_scene_detections,
+        scene_gt_coco,
+        scene_windows,
+    )
     from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
     size = args.size
     windows = scene_windows(size, size, args.window, args.overlap)
@@ -266,6 +279,7 @@ def worker(args) -> dict:
     if args.worker == 'sahi':
         from sahi.models.mmdet import MmdetDetectionModel
         from sahi.predict import get_sliced_prediction
+
         import mmdet_custom  # noqa: F401  (safe checkpoint loading, registries)
         model = MmdetDetectionModel(model_path=args.checkpoint, config_path=args.config, device=args.device,
                                     confidence_threshold=args.score_thr, load_at_init=True)
@@ -276,40 +290,84 @@ def worker(args) -> dict:
             overlap_height_ratio=args.overlap / args.window, overlap_width_ratio=args.overlap / args.window,
             perform_standard_pred=False, postprocess_type='GREEDYNMM', postprocess_match_metric='IOS',
             postprocess_match_threshold=0.5, postprocess_class_agnostic=False, force_postprocess_type=True,
-            verbose=0)
+            verbose=0, batch_size=args.batch_size)
         elapsed = time.perf_counter() - start
         from sahi.slicing import get_slice_bboxes
         num_windows = len(get_slice_bboxes(args.size, args.size, args.window, args.window, False,
                                            args.overlap / args.window, args.overlap / args.window))
-        return dict(method='sahi', seconds=elapsed, windows=num_windows, detections=len(result.object_prediction_list),
+        results = []
+        for item in result.to_coco_predictions(image_id=1):
+            results.append(dict(image_id=1, category_id=int(item['category_id']) + 1, bbox=item['bbox'],
+                                score=float(item['score']), segmentation=item['segmentation']))
+        with open(args.results_out, 'w') as f:
+            json.dump(results, f)
+        return dict(method=f'SAHI {sahi_version()} (batch {args.batch_size}: one by one for mmdet)', seconds=elapsed,
+                    windows=num_windows, detections=len(result.object_prediction_list),
                     postprocess_s=result.durations_in_seconds.get('postprocess'), baseline_mb=baseline,
                     peak_mb=peak_mb(), workers_peak_mb=0.0)
-    from mmdet_custom.apis.scene import SceneInferencer
+    from mmdet_custom.apis.scene import SceneInferencer, coco_results
     inferencer = SceneInferencer.from_config(args.config, args.checkpoint, device=args.device,
                                              batch_size=args.batch_size, num_workers=args.num_workers,
                                              score_thr=args.score_thr, window=args.window, overlap=args.overlap,
-                                             match='ios', progress=False)
+                                             progress=False)
     baseline = rss_mb()
     start = time.perf_counter()
     result = inferencer(args.scene)
     elapsed = time.perf_counter() - start
     result.reader.close()
-    return dict(method=f'ours ({osp.splitext(args.scene)[1][1:]})', seconds=elapsed, windows=result.num_windows,
+    with open(args.results_out, 'w') as f:
+        json.dump(coco_results(result.detections, 1, range(1, len(inferencer.classes) + 1)), f)
+    return dict(method=f'ours ({osp.splitext(args.scene)[1][1:]}, batch {args.batch_size})', seconds=elapsed,
+                windows=result.num_windows,
                 detections=result.merge.after, postprocess_s=result.timings['merge'], baseline_mb=baseline,
                 peak_mb=peak_mb(), workers_peak_mb=peak_mb(resource.RUSAGE_CHILDREN))
 
 
-def run_worker(args, method: str, scene: str, config: str, checkpoint: str) -> dict:
+def sahi_version() -> str:
+    import importlib.metadata
+    return importlib.metadata.version('sahi')
+
+
+def duplicate_pairs(results: list, height: int, width: int) -> int:
+    """Pairs of output detections of one class whose masks overlap at IoU >= 0.5 (R-tree on boxes first)."""
+    import shapely
+    from pycocotools import mask as mask_utils
+    if len(results) < 2:
+        return 0
+    rles = []
+    for r in results:
+        segm = r['segmentation']
+        if isinstance(segm, list):
+            rles.append(mask_utils.merge(mask_utils.frPyObjects(segm, height, width)))
+        else:
+            rles.append(dict(segm, counts=segm['counts'].encode() if isinstance(segm['counts'], str) else
+                             segm['counts']))
+    boxes = mask_utils.toBbox(rles)
+    geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3])
+    a, b = shapely.STRtree(geoms).query(geoms, predicate='intersects')
+    count = 0
+    for i, j in zip(a, b):
+        if i < j and results[i]['category_id'] == results[j]['category_id'] and \
+                mask_utils.iou([rles[i]], [rles[j]], [0])[0, 0] >= 0.5:
+            count += 1
+    return count
+
+
+def run_worker(args, method: str, scene: str, config: str, checkpoint: str, batch_size: int) -> dict:
+    results_out = osp.join(args.work_dir, f'results_{method}_{osp.basename(scene)}_b{batch_size}.json')
     cmd = [sys.executable, osp.abspath(__file__), '--worker', method, '--scene', scene, '--config', config,
            '--checkpoint', checkpoint, '--size', str(args.size), '--device', args.device, '--batch-size',
-           str(args.batch_size), '--num-workers', str(args.num_workers), '--score-thr', str(args.score_thr),
-           '--window', str(args.window), '--overlap', str(args.overlap)]
+           str(batch_size), '--num-workers', str(args.num_workers), '--score-thr', str(args.score_thr),
+           '--window', str(args.window), '--overlap', str(args.overlap), '--results-out', results_out]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     if proc.returncode != 0:
         return dict(method=method, error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
                     f'exit {proc.returncode}')
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    with open(results_out) as f:
+        row['duplicate_pairs'] = duplicate_pairs(json.load(f), args.size, args.size)
+    return row
 
 
 def save_random_checkpoint(config: str, path: str) -> None:
@@ -345,6 +403,7 @@ def main(argv=None):
     parser.add_argument('--timeout', type=int, default=3600, help='seconds per model run')
     parser.add_argument('--worker', choices=('ours', 'sahi'), help=argparse.SUPPRESS)
     parser.add_argument('--scene', help=argparse.SUPPRESS)
+    parser.add_argument('--results-out', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
@@ -383,19 +442,22 @@ def main(argv=None):
     if checkpoint is None:
         checkpoint = osp.join(args.work_dir, 'bench_model_random.pth')
         save_random_checkpoint(config, checkpoint)
-    rows = [run_worker(args, 'sahi', png, config, checkpoint), run_worker(args, 'ours', png, config, checkpoint),
-            run_worker(args, 'ours', tif, config, checkpoint)]
+    rows = [run_worker(args, 'sahi', png, config, checkpoint, 1), run_worker(args, 'ours', png, config, checkpoint, 1),
+            run_worker(args, 'ours', tif, config, checkpoint, 1)]
+    if args.batch_size > 1:
+        rows.append(run_worker(args, 'ours', tif, config, checkpoint, args.batch_size))
     print(f'\nModel run ({osp.basename(config)}, device {args.device}, score_thr {args.score_thr}, '
-          f'batch {args.batch_size}, {args.num_workers} reading worker(s) for ours):\n')
-    print('| method | windows/s | seconds | detections | peak RSS MB (workers) | RSS growth MB |')
-    print('|---|---|---|---|---|---|')
+          f'{args.num_workers} reading worker(s) for ours):\n')
+    print('| method | windows/s | seconds | detections | duplicate pairs (same class, mask IoU >= 0.5) | '
+          'peak RSS MB (reading worker) | RSS growth MB |')
+    print('|---|---|---|---|---|---|---|')
     for row in rows:
         if 'error' in row:
-            print(f"| {row['method']} | failed: {row['error']} | | | | |")
+            print(f"| {row['method']} | failed: {row['error']} | | | | | |")
             continue
         print(f"| {row['method']} | {row['windows'] / row['seconds']:.3f} | {row['seconds']:.1f} | "
-              f"{row['detections']} | {row['peak_mb']:.0f} ({row['workers_peak_mb']:.0f}) | "
-              f"{row['peak_mb'] - row['baseline_mb']:.0f} |")
+              f"{row['detections']} | {row['duplicate_pairs']} | {row['peak_mb']:.0f} ({row['workers_peak_mb']:.0f}) "
+              f"| {row['peak_mb'] - row['baseline_mb']:.0f} |")
     with open(osp.join(args.work_dir, 'bench_scene.json'), 'w') as f:
         json.dump(dict(quality=quality, model_runs=rows, size=args.size, same_windows=same), f, indent=1)
 

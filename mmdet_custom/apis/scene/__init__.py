@@ -10,8 +10,7 @@ written as COCO results, GeoJSON / GeoPackage and an overlay.
 """
 from .gt import read_isaid_instances, scene_gt_coco
 from .inferencer import SceneInferencer, SceneResult
-from .merge import (MergeStats, SceneDetections, SceneDetectionsBuilder, encode_crops, merge_scene_detections,
-                    scene_rle)
+from .merge import MergeStats, SceneDetections, SceneDetectionsBuilder, encode_crops, merge_scene_detections, scene_rle
 from .reader import SceneReader, SceneReadError, SceneSettingError, scene_windows
 from .run import evaluate_scenes, infer_scenes
 from .writers import coco_results

@@ -36,8 +36,9 @@ AUTO_RANGE_SIDE = 1024
 #: Percentiles of ``value_range='auto'``.
 AUTO_RANGE_PERCENTILES = (2.0, 98.0)
 #: GDAL block cache per reading process, in MB. GDAL's default is 5% of the machine's RAM, enough to end up holding
-#: a whole scene of a few GB; two rows of 512 px tiles of a 20,000 px wide RGB scene take 60 MB.
-GDAL_CACHE_MB = 64
+#: a whole scene of a few GB. One row of 512 px tiles of a 20,000 px wide RGB scene (what consecutive window rows
+#: share) takes 30 MB.
+GDAL_CACHE_MB = 32
 
 ValueRange = Union[None, str, Tuple[float, float]]
 
@@ -197,13 +198,12 @@ class SceneReader:
 
     def _to_bgr_uint8(self, chw: np.ndarray) -> np.ndarray:
         """(len(unique bands), h, w) raw values -> (h, w, 3) BGR uint8."""
-        rgb = chw[self._band_pos]
+        import cv2
+        rgb = [chw[i] for i in self._band_pos]
         if self._low is not None:
-            scale = 255.0 / (self._high - self._low)
-            rgb = (rgb.astype(np.float32) - self._low[:, None, None].astype(np.float32)) * \
-                scale[:, None, None].astype(np.float32)
-            rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(rgb[::-1].transpose(1, 2, 0))
+            rgb = [np.clip(np.rint((band.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))), 0,
+                           255).astype(np.uint8) for band, lo, hi in zip(rgb, self._low, self._high)]
+        return cv2.merge(rgb[::-1])  # interleaving by OpenCV: ~10x faster than a numpy transpose copy
 
     def _dataset(self):
         """This process's rasterio handle (opened again after a fork)."""
