@@ -12,7 +12,6 @@ from mmengine.runner import Runner
 from torch import nn
 
 import mmdet_custom  # noqa: F401  (registers NanSkipHook)
-from mmdet.registry import HOOKS
 
 CLEAN, NAN_INPUT, NAN_GRAD = 0, 1, 2
 

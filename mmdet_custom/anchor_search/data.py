@@ -92,7 +92,8 @@ class ResizeSpec:
         """The first ``Resize`` of a pipeline; identity (with a warning) when there is none.
 
         Raises:
-            AnchorSearchError: (a ``ValueError``) if the pipeline resizes or crops at random (``RandomResize``, ``RandomCrop``, ...) or
+            AnchorSearchError: (a ``ValueError``) if the pipeline resizes or crops at random (``RandomResize``,
+                ``RandomCrop``, ...) or
                 with a transform other than ``Resize`` before its first ``Resize``: the input size of a box is
                 then not defined.
         """

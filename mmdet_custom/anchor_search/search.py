@@ -40,7 +40,8 @@ def anchor_setting_from_cfg(anchor_generator_cfg: dict) -> AnchorSetting:
     ``AnchorGenerator`` (size = base size x scale, shared scales) becomes per-level sizes.
 
     Raises:
-        AnchorSearchError: (a ``ValueError``) for generators other than ``AnchorGenerator`` / ``PerLevelAnchorGenerator``, explicit
+        AnchorSearchError: (a ``ValueError``) for generators other than ``AnchorGenerator`` /
+            ``PerLevelAnchorGenerator``, explicit
             ``centers`` or non-square strides.
     """
     from mmdet.models.task_modules.prior_generators import AnchorGenerator
@@ -193,7 +194,8 @@ def parse_weights(items: Sequence[str]) -> Tuple[Tuple[object, float], ...]:
     """Parse ``['pos=0.7', '0.7=0.3']`` into ``(('pos', 0.7), (0.7, 0.3))`` (IoU threshold = weight).
 
     Raises:
-        AnchorSearchError: (a ``ValueError``) on a malformed item, an IoU outside (0, 1], a negative weight or weights summing to 0.
+        AnchorSearchError: (a ``ValueError``) on a malformed item, an IoU outside (0, 1], a negative weight or
+            weights summing to 0.
     """
     weights = []
     for item in items:
@@ -290,7 +292,7 @@ def data_suggested_anchors(gt: GTBoxes, baseline: AnchorSetting, space: Optional
     setting = space.snap(setting)
     # quantiles that snap to the same grid size would duplicate anchors: step the larger ones up the grid
     spread = []
-    for (low, high, step), level_sizes in zip(space.size_ranges, setting.sizes):
+    for (_, high, step), level_sizes in zip(space.size_ranges, setting.sizes):
         out = []
         for v in level_sizes:
             out.append(min(max(v, out[-1] + step), high) if out else v)

@@ -110,7 +110,8 @@ def image_to_rgb8(image: np.ndarray, name: str = 'image') -> np.ndarray:
         np.ndarray: ``(H, W, 3)`` uint8.
 
     Raises:
-        CellsConversionError: (a ``ValueError``) for a shape that is none of the above, or a float image holding NaN/inf.
+        CellsConversionError: (a ``ValueError``) for a shape that is none of the above, or a float image holding
+            NaN/inf.
     """
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[-1] > 4:
@@ -164,7 +165,8 @@ def read_label_image(path: PathLike, shape: Optional[Tuple[int, int]] = None) ->
         np.ndarray: ``(H, W)`` integer label image.
 
     Raises:
-        CellsConversionError: (a ``ValueError``) naming ``path``, if the labels are not integers (e.g. a float mask), are negative, are not
+        CellsConversionError: (a ``ValueError``) naming ``path``, if the labels are not integers (e.g. a float
+            mask), are negative, are not
             2-D, or their size differs from ``shape``.
     """
     path = os.fspath(path)
