@@ -1,5 +1,6 @@
 """Custom model modules: CBAM, TimmCBAMBackbone, AttentionFPN, RegularizedShared2FCBBoxHead, ResidualFCNMaskHead."""
 import math
+from pathlib import Path
 
 import pytest
 import timm
@@ -180,7 +181,10 @@ def test_norm_eval_keeps_batchnorm_in_eval_mode():
 def test_local_checkpoint_of_classification_model(tmp_path, effb0_classifier):
     path = tmp_path / 'effb0.pth'
     torch.save({'state_dict': effb0_classifier.state_dict(), 'meta': {'epoch': 3}}, path)
-    model = TimmCBAMBackbone(checkpoint_path=str(path)).timm_model
+    backbone = TimmCBAMBackbone(checkpoint_path=str(path))
+    model = backbone.timm_model
+    assert not torch.equal(model.conv_stem.weight, effb0_classifier.conv_stem.weight)  # read in init_weights only
+    backbone.init_weights()
     assert torch.equal(model.conv_stem.weight, effb0_classifier.conv_stem.weight)
     assert torch.equal(model.blocks[6][0].bn3.running_var, effb0_classifier.blocks[6][0].bn3.running_var)
 
@@ -190,25 +194,101 @@ def test_local_checkpoint_of_features_model(tmp_path, effb0_classifier):
     source = TimmCBAMBackbone()
     path = tmp_path / 'features.pth'
     torch.save({'model': source.timm_model.state_dict()}, path)
-    model = TimmCBAMBackbone(checkpoint_path=str(path)).timm_model
+    backbone = TimmCBAMBackbone(checkpoint_path=str(path))
+    backbone.init_weights()
+    model = backbone.timm_model
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.timm_model.state_dict().values()))
 
 
+def test_frozen_stages_stay_frozen_after_loading_weights(tmp_path, effb0_classifier):
+    path = tmp_path / 'effb0.safetensors'
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in effb0_classifier.state_dict().items()}, str(path))
+    backbone = TimmCBAMBackbone(checkpoint_path=str(path), frozen_stages=1)
+    backbone.init_weights()
+    backbone.train()
+    assert torch.equal(backbone.timm_model.conv_stem.weight, effb0_classifier.conv_stem.weight)
+    assert not backbone.timm_model.conv_stem.weight.requires_grad and not backbone.timm_model.bn1.training
+    assert backbone.timm_model.blocks[2][0].conv_pw.weight.requires_grad
+
+
 def test_mismatched_checkpoint_is_refused_with_the_keys(tmp_path):
+    from mmdet_custom.utils.errors import UserError
     path = tmp_path / 'resnet18.pth'
     torch.save(timm.create_model('resnet18').state_dict(), path)
-    with pytest.raises(ValueError, match=r'resnet18\.pth does not hold weights of timm model .efficientnet_b0') as err:
-        TimmCBAMBackbone(checkpoint_path=str(path))
+    backbone = TimmCBAMBackbone(checkpoint_path=str(path))  # the file is read by init_weights, not on build
+    match = r'resnet18\.pth .*does not hold weights of timm model .efficientnet_b0'
+    with pytest.raises(ValueError, match=match) as err:
+        backbone.init_weights()
+    assert isinstance(err.value, UserError)
     assert 'missing keys (blocks.0.0' in str(err.value) and 'unexpected keys (conv1.weight' in str(err.value)
 
     not_weights = tmp_path / 'not_weights.pth'
     torch.save({'epoch': 3}, not_weights)
-    with pytest.raises(ValueError, match='not_weights.pth: expected a state_dict'):
-        TimmCBAMBackbone(checkpoint_path=str(not_weights))
-    with pytest.raises(FileNotFoundError):
-        TimmCBAMBackbone(checkpoint_path=str(tmp_path / 'absent.pth'))
+    with pytest.raises(ValueError, match='not_weights.pth .*expected a state_dict'):
+        TimmCBAMBackbone(checkpoint_path=str(not_weights)).init_weights()
+    absent = TimmCBAMBackbone(checkpoint_path=str(tmp_path / 'absent.pth'))
+    with pytest.raises(FileNotFoundError, match=r'absent\.pth \(model\.backbone\.checkpoint_path\)'):
+        absent.init_weights()
     with pytest.raises(ValueError, match='at most one'):
         TimmCBAMBackbone(pretrained=True, checkpoint_path=str(path))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection or name lookup raises; timm's hub loaders are recorded (and raise as offline)."""
+    import socket
+
+    import timm.models._builder as timm_builder
+
+    def refuse(*args, **kwargs):
+        raise OSError('network access in a test')
+
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+    calls = []
+
+    def offline(loc, *args, **kwargs):
+        calls.append(loc)
+        raise OSError(f'cannot reach the hub for {loc} (offline)')
+
+    for name in ('load_state_dict_from_hf', 'load_state_dict_from_url'):
+        monkeypatch.setattr(timm_builder, name, offline)
+    return calls
+
+
+def test_pretrained_backbone_builds_offline_and_loads_in_init_weights(no_network, monkeypatch, effb0_classifier):
+    """The full model (pretrained=True) builds without touching the network; init_weights fetches the weights
+    through timm's loader; offline, it raises a UserError saying how to give a local file or use random weights."""
+    from mmengine.config import Config
+
+    from mmdet_custom.models.backbones import PretrainedWeightsUnavailableError
+    from mmdet_custom.utils.errors import UserError
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = Config.fromfile(str(repo / 'configs' / 'cbam' / 'mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'))
+    assert cfg.model.backbone.pretrained is True
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        detector = MODELS.build(cfg.model)
+    assert no_network == []  # nothing fetched on build
+
+    with pytest.raises(PretrainedWeightsUnavailableError) as err:
+        detector.backbone.init_weights()
+    assert no_network == ['timm/efficientnet_b0.ra_in1k']
+    message = str(err.value)
+    assert isinstance(err.value, UserError)
+    assert "'efficientnet_b0'" in message and 'offline' in message
+    assert 'model.backbone.checkpoint_path=' in message and 'model.backbone.pretrained=False' in message
+
+    # with the hub reachable (its loader answering), the weights land in the features model
+    import timm.models._builder as timm_builder
+    monkeypatch.setattr(timm_builder, 'load_state_dict_from_hf',
+                        lambda loc, *args, **kwargs: dict(effb0_classifier.state_dict()))
+    backbone = TimmCBAMBackbone(pretrained=True)
+    assert not torch.equal(backbone.timm_model.conv_stem.weight, effb0_classifier.conv_stem.weight)
+    backbone.init_weights()
+    assert torch.equal(backbone.timm_model.conv_stem.weight, effb0_classifier.conv_stem.weight)
+    assert torch.equal(backbone.timm_model.blocks[6][0].bn3.running_var, effb0_classifier.blocks[6][0].bn3.running_var)
 
 
 def test_out_indices_default_needs_c2_to_c5():

@@ -1,3 +1,3 @@
-from .timm_cbam import TimmCBAMBackbone
+from .timm_cbam import BackboneWeightsError, PretrainedWeightsUnavailableError, TimmCBAMBackbone
 
-__all__ = ['TimmCBAMBackbone']
+__all__ = ['TimmCBAMBackbone', 'BackboneWeightsError', 'PretrainedWeightsUnavailableError']

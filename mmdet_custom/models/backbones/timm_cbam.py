@@ -11,11 +11,20 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmdet_custom.checkpoint import load_checkpoint_file
+from mmdet_custom.utils.errors import UserError
+
 from ..layers.cbam import CBAM
 
 # Output strides of C2-C5, the levels an FPN neck expects (Lin et al., FPN, CVPR 2017, Sec. 3).
 PYRAMID_REDUCTIONS = (4, 8, 16, 32)
+
+
+class BackboneWeightsError(UserError, ValueError):
+    """A local weights file (``model.backbone.checkpoint_path``) that does not fit the timm model."""
+
+
+class PretrainedWeightsUnavailableError(UserError, RuntimeError):
+    """timm's pretrained weights could not be fetched (offline, hub unreachable, no cached copy)."""
 
 
 @MODELS.register_module()
@@ -26,20 +35,30 @@ class TimmCBAMBackbone(BaseModule):
     strides are read from its ``feature_info``, never hard-coded. Each returned feature map then goes through its
     own :class:`~mmdet_custom.models.layers.CBAM` (or through unchanged, see ``use_cbam``).
 
-    For ``efficientnet_b0`` the default gives strides 4/8/16/32 and ``out_channels == [24, 40, 112, 320]``.
+    For ``efficientnet_b0`` the default gives strides 4/8/16/32 and ``out_channels == [24, 40, 112, 320]``; for
+    ``tf_efficientnetv2_m`` (Tan & Le, EfficientNetV2, ICML 2021) ``[48, 80, 176, 512]``, for ``tf_efficientnetv2_s``
+    ``[48, 64, 160, 256]``.
+
+    Weights: the timm model is always created with random weights (``pretrained=False``), so building the backbone
+    (and the detector around it, e.g. by mmdet's ``init_detector`` or the analysis tools) never reads a file or
+    touches the network. The weights asked for by ``pretrained`` / ``checkpoint_path`` are loaded by
+    :meth:`init_weights`, which mmengine's runner calls once before training (mmengine's rule for pretrained
+    weights).
 
     Args:
         model_name (str): A timm model name, e.g. ``'efficientnet_b0'``. Defaults to ``'efficientnet_b0'``.
         out_indices (Sequence[int], optional): timm feature indices to return. Defaults to None: the indices whose
             reductions are 4, 8, 16 and 32 (C2-C5); where timm gives several features of one reduction the
             deepest is taken.
-        pretrained (bool): Load timm's pretrained weights from its hub (needs network access). Defaults to False.
-        checkpoint_path (str, optional): A local weights file to load instead: a ``.pth``/``.pt``/``.bin`` file
-            read by :func:`mmdet_custom.checkpoint.load_checkpoint_file` (``torch.load(weights_only=True)``)
-            holding a bare state_dict or one under ``'state_dict'`` or ``'model'``, or a ``.safetensors`` file.
-            Its keys must be those of timm's classification model ``model_name`` (the classifier and the first
-            conv may differ in shape, timm adapts them) or of the ``features_only`` model itself; a leading
-            ``'module.'`` is stripped. Defaults to None.
+        pretrained (bool): In :meth:`init_weights`, load timm's pretrained weights of ``model_name`` from its hub
+            (or from the local hub cache; needs network access otherwise). Defaults to False.
+        checkpoint_path (str, optional): In :meth:`init_weights`, load this local weights file instead: a
+            ``.pth``/``.pt``/``.bin`` file (read by :func:`timm.models.load_state_dict`, ``weights_only=True``)
+            holding a bare state_dict or one under ``'state_dict'`` or ``'model'`` (an EMA copy under
+            ``'state_dict_ema'`` / ``'model_ema'`` is preferred, as timm does), or a ``.safetensors`` file. Its keys
+            must be those of timm's classification model ``model_name`` (the classifier and the first conv may
+            differ in shape, timm adapts them) or of the ``features_only`` model itself; a leading ``'module.'`` is
+            stripped. Defaults to None.
         use_cbam (bool | Sequence[bool]): CBAM on every output stage, or one flag per output stage.
             Defaults to True.
         cbam_reduction (int): Reduction ratio ``r`` of the CBAM channel attention. Defaults to 16.
@@ -63,9 +82,13 @@ class TimmCBAMBackbone(BaseModule):
     Raises:
         ValueError: if both ``pretrained`` and ``checkpoint_path`` are given, ``timm_kwargs`` holds an argument
             this class sets itself, ``out_indices`` is None and the model has no features at reductions
-            4/8/16/32, ``use_cbam`` has the wrong length, ``frozen_stages`` is out of range, or the checkpoint
+            4/8/16/32, ``use_cbam`` has the wrong length, or ``frozen_stages`` is out of range.
+        BackboneWeightsError: (a ``UserError`` and ``ValueError``, from :meth:`init_weights`) if the checkpoint
             holds no state_dict or keys/shapes that fit the model (the message names the file and the keys).
-        FileNotFoundError: if ``checkpoint_path`` is not a file.
+        PretrainedWeightsUnavailableError: (a ``UserError``, from :meth:`init_weights`) if ``pretrained=True`` and
+            timm cannot fetch the weights (e.g. offline); the message says how to give a local file or build with
+            random weights.
+        FileNotFoundError: (from :meth:`init_weights`) if ``checkpoint_path`` is not a file.
 
     Example:
         >>> import torch
@@ -97,16 +120,17 @@ class TimmCBAMBackbone(BaseModule):
         if pretrained and checkpoint_path is not None:
             raise ValueError('give at most one of pretrained=True (timm hub) and checkpoint_path (local file)')
         self.model_name = model_name
+        self.pretrained = bool(pretrained)
+        self.checkpoint_path = checkpoint_path
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
         if out_indices is None:
             out_indices = _pyramid_out_indices(model_name, timm_kwargs)
-        create_kwargs = dict(timm_kwargs, features_only=True, out_indices=tuple(out_indices))
-        if checkpoint_path is None:
-            self.timm_model = timm.create_model(model_name, pretrained=pretrained, **create_kwargs)
-        else:
-            self.timm_model = _create_from_checkpoint(model_name, checkpoint_path, create_kwargs, timm_kwargs)
+        self._timm_kwargs = dict(timm_kwargs)
+        self._create_kwargs = dict(timm_kwargs, features_only=True, out_indices=tuple(out_indices))
+        # random weights here; init_weights() loads the pretrained ones (nothing is read or downloaded on build)
+        self.timm_model = timm.create_model(model_name, pretrained=False, **self._create_kwargs)
 
         feature_info = self.timm_model.feature_info
         self.out_indices = tuple(feature_info.out_indices)
@@ -129,6 +153,85 @@ class TimmCBAMBackbone(BaseModule):
                              f'got {frozen_stages}')
         self._frozen_modules = self._find_frozen_modules(frozen_stages)
         self._freeze_stages()
+
+    def init_weights(self) -> None:
+        """Initialise the CBAMs (and apply ``init_cfg``), then load the timm weights asked for.
+
+        With ``checkpoint_path`` the local file is loaded; with ``pretrained=True`` timm fetches its pretrained
+        weights (hub or local hub cache). Runs once: a second call (mmengine warns) loads nothing.
+
+        Raises:
+            FileNotFoundError: if ``checkpoint_path`` is not a file.
+            BackboneWeightsError: if the file holds no state_dict that fits the model.
+            PretrainedWeightsUnavailableError: if timm cannot fetch its pretrained weights.
+        """
+        first_call = not self._is_init
+        super().init_weights()
+        if not first_call:
+            return
+        if self.checkpoint_path is not None:
+            self._load_checkpoint_file(self.checkpoint_path)
+        elif self.pretrained:
+            self._load_hub_weights()
+        # loading replaced the parameters' values only: requires_grad and the frozen stages' modes stay
+
+    def _load_hub_weights(self) -> None:
+        """timm's pretrained weights of ``model_name`` (through its own loader), copied into :attr:`timm_model`."""
+        cfg = getattr(self.timm_model, 'pretrained_cfg', None) or {}
+        source = cfg.get('hf_hub_id') or cfg.get('url') or "timm's hub"
+        try:
+            pretrained_model = timm.create_model(self.model_name, pretrained=True, **self._create_kwargs)
+        except Exception as err:  # offline: huggingface_hub / urllib errors of many types, all reported alike
+            reason = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
+            raise PretrainedWeightsUnavailableError(
+                f'model.backbone (TimmCBAMBackbone): cannot fetch timm\'s pretrained weights of '
+                f'{self.model_name!r} from {source} ({reason}). Either download them where the network is '
+                f'reachable (e.g. `timm.create_model({self.model_name!r}, pretrained=True)` fills the local hub '
+                f'cache, or save the state_dict to a file) and set model.backbone.checkpoint_path=<local '
+                f'.pth/.safetensors file> with model.backbone.pretrained=False, or build with random weights: '
+                f'model.backbone.pretrained=False (e.g. --cfg-options model.backbone.pretrained=False).') from err
+        self.timm_model.load_state_dict(pretrained_model.state_dict(), strict=True)
+
+    def _load_checkpoint_file(self, checkpoint_path: str) -> None:
+        """Load a local weights file into :attr:`timm_model` (see ``checkpoint_path`` in the class docstring).
+
+        A state_dict of the ``features_only`` model is loaded strictly; one of timm's classification model goes
+        through timm's own pretrained loading (``pretrained_cfg_overlay=dict(state_dict=...)``), which maps it
+        onto the features model, drops the classifier and adapts the first conv.
+        """
+        path = osp.expanduser(checkpoint_path)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{checkpoint_path} (model.backbone.checkpoint_path) can not be found')
+        try:
+            state_dict = timm.models.load_state_dict(path, use_ema=True, weights_only=True)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise BackboneWeightsError(f'{checkpoint_path} (model.backbone.checkpoint_path): cannot read a state_dict '
+                                       f'({type(err).__name__}: {err})') from err
+        if not (isinstance(state_dict, dict) and state_dict
+                and all(isinstance(v, Tensor) for v in state_dict.values())):
+            raise BackboneWeightsError(
+                f'{checkpoint_path} (model.backbone.checkpoint_path): expected a state_dict (a dict of tensors, '
+                f"bare or under 'state_dict' or 'model'), got a {type(state_dict).__name__} with keys "
+                f'{sorted(state_dict)[:8] if isinstance(state_dict, dict) else "-"}')
+        if not _mismatch(state_dict, self.timm_model):
+            self.timm_model.load_state_dict(state_dict, strict=True)
+            return
+        classifier = _probe(self.model_name, **self._timm_kwargs)
+        cfg = getattr(classifier, 'pretrained_cfg', {}) or {}
+        heads = cfg.get('classifier') or ()
+        adaptable = [f'{name}.' for name in ((heads, ) if isinstance(heads, str) else heads)]
+        if cfg.get('first_conv'):
+            adaptable.append(f'{cfg["first_conv"]}.')
+        problems = _mismatch(state_dict, classifier, adaptable)
+        if problems:
+            raise BackboneWeightsError(
+                f'{checkpoint_path} (model.backbone.checkpoint_path) does not hold weights of timm model '
+                f'{self.model_name!r} (neither of its classification model nor of its features_only model); '
+                'against the classification model: ' + '; '.join(problems))
+        loaded = timm.create_model(
+            self.model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict, source=''),
+            **self._create_kwargs)
+        self.timm_model.load_state_dict(loaded.state_dict(), strict=True)
 
     def _find_frozen_modules(self, frozen_stages: int) -> List[nn.Module]:
         """Modules of the stem and the first ``frozen_stages`` output stages, in registration (= forward) order.
@@ -221,29 +324,6 @@ def _resolve_module_name(name: str, positions: Dict[str, int], model_name: str) 
                      f'frozen_stages cannot be applied; use frozen_stages=-1')
 
 
-def _read_state_dict(checkpoint_path: str) -> Dict[str, Tensor]:
-    """Read a state_dict from a local file (see ``checkpoint_path`` of :class:`TimmCBAMBackbone`)."""
-    if checkpoint_path.endswith('.safetensors'):
-        if not osp.isfile(osp.expanduser(checkpoint_path)):
-            raise FileNotFoundError(f'{checkpoint_path} can not be found.')
-        from safetensors.torch import load_file
-        checkpoint = load_file(osp.expanduser(checkpoint_path), device='cpu')
-    else:
-        checkpoint = load_checkpoint_file(checkpoint_path, map_location='cpu')
-    if isinstance(checkpoint, dict):
-        for key in ('state_dict', 'model'):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-    if not (isinstance(checkpoint, dict) and checkpoint
-            and all(isinstance(v, Tensor) for v in checkpoint.values())):
-        raise ValueError(f'{checkpoint_path}: expected a state_dict (a dict of tensors, bare or under '
-                         f"'state_dict' or 'model'), got {type(checkpoint).__name__}")
-    if all(k.startswith('module.') for k in checkpoint):
-        checkpoint = {k[len('module.'):]: v for k, v in checkpoint.items()}
-    return checkpoint
-
-
 def _mismatch(state_dict: Dict[str, Tensor], model: nn.Module, adaptable: Sequence[str] = ()) -> List[str]:
     """Missing keys, unexpected keys and shape mismatches of ``state_dict`` against ``model`` (empty: it fits).
 
@@ -261,33 +341,3 @@ def _mismatch(state_dict: Dict[str, Tensor], model: nn.Module, adaptable: Sequen
             shown = ', '.join(keys[:8]) + (', ...' if len(keys) > 8 else '')
             problems.append(f'{len(keys)} {title} ({shown})')
     return problems
-
-
-def _create_from_checkpoint(model_name: str, checkpoint_path: str, create_kwargs: Dict,
-                            timm_kwargs: Dict) -> nn.Module:
-    """Build the features model with the weights of a local file.
-
-    A state_dict of timm's classification model goes through timm's own pretrained loading (which maps it
-    onto the features model, drops the classifier and adapts the first conv); one of the features model is
-    loaded strictly.
-    """
-    state_dict = _read_state_dict(checkpoint_path)
-    classifier = _probe(model_name, **timm_kwargs)
-    cfg = getattr(classifier, 'pretrained_cfg', {}) or {}
-    heads = cfg.get('classifier') or ()
-    adaptable = [f'{name}.' for name in ((heads, ) if isinstance(heads, str) else heads)]
-    if cfg.get('first_conv'):
-        adaptable.append(f'{cfg["first_conv"]}.')
-    problems = _mismatch(state_dict, classifier, adaptable)
-    if not problems:
-        return timm.create_model(
-            model_name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict, source=''),
-            **create_kwargs)
-
-    model = timm.create_model(model_name, pretrained=False, **create_kwargs)
-    if not _mismatch(state_dict, model):
-        model.load_state_dict(state_dict, strict=True)
-        return model
-    raise ValueError(f'{checkpoint_path} does not hold weights of timm model {model_name!r} (neither of its '
-                     f'classification model nor of its features_only model); against the classification model: '
-                     + '; '.join(problems))

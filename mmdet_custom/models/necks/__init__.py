@@ -1,3 +1,4 @@
 from .attention_fpn import AttentionFPN
+from .transformer_fpn import TransformerFPN
 
-__all__ = ['AttentionFPN']
+__all__ = ['AttentionFPN', 'TransformerFPN']

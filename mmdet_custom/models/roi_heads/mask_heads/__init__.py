@@ -1,0 +1,3 @@
+from .eca_dcn_mask_head import ECADCNMaskHead
+
+__all__ = ['ECADCNMaskHead']
