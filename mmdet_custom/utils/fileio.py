@@ -30,13 +30,16 @@ def atomic_path(path: PathLike) -> Iterator[str]:
 
     Missing parent folders are created. The extension is kept so that writers which infer the format from the name
     (``matplotlib.Figure.savefig``, ``cv2.imwrite``) write the right format. The file gets the usual permissions
-    (``0o666`` less the umask), not ``mkstemp``'s owner-only ``0o600``.
+    (``0o666`` less the umask), not ``mkstemp``'s owner-only ``0o600``. Temporary files that killed runs left
+    beside ``path`` (``.<name>.<pid>-*.tmp<ext>``, pid no longer running) are removed first.
     """
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     ext = osp.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(path) + '.', suffix='.tmp' + ext)
+    prefix = f'.{osp.basename(path)}.'
+    _clean_stale_files(folder, prefix)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'{prefix}{os.getpid()}-', suffix='.tmp' + ext)
     os.close(fd)
     try:
         yield tmp
@@ -45,6 +48,17 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+def _clean_stale_files(folder: str, prefix: str) -> None:
+    """Remove temporary files ``<prefix><pid>-*.tmp*`` that killed runs left in ``folder`` (their pid is dead)."""
+    for entry in os.listdir(folder):
+        if not entry.startswith(prefix) or '.tmp' not in entry:
+            continue
+        pid = entry[len(prefix):].split('-', 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.remove(osp.join(folder, entry))
 
 
 def dump_json_atomic(obj, path: PathLike, indent: Optional[int] = None) -> None:
