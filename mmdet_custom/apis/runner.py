@@ -166,27 +166,49 @@ def load_config(config: Union[str, Config],
 # ----------------------------------------------------------------------------------------------------------------
 # Checks at start
 # ----------------------------------------------------------------------------------------------------------------
-def check_hooks(runner: Runner) -> None:
-    """Refuse hook settings that would fail only later.
+def check_hooks(cfg: Config) -> None:
+    """Refuse hook settings that the hook does not take, before anything is built.
 
     mmengine's ``CheckpointHook(**kwargs)`` keeps unknown keys and passes them to ``Runner.save_checkpoint`` at its
-    first save, which then fails with ``TypeError`` after the first ``interval`` of training.
+    first save, which then fails with ``TypeError`` after the first ``interval`` of training; other hooks fail when
+    the runner builds them, with a ``TypeError`` that does not name the config key. Hooks whose ``__init__`` takes
+    ``**kwargs`` for their own use (e.g. ``EMAHook``) are not checked.
+
+    Args:
+        cfg (Config): the run's config (``default_hooks`` and ``custom_hooks``).
 
     Raises:
-        ConfigKeyError: naming the unknown keys and the closest ``CheckpointHook`` arguments.
+        ConfigKeyError: naming the config key of each unknown argument and the closest argument of the hook.
     """
+    from mmdet.registry import HOOKS
     from mmengine.hooks import CheckpointHook
-    for hook in runner.hooks:
-        extra = sorted(getattr(hook, 'args', None) or {}) if isinstance(hook, CheckpointHook) else []
-        if not extra:
+    entries = [(f'default_hooks.{name}', h) for name, h in (cfg.get('default_hooks') or {}).items()]
+    entries += [(f'custom_hooks.{i}', h) for i, h in enumerate(cfg.get('custom_hooks') or [])]
+    problems = []
+    for where, hook in entries:
+        if not isinstance(hook, Mapping) or 'type' not in hook:
             continue
-        known = [p for p in inspect.signature(CheckpointHook.__init__).parameters if p not in ('self', 'kwargs')]
-        hints = []
-        for key in extra:
+        cls = hook['type'] if inspect.isclass(hook['type']) else HOOKS.get(hook['type'])
+        if cls is None:
+            problems.append(f'{where}.type {hook["type"]!r} is not a registered hook (a typo, or a missing '
+                            f'custom_imports?)')
+            continue
+        params = inspect.signature(cls.__init__).parameters
+        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if takes_kwargs and not issubclass(cls, CheckpointHook):
+            continue
+        known = [n for n, p in params.items() if n != 'self' and p.kind not in (inspect.Parameter.VAR_KEYWORD,
+                                                                                inspect.Parameter.VAR_POSITIONAL)]
+        for key in hook:
+            if key == 'type' or key in known or (key.startswith('_') and key.endswith('_')):  # _scope_, _delete_
+                continue
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hints.append(f'{key}' + (f' (did you mean {close[0]}?)' if close else ''))
-        raise ConfigKeyError(f'default_hooks.checkpoint: CheckpointHook has no argument {", ".join(hints)}; it '
-                             f'would fail at the first save. Its arguments: {", ".join(known)}')
+            takes = f'it takes {", ".join(known)}' if known else 'it takes no arguments'
+            problems.append(f'{where}.{key}: {cls.__name__} has no argument {key}'
+                            + (f', did you mean {close[0]}?' if close else f' ({takes})'))
+    if problems:
+        raise ConfigKeyError('; '.join(problems) + ('. CheckpointHook would fail only at its first save.' if any(
+            'CheckpointHook' in p for p in problems) else ''))
 
 
 def _leaf_datasets(dataset: Any) -> List[Any]:
@@ -435,8 +457,8 @@ def train(config: Union[str, Config],
         cfg.resume, cfg.load_from = True, resume
     elif cfg.get('resume', False) and not cfg.get('load_from', None):  # resume = True in the config: auto-resume
         cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+    check_hooks(cfg)
     runner = Runner.from_cfg(cfg)
-    check_hooks(runner)
     dataset = _build_dataset(runner, 'train', cfg)
     check_num_classes(cfg.model, dataset, 'train')
     if check_image_files:
@@ -483,7 +505,8 @@ def test(config: Union[str, Config],
             ``LoadAnnotations`` is dropped.
         score_thr (float): with ``format_only``: keep detections scoring at least this.
         max_per_img (int, optional): detections kept per image (``model.test_cfg.rcnn.max_per_img``); the COCO
-            evaluation then also uses that many (``CocoMetric.proposal_nums``).
+            evaluation then also uses that many (``CocoMetric.proposal_nums``), except under
+            ``MaxDetsCocoMetric(protocol='isaid')``, whose budgets are the devkit's (1, 10, 1000).
         name_to_ids (str, optional): json mapping image file name -> image id used in the export.
         drop_border (bool): with ``format_only``: drop instances whose mask touches the image border.
         launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'.
@@ -521,7 +544,8 @@ def test(config: Union[str, Config],
         cfg.model.test_cfg.rcnn.max_per_img = max_per_img
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         for ev in evaluators:
-            if ev.get('type') in ('CocoMetric', 'MaxDetsCocoMetric'):
+            # the iSAID protocol fixes its budgets at the devkit's (1, 10, 1000); others follow max_per_img
+            if ev.get('type') in ('CocoMetric', 'MaxDetsCocoMetric') and ev.get('protocol') != 'isaid':
                 # COCOeval reports AP at its third maxDets and needs exactly three
                 ev.proposal_nums = (100, 300, max_per_img) if max_per_img > 300 else (1, 10, max_per_img)
     if format_only:
