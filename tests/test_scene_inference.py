@@ -393,6 +393,8 @@ def test_ground_truth_fed_back_through_windows_scores_ap_1(tmp_path, isaid_raw_d
     instances = [(int(inst.labels[k]), tuple(int(v) for v in inst.extents[k]),
                   decode_crop(inst.extents[k], inst.counts[k])) for k in range(len(inst))]
     windows = scene_windows(inst.height, inst.width)
+    import cv2  # the windows the model gets are the pixels mmdet's LoadImageFromFile gives (BGR)
+    assert np.array_equal(SceneReader(str(image)).read(windows[3]), cv2.imread(str(image))[223:1023, 347:1147])
     inferencer, _ = make_inferencer(windows, oracle(instances, lambda k, w: 0.5 + 0.4 * (w[0] + w[1]) / 1000))
     summary = infer_scenes(inferencer, [str(image)], str(tmp_path / 'out'), gt_dir=str(isaid_raw_dir),
                            log=lambda *_: None)

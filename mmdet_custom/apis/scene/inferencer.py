@@ -74,8 +74,8 @@ class SceneInferencer:
         progress (bool): a tqdm bar over windows. Defaults to True.
 
     Example:
-        >>> inferencer = SceneInferencer.from_config('configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py',
-        ...                                          'epoch_12.pth', device='cuda', batch_size=4)
+        >>> inferencer = SceneInferencer.from_config(  # doctest: +SKIP
+        ...     'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py', 'epoch_12.pth', device='cuda', batch_size=4)
         >>> result = inferencer('scene.tif')  # doctest: +SKIP
         >>> len(result.detections), result.merge.before  # doctest: +SKIP
     """

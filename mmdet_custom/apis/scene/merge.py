@@ -33,37 +33,29 @@ MATCH_METRICS = ('iou', 'ios')
 # ----------------------------------------------------------------------------------------------------------------
 # Compact masks
 # ----------------------------------------------------------------------------------------------------------------
-def encode_crops(masks: np.ndarray) -> Tuple[np.ndarray, List[bytes]]:
+def encode_crops(masks: np.ndarray, indices: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, List[bytes]]:
     """Crop each mask to its extent and RLE-encode the crop.
 
     Args:
         masks (np.ndarray): (N, H, W) bool masks in window pixels.
+        indices (Sequence[int], optional): encode only these masks, in this order (no copy of the others).
 
     Returns:
-        tuple: ``extents`` (N, 4) int64 ``x0, y0, x1, y1`` (exclusive ends; all zero for an empty mask) and
-        ``counts``, the N crops' compressed COCO RLE strings (bytes; ``b''`` for an empty mask).
+        tuple: ``extents`` (M, 4) int64 ``x0, y0, x1, y1`` (exclusive ends; all zero for an empty mask) and
+        ``counts``, the M crops' compressed COCO RLE strings (bytes; ``b''`` for an empty mask).
     """
-    masks = np.asarray(masks, dtype=bool)
-    n = masks.shape[0]
-    extents = np.zeros((n, 4), dtype=np.int64)
+    indices = range(len(masks)) if indices is None else indices
+    extents = np.zeros((len(indices), 4), dtype=np.int64)
     counts: List[bytes] = []
-    if n == 0:
-        return extents, counts
-    rows, cols = masks.any(axis=2), masks.any(axis=1)  # (N, H), (N, W)
-    nonempty = rows.any(axis=1)
-    h, w = masks.shape[1:]
-    extents[:, 0] = cols.argmax(axis=1)
-    extents[:, 1] = rows.argmax(axis=1)
-    extents[:, 2] = w - cols[:, ::-1].argmax(axis=1)
-    extents[:, 3] = h - rows[:, ::-1].argmax(axis=1)
-    extents[~nonempty] = 0
-    for k in range(n):
-        if not nonempty[k]:
+    for row, k in enumerate(indices):
+        mask = masks[k]  # a view: one (H, W) mask at a time, never a copy of the stack
+        cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+        if len(cols) == 0:
             counts.append(b'')
             continue
-        x0, y0, x1, y1 = extents[k]
-        crop = np.asfortranarray(masks[k, y0:y1, x0:x1], dtype=np.uint8)
-        counts.append(mask_utils.encode(crop)['counts'])
+        x0, y0, x1, y1 = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+        extents[row] = x0, y0, x1, y1
+        counts.append(mask_utils.encode(np.asfortranarray(mask[y0:y1, x0:x1], dtype=np.uint8))['counts'])
     return extents, counts
 
 
@@ -216,7 +208,7 @@ class SceneDetectionsBuilder:
             if masks.shape[1:] != (wy1 - wy0, wx1 - wx0):
                 raise ValueError(f'masks of window {window_id} are {tuple(masks.shape[1:])}, the window is '
                                  f'{(wy1 - wy0, wx1 - wx0)} (h, w)')
-            extents, counts = encode_crops(np.asarray(masks)[keep])
+            extents, counts = encode_crops(masks, keep)
             empty = extents[:, 2] == 0
             extents = extents + np.array([wx0, wy0, wx0, wy0])
             extents[empty] = 0
