@@ -103,9 +103,9 @@ def _empty_bytes(*args: Any) -> bytes:
     return b''
 
 
-torch.serialization.add_safe_globals(
-    allowed_globals() + [(_history_buffer_getattr, 'builtins.getattr'), (_history_buffer_getattr, '__builtin__.getattr'),
-                         (_empty_bytes, 'builtins.bytes'), (_empty_bytes, '__builtin__.bytes')])
+torch.serialization.add_safe_globals(allowed_globals() + [
+    (_history_buffer_getattr, 'builtins.getattr'), (_history_buffer_getattr, '__builtin__.getattr'),
+    (_empty_bytes, 'builtins.bytes'), (_empty_bytes, '__builtin__.bytes')])
 
 _GLOBAL_RE = re.compile(r'Unsupported global: GLOBAL (\S+)')
 

@@ -29,8 +29,9 @@ def cpu_run_cfg(cfg, work_dir):
 def tiny_isaid_cfg(data_root, work_dir, scale=(128, 128)):
     """The CPU smoke config (ResNet-18, 128-channel FPN, random init) on iSAID patches under ``data_root``, cut to a
     ``scale`` input and a 2-iteration run by :func:`cpu_run_cfg`; validation and test use the val split."""
-    from mmengine.config import Config
     from pathlib import Path
+
+    from mmengine.config import Config
     config = Path(__file__).resolve().parents[1] / 'configs' / 'mask_rcnn' / 'mask-rcnn_r18_fpn_300i_isaid-smoke.py'
     cfg = cpu_run_cfg(Config.fromfile(str(config)), work_dir)
     root = str(data_root).rstrip('/') + '/'

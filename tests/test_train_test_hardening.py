@@ -21,10 +21,14 @@ import pytest
 import torch
 from helpers import tiny_isaid_cfg
 
-from mmdet_custom.apis.runner import (ConfigKeyError, DatasetCheckError, check_cfg_options, read_config, test,
-                                      train)
-from mmdet_custom.checkpoint import (CheckpointMismatchError, ResumeError, find_resume_checkpoint,
-                                     load_checkpoint_file, save_checkpoint_atomic)
+from mmdet_custom.apis.runner import ConfigKeyError, DatasetCheckError, check_cfg_options, read_config, test, train
+from mmdet_custom.checkpoint import (
+    CheckpointMismatchError,
+    ResumeError,
+    find_resume_checkpoint,
+    load_checkpoint_file,
+    save_checkpoint_atomic,
+)
 from mmdet_custom.utils.cli import run_cli
 from mmdet_custom.utils.errors import UserError
 

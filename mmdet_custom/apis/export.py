@@ -94,7 +94,8 @@ def predictions_to_coco_results(samples: Sequence[Any],
             dicts, and optionally ``bboxes`` ``(N, 4)`` as ``x1, y1, x2, y2`` pixels (else the mask's tight box).
         cat_ids (Sequence[int]): COCO category id of each class index (``label i -> cat_ids[i]``).
         name_to_id (Mapping[str, int] | list[dict], optional): image file name -> image id, or the records
-            ``[{'file_name': ..., 'id': ...}, ...]`` of a ``test_image_name_to_ids.json``. A sample's id is looked up by the base name of its ``img_path``,
+            ``[{'file_name': ..., 'id': ...}, ...]`` of a ``test_image_name_to_ids.json``. A sample's id is looked
+            up by the base name of its ``img_path``,
             then by its stem (so ``x.png`` converted from ``x.tif`` finds ``x.tif``). If None, ``img_id`` is used.
         score_thr (float): keep instances with ``score >= score_thr``. Defaults to 0.0 (keep all).
         drop_border (bool): drop instances whose mask has a pixel in the first/last row or column of the

@@ -32,8 +32,8 @@ from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic
 
 __all__ = [
-    'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train', 'test',
-    'check_hooks', 'check_num_classes', 'check_images', 'check_writable'
+    'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train',
+    'test', 'check_hooks', 'check_num_classes', 'check_images', 'image_problem', 'check_writable'
 ]
 
 
@@ -122,8 +122,9 @@ def check_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]], source:
         problems.append(what + (f', did you mean {close[0]}?' if close else ''))
     if problems:
         where = f'the config {source}' if source else 'the config'
-        raise ConfigKeyError(f'--cfg-options: {where} {"; ".join(problems)}. To add a key on purpose, write it '
-                             f'with a leading +, e.g. --cfg-options +{bad_keys[0]}=...')
+        listed = '; '.join(problems)
+        raise ConfigKeyError(f'--cfg-options: {where} {listed}{"" if listed.endswith("?") else "."} To add a key '
+                             f'on purpose, write it with a leading +, e.g. --cfg-options +{bad_keys[0]}=...')
     return clean
 
 
@@ -136,6 +137,8 @@ def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, A
         ConfigKeyError: see :func:`check_cfg_options`.
     """
     if isinstance(config, str):
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config file not found: {config}')
         try:
             cfg = Config.fromfile(config)
         except SyntaxError as e:
