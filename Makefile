@@ -7,7 +7,7 @@ DEMO_DIR ?= work_dirs/demo
 DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-anchors clean
+.PHONY: install demo test lint bench bench-anchors clean
 
 install:
 	VENV=$(VENV) bash scripts/install.sh
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ruff (lint + import sorting, line length 120; settings in pyproject.toml)
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install bench-anchors
 
