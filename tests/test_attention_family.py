@@ -4,6 +4,8 @@ Module tests check values against hand-computed results or mmdet's own modules (
 every new config forward + backward on a real shared image (a DSB2018 cell image for the cells configs, an iSAID
 crop for the iSAID configs), and the R101 + attention cells config trains 2 iterations on the converted DSB images.
 """
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,16 @@ ISAID_R101 = REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r101_fpn_anchors_1
 EFFV2_FRAGMENT = REPO_ROOT / 'configs' / '_base_' / 'models' / 'effv2_backbones.py'
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path) -> Config:
+    return Config.fromfile(str(path))
+
+
+def _load(path: Path) -> Config:
+    """The config at ``path``, parsed once per session (mmengine takes ~1 s per file); a copy, free to modify."""
+    return copy.deepcopy(_parsed(Path(path)))
 
 
 def _build(cfg: dict) -> nn.Module:
@@ -130,12 +142,14 @@ IN_CHANNELS = [8, 16, 24, 32]
 
 
 def _inputs(size, batch=2, seed=0):
-    """C2-C5 maps of a ``size`` x ``size`` image (strides 4..32, sizes rounded up as strided convs with padding)."""
+    """C2-C5 maps of a ``size`` (side, or (height, width)) image: strides 4..32, sizes rounded up as strided convs
+    with padding round them."""
     generator = torch.Generator().manual_seed(seed)
-    sides = [size]
+    h, w = (size, size) if isinstance(size, int) else size
+    sides = [(h, w)]
     for _ in range(5):
-        sides.append((sides[-1] + 1) // 2)
-    return [torch.randn(batch, c, s, s, generator=generator) for c, s in zip(IN_CHANNELS, sides[2:])]
+        sides.append(((sides[-1][0] + 1) // 2, (sides[-1][1] + 1) // 2))
+    return [torch.randn(batch, c, *s, generator=generator) for c, s in zip(IN_CHANNELS, sides[2:])]
 
 
 def _neck(**kwargs):
@@ -146,7 +160,7 @@ def _neck(**kwargs):
     return neck
 
 
-@pytest.mark.parametrize('size', [64, 97, 131, 256])
+@pytest.mark.parametrize('size', [64, 97, (131, 75), 256])
 def test_transformer_fpn_shapes_match_fpn(size):
     torch.manual_seed(0)
     neck = _neck(zero_init_branches=False).eval()
@@ -154,7 +168,7 @@ def test_transformer_fpn_shapes_match_fpn(size):
     outs = neck(inputs)
     fpn_outs = FPN.forward(neck, inputs)
     assert [o.shape for o in outs] == [o.shape for o in fpn_outs]
-    assert [o.shape[-1] for o in outs][:4] == [x.shape[-1] for x in inputs]
+    assert [o.shape[-2:] for o in outs][:4] == [x.shape[-2:] for x in inputs]
     # levels smaller than pool_size keep their own grid; both branches are active
     assert all(not torch.allclose(o, f) for o, f in zip(outs, fpn_outs))
 
@@ -165,7 +179,7 @@ def test_zero_init_transformer_fpn_equals_fpn_exactly():
     assert neck.fusion_scale.item() == 0.0
     assert all(p.abs().sum() == 0 for proj in neck.output_projs for p in proj.parameters())
     assert neck.gate.weight.abs().sum() > 0  # FPN's Xavier init reached the gate conv
-    for size in (64, 97):
+    for size in (64, 97, (75, 131)):
         inputs = _inputs(size)
         for out, fpn_out in zip(neck(inputs), FPN.forward(neck, inputs)):
             assert torch.equal(out, fpn_out)
@@ -249,7 +263,7 @@ def effv2m():
 
 
 def test_efficientnetv2_m_strides_and_channels(effv2m):
-    fragment = Config.fromfile(str(EFFV2_FRAGMENT))
+    fragment = _load(EFFV2_FRAGMENT)
     assert effv2m.out_indices == (1, 2, 3, 4) == fragment.effv2m_backbone.out_indices
     assert effv2m.strides == [4, 8, 16, 32]
     assert effv2m.out_channels == [48, 80, 176, 512] == fragment.effv2m_channels
@@ -328,7 +342,7 @@ def test_config_builds_and_trains_one_step_on_a_real_image(name, request):
     """Build with random init (nothing read or downloaded), one loss + backward on a real 192 x 192 image: finite
     losses, gradients in the backbone, and in the new modules' branches where the config has them."""
     from mmdet_custom.analysis.model_stats import disable_pretrained
-    cfg = Config.fromfile(str(FAMILY / name))
+    cfg = _load(FAMILY / name)
     model_cfg = disable_pretrained(cfg.model)
     _cut_work(model_cfg)
     if model_cfg.backbone.type == 'TimmCBAMBackbone':
@@ -374,7 +388,7 @@ def _flat(d, prefix=''):
 
 
 def _diff(parent, child):
-    a, b = _flat(Config.fromfile(str(parent)).to_dict()), _flat(Config.fromfile(str(child)).to_dict())
+    a, b = _flat(_load(parent).to_dict()), _flat(_load(child).to_dict())
     return {k: b.get(k) for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not k.startswith('eff')}
 
 
@@ -395,7 +409,7 @@ def test_study_rows_differ_only_in_their_parts():
     assert _diff(FAMILY / ISAID_CONFIGS[2], FAMILY / ISAID_CONFIGS[3]) == {'model.backbone.use_cbam': True}
     # the EfficientNetV2-M rows replace the whole backbone (no ResNet key survives) and feed its channels to FPN
     for parent, child in ((cells_r50, CELLS_CONFIGS[2]), (anchors, ISAID_CONFIGS[1])):
-        assert Config.fromfile(str(FAMILY / child)).model.backbone.to_dict() == dict(
+        assert _load(FAMILY / child).model.backbone.to_dict() == dict(
             type='TimmCBAMBackbone', model_name='tf_efficientnetv2_m', out_indices=(1, 2, 3, 4), pretrained=True,
             use_cbam=False, frozen_stages=1, norm_eval=True)
         diff = _diff(parent, FAMILY / child)
@@ -415,7 +429,7 @@ def test_r101_attention_cells_config_trains_two_iterations(cells_dir, tmp_path):
 
     data = tmp_path / 'cells'
     convert_cells(cells_dir, data, val_fraction=0.2, seed=0)
-    cfg = Config.fromfile(str(FAMILY / CELLS_CONFIGS[1]))
+    cfg = _load(FAMILY / CELLS_CONFIGS[1])
     cfg = cpu_run_cfg(cfg, tmp_path / 'work')
     # cpu_run_cfg swaps in ResNet-18: keep the config's ResNet-101 (random init, nothing downloaded)
     cfg.model.backbone.depth = 101
