@@ -4,11 +4,10 @@ import hashlib
 import json
 import os.path as osp
 
+from mmdet.registry import HOOKS
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-
-from mmdet.registry import HOOKS
 
 
 def fingerprints(model):

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from helpers import tiny_isaid_cfg
 from recipe_tools_helpers import REPO_ROOT
 

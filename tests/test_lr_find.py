@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from recipe_tools_helpers import REPO_ROOT, shared_smoke_patches, tiny_cfg
 
 from mmdet_custom.analysis.lr_find import LRFindError, LRRangeTestHook, smooth_losses, suggest_lr
-from recipe_tools_helpers import REPO_ROOT, make_smoke_patches, tiny_cfg
 
 
 def test_smoothing_is_a_bias_corrected_moving_average():
@@ -50,8 +50,8 @@ def test_hook_stops_the_loop_when_the_smoothed_loss_diverges():
     assert hook.stopped_early
 
 
-def test_tool_on_the_smoke_dataset(tmp_path, one_torch_thread):
-    data = make_smoke_patches(tmp_path / 'smoke', train=2, val=1)
+def test_tool_on_the_smoke_dataset(tmp_path, tmp_path_factory, one_torch_thread):
+    data = shared_smoke_patches(tmp_path_factory)
     cfg = tiny_cfg(data, tmp_path / 'work_of_the_config')
     cfg.default_hooks.logger.interval = 1
     config = tmp_path / 'tiny.py'
@@ -59,7 +59,7 @@ def test_tool_on_the_smoke_dataset(tmp_path, one_torch_thread):
     config_hash = hashlib.sha256(config.read_bytes()).hexdigest()
     out = tmp_path / 'out' / 'lr.png'
     tool = runpy.run_path(str(REPO_ROOT / 'tools' / 'lr_find.py'))
-    start, end, iters = 1e-5, 1.0, 8
+    start, end, iters = 1e-5, 1.0, 6
     result = tool['main']([str(config), '--start', str(start), '--end', str(end), '--iters', str(iters),
                            '--out', str(out)])
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

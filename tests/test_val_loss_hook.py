@@ -4,18 +4,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmdet.registry import DATASETS
 from mmengine.dataset import pseudo_collate
 from mmengine.runner import Runner
+from recipe_tools_helpers import shared_smoke_patches, tiny_cfg
 
 import mmdet_custom  # noqa: F401  (registers ValLossHook)
-from mmdet.registry import DATASETS
 from mmdet_custom.engine.hooks.val_loss_hook import ValLossConfigError, loss_pipeline
-from recipe_tools_helpers import make_smoke_patches, tiny_cfg
 
 
 @pytest.fixture(scope='module')
 def smoke_patches(tmp_path_factory):
-    return make_smoke_patches(tmp_path_factory.mktemp('smoke'), train=1, val=1)
+    return shared_smoke_patches(tmp_path_factory)
 
 
 def test_loss_pipeline_puts_annotations_in_the_input_frame():

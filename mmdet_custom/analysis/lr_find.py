@@ -30,7 +30,9 @@ from mmengine.hooks import Hook
 
 from mmdet_custom.utils.errors import UserError
 
-__all__ = ['LRFindError', 'LRFindResult', 'LRRangeTestHook', 'lr_range_test', 'suggest_lr', 'smooth_losses', 'plot_lr_find']
+__all__ = [
+    'LRFindError', 'LRFindResult', 'LRRangeTestHook', 'lr_range_test', 'suggest_lr', 'smooth_losses', 'plot_lr_find'
+]
 
 
 class LRFindError(UserError, ValueError):

@@ -54,8 +54,8 @@ def prepare_distributed(cfg: Config) -> bool:
     if launcher == 'none' or torch.cuda.is_available():
         return False
     if launcher != 'pytorch':
-        raise DistributedSetupError(f'--launcher {launcher} needs CUDA devices (mmengine sets one per process); on '
-                                    f'CPUs use torchrun (tools/dist_train.sh, --launcher pytorch) with the gloo backend')
+        raise DistributedSetupError(f'--launcher {launcher} needs CUDA devices (mmengine sets one per process); '
+                                    f'on CPUs use torchrun (tools/dist_train.sh, --launcher pytorch) with gloo')
     if cfg.get('sync_bn', None):
         raise DistributedSetupError(f'sync_bn={cfg.sync_bn!r}: SyncBatchNorm synchronises CUDA tensors only; remove '
                                     f'sync_bn from the config (--cfg-options sync_bn=None) for a CPU run')

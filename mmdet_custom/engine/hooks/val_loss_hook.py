@@ -3,11 +3,11 @@ import copy
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmdet.registry import HOOKS
 from mmdet_custom.utils.errors import UserError
 
 #: Transforms after which ``LoadAnnotations`` would read ground truth in another frame than the image's.

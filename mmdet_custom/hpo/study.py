@@ -1,0 +1,441 @@
+"""Recipe search over a config with Optuna: studies in a relational database shared by any number of workers.
+
+Storage: any Optuna RDB URL (``sqlite:///study.db`` on one machine; ``postgresql://user:pass@host/db`` or
+``mysql://...`` for workers on several machines), opened with a heartbeat (``heartbeat_interval``): a worker that
+dies (killed, out of memory, machine lost) leaves its trial RUNNING with a stale heartbeat; the next worker to start
+a trial marks it FAIL (``optuna.storages.fail_stale_trials``) and queues one retry with the same parameters
+(``RetryHeartbeatStaleTrialCallback``), so the study resumes where it was.
+
+Trial budget: ``n_trials`` counts the trials that gave an answer or an error (COMPLETE, PRUNED, FAIL with an error,
+plus those RUNNING); trials failed because their worker died do not count (their retry does). Queued (WAITING)
+trials always run. A run started with several workers splits what is left of the budget between them, so the total
+is exact; several runs started at the same moment on several machines each check the count before every trial,
+and may overshoot by at most one trial per extra run.
+
+At the end (:func:`run_study`): ``best_config.py`` (the best COMPLETE trial's config, written atomically),
+``study_summary.json`` and Optuna's history / importance / parallel-coordinate plots (PNG) in the work dir.
+"""
+import math
+import multiprocessing
+import os
+import os.path as osp
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
+
+from .space import check_space, json_safe, load_space, suggest_options
+from .trial import ensure_val_loss_hook, run_trial, trial_config
+
+__all__ = ['StudyError', 'StudySpec', 'open_study', 'count_trials', 'run_worker', 'run_study', 'write_best_config',
+           'study_summary', 'redact_url']
+
+PRUNERS = ('median', 'hyperband', 'none')
+SAMPLERS = ('tpe', 'random')
+
+
+class StudyError(UserError, ValueError):
+    """A study setting that cannot work (storage URL, budget, an existing study of another config or metric)."""
+
+
+@dataclass
+class StudySpec:
+    """Everything a worker needs to run trials of one study (picklable: workers may be other processes).
+
+    Attributes:
+        config (str): the config searched over; cfg_options (dict, optional): ``--cfg-options`` applied first.
+        space (str): the search space file (see :mod:`mmdet_custom.hpo.space`).
+        storage (str): Optuna RDB URL; study_name (str): the study's name in it.
+        n_trials (int): the study's trial budget (see the module docstring).
+        work_dir (str): the study's folder (trial work dirs, best config, summary, plots).
+        metric (str): validation metric optimised (``coco/segm_mAP``: iSAID segm AP); direction (str):
+            ``maximize`` or ``minimize``.
+        pruner (str): ``median`` (``MedianPruner(n_startup_trials=pruner_startup, n_warmup_steps=pruner_warmup)``),
+            ``hyperband`` (``HyperbandPruner(min_resource=1, reduction_factor=3)``) or ``none``.
+        sampler (str): ``tpe`` or ``random``; seed (int, optional): the sampler's seed (worker k uses seed + k).
+        heartbeat_interval (int): seconds between a running trial's heartbeats; grace_period (int, optional):
+            seconds without heartbeat after which a trial counts as dead (Optuna's default: 2 intervals).
+        max_retry (int): retries of a trial whose worker died.
+        enqueue (list[dict]): parameter sets queued once, before sampling (``Study.enqueue_trial``).
+        check_image_files (bool): check every train/val image in each worker's first trial.
+    """
+    config: str
+    space: str
+    storage: str
+    study_name: str
+    n_trials: int
+    work_dir: str
+    metric: str = 'coco/segm_mAP'
+    direction: str = 'maximize'
+    pruner: str = 'median'
+    pruner_startup: int = 5
+    pruner_warmup: int = 0
+    sampler: str = 'tpe'
+    seed: Optional[int] = None
+    heartbeat_interval: int = 60
+    grace_period: Optional[int] = None
+    max_retry: int = 1
+    cfg_options: Optional[Dict[str, Any]] = None
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    check_image_files: bool = True
+
+    def check(self) -> None:
+        """Raise :class:`StudyError` for a setting that cannot work, naming the flag."""
+        if self.n_trials < 1:
+            raise StudyError(f'--trials must be at least 1, got {self.n_trials}')
+        if self.direction not in ('maximize', 'minimize'):
+            raise StudyError(f'--direction must be maximize or minimize, got {self.direction!r}')
+        if self.pruner not in PRUNERS:
+            raise StudyError(f'--pruner must be one of {", ".join(PRUNERS)}, got {self.pruner!r}')
+        if self.sampler not in SAMPLERS:
+            raise StudyError(f'--sampler must be one of {", ".join(SAMPLERS)}, got {self.sampler!r}')
+        if self.heartbeat_interval < 1:
+            raise StudyError(f'--heartbeat-interval must be at least 1 s, got {self.heartbeat_interval}')
+        if '://' not in self.storage:
+            raise StudyError(f'--storage {self.storage!r} is not a database URL; e.g. sqlite:///{self.storage} on one '
+                             f'machine, postgresql://user:password@host:5432/db for workers on several')
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and the summary)."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split('@')[-1] if '@' in url else url
+
+
+def _storage(spec: StudySpec):
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    engine_kwargs = {}
+    if spec.storage.startswith('sqlite'):  # several processes on one file: wait for the lock instead of failing
+        engine_kwargs = dict(connect_args=dict(timeout=60))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry)
+    try:
+        return optuna.storages.RDBStorage(
+            spec.storage, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
+            grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry)
+    except ImportError as e:  # optuna's message for a missing driver names no driver
+        cause = e.__cause__ or e
+        raise StudyError(f'--storage {redact_url(spec.storage)}: the database driver is not installed ({cause}); '
+                         f'for postgresql:// URLs pip install "psycopg[binary]" (or write postgresql+psycopg2:// '
+                         f'with psycopg2), for mysql:// pip install mysqlclient (or mysql+pymysql:// with '
+                         f'PyMySQL)') from e
+    except Exception as e:  # sqlalchemy.exc.OperationalError / ArgumentError: wrong host, port, password, URL
+        raise StudyError(f'--storage {redact_url(spec.storage)} cannot be opened: '
+                         f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from e
+
+
+def _pruner(spec: StudySpec):
+    import optuna
+    if spec.pruner == 'median':
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup, n_warmup_steps=spec.pruner_warmup)
+    if spec.pruner == 'hyperband':
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource='auto', reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _sampler(spec: StudySpec, worker_index: int):
+    import optuna
+    seed = None if spec.seed is None else spec.seed + worker_index
+    if spec.sampler == 'random':
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+#: Study user attributes that must match when a study is resumed (what makes results comparable).
+_IDENTITY = ('config', 'space', 'metric')
+
+
+def open_study(spec: StudySpec, worker_index: int = 0):
+    """Create the study or load it, and refuse one made for another config, space, metric or direction.
+
+    Raises:
+        StudyError: storage problems (see :func:`_storage`), or an existing study of the same name whose
+            config / space file names, metric or direction differ (naming both).
+    """
+    import optuna
+    storage = _storage(spec)
+    study = optuna.create_study(storage=storage, study_name=spec.study_name, direction=spec.direction,
+                                pruner=_pruner(spec), sampler=_sampler(spec, worker_index), load_if_exists=True)
+    if study.direction.name.lower() != spec.direction:
+        raise StudyError(f'study {spec.study_name} in {redact_url(spec.storage)} {study.direction.name.lower()}s, '
+                         f'not {spec.direction}; choose another --study-name')
+    identity = dict(config=osp.basename(spec.config), space=osp.basename(spec.space), metric=spec.metric)
+    attrs = study.user_attrs
+    for key in _IDENTITY:
+        if key not in attrs:
+            study.set_user_attr(key, identity[key])
+        elif attrs[key] != identity[key]:
+            raise StudyError(f'study {spec.study_name} in {redact_url(spec.storage)} was made with {key} '
+                             f'{attrs[key]!r}, this run has {identity[key]!r}; resume it with the same {key} or '
+                             f'choose another --study-name')
+    return study
+
+
+def count_trials(study) -> Dict[str, int]:
+    """Trials by state; ``counted`` is what the budget counts (see the module docstring)."""
+    from optuna.trial import TrialState
+    c = dict(complete=0, pruned=0, running=0, waiting=0, failed=0, died=0)
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            c['complete'] += 1
+        elif t.state == TrialState.PRUNED:
+            c['pruned'] += 1
+        elif t.state == TrialState.RUNNING:
+            c['running'] += 1
+        elif t.state == TrialState.WAITING:
+            c['waiting'] += 1
+        elif t.state == TrialState.FAIL:
+            c['failed' if 'error' in t.user_attrs else 'died'] += 1
+    c['counted'] = c['complete'] + c['pruned'] + c['running'] + c['failed']
+    return c
+
+
+def _fail_stale(study) -> None:
+    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _base_config(spec: StudySpec):
+    from mmdet_custom.apis.runner import read_config
+    cfg = read_config(spec.config, spec.cfg_options)
+    missing = [k for k in ('val_dataloader', 'val_cfg', 'val_evaluator') if not cfg.get(k, None)]
+    if missing:
+        raise StudyError(f'config {spec.config} has no {", ".join(missing)}: every trial is judged on the '
+                         f'validation split, the config must validate')
+    if ensure_val_loss_hook(cfg, spec.metric):
+        print(f'--metric {spec.metric}: ValLossHook added to custom_hooks', flush=True)
+    return cfg
+
+
+def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: int = 0) -> int:
+    """Run trials of the study until its budget is reached (or ``max_trials`` were run here).
+
+    Returns:
+        int: the number of trials this worker ran.
+
+    Raises:
+        UserError: a trial failed with a user error that every trial would repeat (a bad space key, a metric the
+            validation does not give, a dataset problem): the worker stops and names it.
+    """
+    spec.check()
+    base_cfg = _base_config(spec)
+    space = load_space(spec.space)
+    study = open_study(spec, worker_index)
+    fatal: List[BaseException] = []
+    first = [spec.check_image_files]
+
+    def objective(trial):
+        try:
+            return run_trial(trial, base_cfg, space, spec.work_dir, spec.metric, check_image_files=first[0])
+        except UserError as e:
+            fatal.append(e)
+            raise
+        finally:
+            first[0] = False
+
+    ran = 0
+    while max_trials is None or ran < max_trials:
+        _fail_stale(study)
+        counts = count_trials(study)
+        if counts['waiting'] == 0 and counts['counted'] >= spec.n_trials:
+            break
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        ran += 1
+        if fatal:
+            raise fatal[0]
+    return ran
+
+
+def _worker_entry(spec: StudySpec, max_trials: int, worker_index: int) -> None:
+    """Entry point of a worker process: a user error is one ``error:`` line and exit code 2."""
+    try:
+        n = run_worker(spec, max_trials, worker_index)
+        print(f'worker {worker_index}: ran {n} trials', flush=True)
+    except UserError as e:
+        print(f'error: worker {worker_index}: {e}', file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _start_method() -> str:
+    """``fork`` where the platform has it: the workers start at once with this process's imports (torch, mmdet),
+    where ``spawn`` re-imports them in each worker (tens of seconds). Safe here: the parent has run no torch op
+    (no OpenMP pool), started no thread and closed its database connections before forking, and every worker opens
+    its own storage."""
+    return 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'
+
+
+def _close(study) -> None:
+    """Close the database connections of ``study``'s storage (a forked worker must not share them)."""
+    storage = getattr(study, '_storage', None)
+    backend = getattr(storage, '_backend', storage)
+    engine = getattr(backend, 'engine', None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _shares(total: int, n_workers: int) -> List[int]:
+    return [s for s in (total // n_workers + (1 if i < total % n_workers else 0) for i in range(n_workers)) if s]
+
+
+def run_study(spec: StudySpec, n_workers: int = 1, best_config: Optional[str] = None,
+              plots: bool = True) -> Dict[str, Any]:
+    """Run the recipe search: ``n_workers`` processes on one study, then the best config, summary and plots.
+
+    Before any trial: the config must validate, the space must fit the config (a dry run,
+    :func:`~mmdet_custom.hpo.space.check_space`), the study must be new or of the same config / space / metric /
+    direction. Dead workers' trials are failed and queued again (see the module docstring), then what is left of
+    the budget is split between the workers (``n_workers == 1`` runs in this process).
+
+    Args:
+        spec (StudySpec): the study.
+        n_workers (int): worker processes on this machine (``spawn``ed; each trains one trial at a time).
+        best_config (str, optional): where the best trial's config goes; ``<work_dir>/best_config.py`` when None.
+        plots (bool): write Optuna's plots to ``<work_dir>/plots``.
+
+    Returns:
+        dict: the summary (also ``<work_dir>/study_summary.json``): counts, best trial, trials, written files.
+
+    Raises:
+        UserError: see above; a worker that stopped on a user error (after the summary is written); no trial
+            COMPLETE at the end (nothing to write as best config).
+    """
+    spec.check()
+    if n_workers < 1:
+        raise StudyError(f'--n-workers must be at least 1, got {n_workers}')
+    base_cfg = _base_config(spec)
+    space = load_space(spec.space)
+    check_space(space, base_cfg)
+    os.makedirs(spec.work_dir, exist_ok=True)
+    study = open_study(spec)
+    _fail_stale(study)  # first: the retries of dead workers' trials are queued before new parameter sets
+    for params in spec.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+    counts = count_trials(study)
+    todo = max(spec.n_trials - counts['counted'], counts['waiting'])  # queued trials run within the budget or beyond
+    print(f'study {spec.study_name} ({redact_url(spec.storage)}): {counts["counted"]} of {spec.n_trials} trials '
+          f'counted, {counts["waiting"]} queued, {counts["died"]} lost with their worker; {todo} to run with '
+          f'{n_workers} worker(s)', flush=True)
+    errors = []
+    shares = _shares(todo, n_workers)
+    if len(shares) == 1:
+        try:
+            run_worker(spec, shares[0], 0)
+        except UserError as e:
+            errors.append(str(e))
+    elif shares:
+        _close(study)
+        del study
+        ctx = multiprocessing.get_context(_start_method())
+        procs = [ctx.Process(target=_worker_entry, args=(spec, share, i), name=f'hpo-worker-{i}')
+                 for i, share in enumerate(shares)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        errors += [f'worker {i} exited with code {p.exitcode} (its error is printed above)'
+                   for i, p in enumerate(procs) if p.exitcode != 0]
+    study = open_study(spec)
+    summary = study_summary(study, spec)
+    written = {}
+    if summary['best'] is not None:
+        out = best_config or osp.join(spec.work_dir, 'best_config.py')
+        written['best_config'] = write_best_config(study, spec, base_cfg, space, out)
+    if plots:
+        from .plots import save_plots
+        written['plots'] = save_plots(study, osp.join(spec.work_dir, 'plots'), spec.metric)
+    summary['files'] = written
+    dump_json_atomic(summary, osp.join(spec.work_dir, 'study_summary.json'), indent=1)
+    if errors:
+        raise StudyError('; '.join(errors))
+    if summary['best'] is None:
+        raise StudyError(f'no trial of study {spec.study_name} completed ({summary["counts"]}); see the errors in '
+                         f'{osp.join(spec.work_dir, "study_summary.json")}')
+    return summary
+
+
+def study_summary(study, spec: StudySpec) -> Dict[str, Any]:
+    """The study as json: counts, best trial (None without a COMPLETE trial), every trial's state, value, params,
+    intermediate values, work dir, error and the trial it retries."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        trials.append(dict(
+            number=t.number, state=t.state.name, value=json_safe(t.value), params=json_safe(t.params),
+            intermediate={str(k): json_safe(v) for k, v in sorted(t.intermediate_values.items())},
+            work_dir=t.user_attrs.get('work_dir'), host=t.user_attrs.get('host'), pid=t.user_attrs.get('pid'),
+            error=t.user_attrs.get('error'),
+            retry_of=RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+            if 'failed_trial' in t.system_attrs else None))
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    best = None
+    if complete:
+        b = study.best_trial
+        best = dict(number=b.number, value=json_safe(b.value), params=json_safe(b.params),
+                    work_dir=b.user_attrs.get('work_dir'), cfg_options=b.user_attrs.get('cfg_options'))
+    return dict(study_name=spec.study_name, storage=redact_url(spec.storage), metric=spec.metric,
+                direction=spec.direction, n_trials=spec.n_trials, config=spec.config, space=spec.space,
+                counts=count_trials(study), best=best, trials=trials)
+
+
+def write_best_config(study, spec: StudySpec, base_cfg, space, out: str) -> str:
+    """Write the best COMPLETE trial's config to ``out`` atomically: the base config with the space's values for
+    the best parameters (the space is re-run on ``optuna.trial.FixedTrial(best.params)``, so values such as tuples
+    come back exactly), without the trial's work dir. A comment header names the study, trial and value.
+
+    Returns:
+        str: ``out``.
+    """
+    import optuna
+    best = study.best_trial
+    try:
+        options = suggest_options(space, optuna.trial.FixedTrial(best.params, number=best.number), base_cfg)
+    except Exception:  # a space that cannot be re-run here (e.g. reads a file of another machine)
+        options = best.user_attrs.get('cfg_options') or {}
+    cfg = trial_config(base_cfg, options, work_dir='')
+    for key in ('work_dir', 'launcher'):
+        cfg.pop(key, None)
+    value = f'{best.value:.6g}' if best.value is not None and math.isfinite(best.value) else str(best.value)
+    header = [f'# Best trial of the recipe search {spec.study_name!r} ({redact_url(spec.storage)}):',
+              f'# trial {best.number}, {spec.metric} = {value} ({spec.direction}), params {json_safe(best.params)}',
+              f'# = {spec.config} with: ' + ', '.join(f'{k}={v!r}' for k, v in options.items())[:2000],
+              f'# Trial work dir: {best.user_attrs.get("work_dir")}', '']
+    with atomic_path(out) as tmp, open(tmp, 'w') as f:
+        f.write('\n'.join(header) + '\n' + cfg.pretty_text)
+    return out
+
+
+def spec_dict(spec: StudySpec) -> Dict[str, Any]:
+    """The spec as json (storage password hidden)."""
+    d = asdict(spec)
+    d['storage'] = redact_url(spec.storage)
+    return json_safe(d)
+
+
+def parse_enqueue(texts: Sequence[str]) -> List[Dict[str, Any]]:
+    """``--enqueue`` json objects (parameter name -> value) as dicts.
+
+    Raises:
+        StudyError: a text that is not a json object.
+    """
+    import json
+    out = []
+    for text in texts or []:
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise StudyError(f'--enqueue {text!r} is not json: {e}') from e
+        if not isinstance(params, dict):
+            raise StudyError(f'--enqueue {text!r} must be a json object of parameter name -> value')
+        out.append(params)
+    return out

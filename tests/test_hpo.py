@@ -1,0 +1,265 @@
+"""Recipe search (tools/hpo.py): two worker processes on one Optuna study in SQLite and in a real PostgreSQL server;
+pruning, failed trials, a killed worker's trial failed and retried, the budget, the best config, the plots."""
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mmengine.config import Config
+from recipe_tools_helpers import REPO_ROOT, shared_smoke_patches, tiny_cfg
+
+from mmdet_custom.hpo.space import SearchSpaceError, check_space, load_space, suggest_options
+from mmdet_custom.hpo.study import StudyError, StudySpec, open_study
+
+# lr is drawn without log scale so that an enqueued lr = -1 reaches the optimizer (SGD refuses it: a failed trial).
+# The mask loss weight multiplies loss_mask (~0.69 at the start) in val/loss: 10 makes a trial's val/loss ~6 higher
+# than any weight-1 trial's, a poor recipe the median pruner stops at its first validation, deterministically (the
+# first trial to finish cannot be pruned: the pruner needs one complete trial, --pruner-startup 1; the poor trial is
+# queued after two good ones and a failing one, so it runs after a good one ended). The good ones may be pruned or
+# not, by timing.
+SPACE = '''
+def space(trial):
+    return {
+        'optim_wrapper.optimizer.lr': trial.suggest_float('lr', 1e-4, 1e-2),
+        'model.roi_head.mask_head.loss_mask.loss_weight': trial.suggest_categorical('mask_loss_weight', [1.0, 10.0]),
+    }
+'''
+GOOD_A, GOOD_B = dict(lr=0.002, mask_loss_weight=1.0), dict(lr=0.004, mask_loss_weight=1.0)
+POOR = dict(lr=0.003, mask_loss_weight=10.0)
+FAILS = dict(lr=-1.0, mask_loss_weight=1.0)
+
+
+@pytest.fixture(scope='module')
+def study_inputs(tmp_path_factory):
+    """The tiny smoke config (2 iterations, a validation after each, no checkpoints) and the space file."""
+    root = tmp_path_factory.mktemp('hpo_inputs')
+    cfg = tiny_cfg(shared_smoke_patches(tmp_path_factory), root / 'unused', scale=(64, 64), max_iters=2,
+                   val_interval=1)
+    cfg.default_hooks.checkpoint = None
+    cfg.pop('work_dir')
+    config = root / 'tiny_smoke.py'
+    cfg.dump(str(config))
+    space = root / 'space.py'
+    space.write_text(SPACE)
+    return config, space
+
+
+def run_tool(config, space, storage, name, work_dir, trials, *extra, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, str(REPO_ROOT / 'tools' / 'hpo.py'), str(config), '--space', str(space), '--trials',
+           str(trials), '--storage', storage, '--study-name', name, '--work-dir', str(work_dir), '--n-workers', '2',
+           '--metric', 'val/loss', '--pruner', 'median', '--pruner-startup', '1', '--seed', '0', *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return json.loads((Path(work_dir) / 'study_summary.json').read_text())
+
+
+def enqueue_args(*param_sets):
+    return [a for p in param_sets for a in ('--enqueue', json.dumps(p))]
+
+
+def check_outputs(summary, work_dir, config):
+    """What every study leaves: trial dirs with config and metrics, one best config, the plots."""
+    work_dir = Path(work_dir)
+    by_number = {t['number']: t for t in summary['trials']}
+    for t in summary['trials']:
+        if t['state'] in ('COMPLETE', 'PRUNED'):
+            folder = Path(t['work_dir'])
+            assert folder.parent == work_dir.resolve()
+            history = json.loads((folder / 'metrics.json').read_text())
+            # one metrics record and one Optuna report per validation, at the iteration it ran
+            assert [h['step'] for h in history] == [int(s) for s in t['intermediate']]
+            assert [h['val/loss'] for h in history] == list(t['intermediate'].values())
+            trial_cfg = Config.fromfile(str(folder / 'config.py'))
+            assert trial_cfg.optim_wrapper.optimizer.lr == t['params']['lr']
+            assert not any(h['type'] == 'OptunaPruningHook' for h in trial_cfg.custom_hooks)
+    complete = [t for t in summary['trials'] if t['state'] == 'COMPLETE']
+    assert all(list(t['intermediate']) == ['1', '2'] for t in complete)  # both validations ran
+    best = min(complete, key=lambda t: t['value'])
+    assert summary['best']['number'] == best['number'] and summary['best']['value'] == best['value']
+    best_cfg = Config.fromfile(str(work_dir / 'best_config.py'))
+    assert best_cfg.optim_wrapper.optimizer.lr == best['params']['lr']
+    assert best_cfg.model.roi_head.mask_head.loss_mask.loss_weight == best['params']['mask_loss_weight'] == 1.0
+    assert 'work_dir' not in best_cfg and not any(h['type'] == 'OptunaPruningHook' for h in best_cfg.custom_hooks)
+    assert Config.fromfile(str(config)).model.roi_head.mask_head.loss_mask.loss_weight == 1.0  # base untouched
+    assert not glob.glob(str(work_dir / '.*tmp*'))  # atomic writers left no temporary file
+    for name in ('history', 'importance', 'parallel_coordinate'):
+        assert (work_dir / 'plots' / f'{name}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', summary['files']
+    assert len({t['pid'] for t in summary['trials'] if t['pid']} - {None}) >= 2  # two worker processes ran trials
+    return by_number
+
+
+# ------------------------------------------------------------------------------------------------------ space
+def test_example_space_fits_the_isaid_configs():
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'))
+    space = load_space(str(REPO_ROOT / 'configs/hpo/space_mask-rcnn_isaid.py'))
+    check_space(space, cfg)
+    params = dict(lr=0.01, weight_decay=1e-4, roi_head_lr_mult=2.0, rpn_pos_iou_thr=0.6)
+    tuned = cfg.copy()
+    tuned.merge_from_dict(suggest_options(space, optuna.trial.FixedTrial(
+        dict(params, anchors='isaid_stride_adjusted', augmentation=True)), cfg))
+    # the anchor fragment replaces the whole generator (_delete_), the pipeline gets the aerial augmentations
+    assert tuned.model.rpn_head.anchor_generator.type == 'PerLevelAnchorGenerator'
+    assert 'scales' not in tuned.model.rpn_head.anchor_generator
+    assert [t['type'] for t in tuned.train_dataloader.dataset.pipeline] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'Albu', 'RandomApply', 'PackDetInputs']
+    assert tuned.optim_wrapper.paramwise_cfg.custom_keys.roi_head.lr_mult == 2.0
+    assert tuned.optim_wrapper.optimizer.lr == 0.01 and tuned.model.train_cfg.rpn.assigner.pos_iou_thr == 0.6
+    plain = suggest_options(space, optuna.trial.FixedTrial(dict(params, anchors='stock', augmentation=False)), cfg)
+    assert 'model.rpn_head.anchor_generator' not in plain and 'train_dataloader.dataset.pipeline' not in plain
+    assert cfg.model.rpn_head.anchor_generator.type == 'AnchorGenerator'  # the base config is not changed
+
+
+def test_space_mistakes_are_refused_before_any_trial(tmp_path, study_inputs):
+    config, _ = study_inputs
+    cfg = Config.fromfile(str(config))
+    typo = tmp_path / 'typo.py'
+    typo.write_text("def space(trial):\n"
+                    "    return {'optim_wrapper.optimizer.lrr': trial.suggest_float('lr', 1e-3, 1e-2)}\n")
+    with pytest.raises(SearchSpaceError, match=r'typo\.py.*optim_wrapper\.optimizer\.lrr.*did you mean'):
+        check_space(load_space(str(typo)), cfg)
+    empty = tmp_path / 'empty.py'
+    empty.write_text('LR = 0.01\n')
+    with pytest.raises(SearchSpaceError, match=r'empty\.py defines no function space'):
+        load_space(str(empty))
+    # the tool refuses them before creating the study
+    tool = __import__('runpy').run_path(str(REPO_ROOT / 'tools' / 'hpo.py'))
+    db = tmp_path / 'refused.db'
+    with pytest.raises(SearchSpaceError, match='lrr'):
+        tool['main']([str(config), '--space', str(typo), '--trials', '2', '--storage', f'sqlite:///{db}',
+                      '--study-name', 's', '--work-dir', str(tmp_path / 'w')])
+    assert not db.exists()
+    with pytest.raises(StudyError, match='not a database URL'):
+        tool['main']([str(config), '--space', str(typo), '--trials', '2', '--storage', 'study.db',
+                      '--study-name', 's', '--work-dir', str(tmp_path / 'w')])
+
+
+# ------------------------------------------------------------------------------------------------------ SQLite
+KILLED_WORKER = textwrap.dedent('''
+    # an Optuna worker as tools/hpo.py's (same storage settings, same space), killed while its trial runs
+    import runpy, sys, time
+    import optuna
+    storage = optuna.storages.RDBStorage(sys.argv[2], heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name=sys.argv[3], direction='minimize')
+    study.enqueue_trial({'lr': 0.003, 'mask_loss_weight': 1.0})
+    space = runpy.run_path(sys.argv[1])['space']
+
+    def objective(trial):
+        space(trial)
+        print('RUNNING', trial.number, flush=True)
+        time.sleep(600)
+
+    study.optimize(objective, n_trials=1)
+''')
+
+
+def test_sqlite_two_workers_prune_fail_and_resume_after_a_killed_worker(study_inputs, tmp_path):
+    config, space = study_inputs
+    work, storage = tmp_path / 'study', f'sqlite:///{tmp_path / "study.db"}'
+    # a worker dies (SIGKILL) while its trial runs: the trial stays RUNNING, its heartbeat stops
+    killed = subprocess.Popen([sys.executable, '-c', KILLED_WORKER, str(space), storage, 'sq'],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout.readline().split() == ['RUNNING', '0'], killed.stderr.read()
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    study = optuna.load_study(study_name='sq', storage=storage)
+    assert [t.state.name for t in study.trials] == ['RUNNING']
+    time.sleep(3)  # > grace period (2 s) since its last heartbeat
+
+    # queue: the killed trial's retry (queued first), a good recipe, one that fails, a poor one (after a trial ended)
+    summary = run_tool(config, space, storage, 'sq', work, 4, '--heartbeat-interval', '1', '--grace-period', '2',
+                       *enqueue_args(GOOD_A, FAILS, POOR))
+    trials = check_outputs(summary, work, config)
+    states = [t['state'] for t in summary['trials']]
+    # budget 4 = the retry + 3 enqueued; the killed trial does not count
+    assert len(states) == 5 and summary['counts']['counted'] == 4
+    assert summary['counts']['died'] == 1 and summary['counts']['running'] == summary['counts']['waiting'] == 0
+    # the killed worker's trial: failed without an error of its own, retried with its parameters
+    assert trials[0]['state'] == 'FAIL' and trials[0]['error'] is None
+    retry = [t for t in summary['trials'] if t['retry_of'] == 0]
+    assert len(retry) == 1 and retry[0]['params'] == trials[0]['params'] == {'lr': 0.003, 'mask_loss_weight': 1.0}
+    assert retry[0]['number'] == 1  # before the new parameter sets
+    # (the median pruner may stop it, as any trial whose val/loss trails the median of the completed ones)
+    assert retry[0]['state'] in ('COMPLETE', 'PRUNED') and retry[0]['intermediate']
+    # the failed trial: recorded FAIL with its error, traceback kept in its work dir
+    failed = [t for t in summary['trials'] if t['error']]
+    assert len(failed) == 1 and failed[0]['params'] == FAILS and 'learning rate' in failed[0]['error']
+    assert 'learning rate' in (Path(failed[0]['work_dir']) / 'error.txt').read_text()
+    # the poor recipe was pruned at its first validation (iteration 1), after a good one had completed
+    poor = [t for t in summary['trials'] if t['params'] == POOR]
+    assert len(poor) == 1 and poor[0]['state'] == 'PRUNED' and list(poor[0]['intermediate']) == ['1']
+    assert states.count('COMPLETE') >= 1
+    # a study is not resumed with another metric
+    with pytest.raises(StudyError, match='metric'):
+        open_study(StudySpec(config=str(config), space=str(space), storage=storage, study_name='sq', n_trials=5,
+                             work_dir=str(work), metric='coco/segm_mAP', direction='minimize'))
+
+
+# ------------------------------------------------------------------------------------------------------ PostgreSQL
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL cluster in a temp folder, serving on a free port of 127.0.0.1 only (trust auth)."""
+    initdb = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'))
+    if not initdb:
+        pytest.skip('PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): install the Debian '
+                    'package postgresql')
+    # SQLAlchemy 2.1's default driver for postgresql:// URLs
+    pytest.importorskip('psycopg', reason='the PostgreSQL driver psycopg 3 (pip psycopg[binary]) is not installed')
+    bindir = os.path.dirname(initdb[-1])
+    root = tempfile.mkdtemp(prefix='mmdet_custom_pg_')
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            user = pwd.getpwnam('postgres')
+        except KeyError:
+            shutil.rmtree(root)
+            pytest.skip('running as root and no postgres user to run the server as')
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ['runuser', '-u', 'postgres', '--']
+    data, port = os.path.join(root, 'data'), _free_port()
+    try:
+        subprocess.run(as_user + [f'{bindir}/initdb', '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8',
+                                  '-N'], check=True, capture_output=True, timeout=120)
+        subprocess.run(as_user + [f'{bindir}/pg_ctl', '-D', data, '-l', os.path.join(root, 'server.log'), '-w',
+                                  '-t', '60', '-o', f'-p {port} -k {root} -c listen_addresses=127.0.0.1 -F',
+                                  'start'], check=True, capture_output=True, timeout=120)
+        yield f'postgresql://postgres@127.0.0.1:{port}/postgres'
+    finally:
+        if os.path.exists(os.path.join(data, 'postmaster.pid')):
+            subprocess.run(as_user + [f'{bindir}/pg_ctl', '-D', data, '-m', 'immediate', '-w', 'stop'],
+                           capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow  # ~20 s on a free 2-core machine, ~45 s under load
+def test_postgresql_two_workers_one_study(study_inputs, postgres_url, tmp_path):
+    config, space = study_inputs
+    summary = run_tool(config, space, postgres_url, 'pg', tmp_path / 'study', 3, *enqueue_args(GOOD_A, GOOD_B, POOR))
+    assert summary['storage'].startswith('postgresql://postgres@127.0.0.1:')
+    assert len(summary['trials']) == 3 and summary['counts']['counted'] == 3
+    # the poor recipe is always pruned; a good one may be too, when it trails the other good one that completed
+    assert [t['state'] for t in summary['trials'] if t['params'] == POOR] == ['PRUNED']
+    assert summary['counts']['complete'] >= 1 and summary['counts']['failed'] == summary['counts']['died'] == 0
+    check_outputs(summary, tmp_path / 'study', config)
+    # the study lives in the server: any worker anywhere can load it
+    study = optuna.load_study(study_name='pg', storage=postgres_url)
+    assert len(study.trials) == 3 and study.best_trial.number == summary['best']['number']
