@@ -36,6 +36,34 @@ def launch(script: str, *args: str, timeout: int = 420) -> subprocess.CompletedP
                           text=True, timeout=timeout)
 
 
+def test_sync_bn_refused_for_timm_backbones():
+    # why: mmengine's conversion (Runner.wrap_model with cfg.sync_bn) turns timm's BatchNorm+activation layers
+    # into plain SyncBatchNorm: the activations are gone and the network computes something else
+    import timm
+    from mmengine.config import Config
+    from mmengine.model import convert_sync_batchnorm
+    from timm.layers import BatchNormAct2d
+
+    from mmdet_custom.apis.distributed import DistributedSetupError, check_sync_bn
+    net = timm.create_model('efficientnet_b0', features_only=True, out_indices=(4,), pretrained=False).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)[-1]
+        n_act = sum(isinstance(m, BatchNormAct2d) for m in net.modules())
+        after = convert_sync_batchnorm(net).eval()(x)[-1]
+    assert n_act > 0 and not any(isinstance(m, BatchNormAct2d) for m in net.modules())
+    assert not torch.allclose(before, after, atol=1e-2)
+
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'))
+    check_sync_bn(cfg)  # no sync_bn: nothing to refuse
+    cfg.sync_bn = 'torch'
+    with pytest.raises(DistributedSetupError, match='TimmCBAMBackbone.*activation'):
+        check_sync_bn(cfg)
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'))
+    cfg.sync_bn = 'torch'
+    check_sync_bn(cfg)  # mmdet's ResNet: plain BatchNorm, converted correctly
+
+
 def test_usage_without_arguments():
     proc = launch('dist_train.sh', timeout=30)
     assert proc.returncode == 2 and 'usage' in proc.stderr

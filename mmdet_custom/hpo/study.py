@@ -114,13 +114,13 @@ def _storage(spec: StudySpec):
     engine_kwargs = {}
     if spec.storage.startswith('sqlite'):  # several processes on one file: wait for the lock instead of failing
         engine_kwargs = dict(connect_args=dict(timeout=60))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry)
     try:
-        return optuna.storages.RDBStorage(
-            spec.storage, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
-            grace_period=spec.grace_period, heartbeat_stale_trial_callback=retry)
+        with warnings.catch_warnings():  # heartbeats and their retry callback are 'experimental' in Optuna 5
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                spec.storage, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
+                grace_period=spec.grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry))
     except ImportError as e:  # optuna's message for a missing driver names no driver
         cause = e.__cause__ or e
         raise StudyError(f'--storage {redact_url(spec.storage)}: the database driver is not installed ({cause}); '
