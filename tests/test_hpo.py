@@ -145,6 +145,46 @@ def test_space_mistakes_are_refused_before_any_trial(tmp_path, study_inputs):
                       '--study-name', 's', '--work-dir', str(tmp_path / 'w')])
 
 
+def test_pruning_hook_reports_each_validation_and_prunes(tmp_path):
+    from types import SimpleNamespace
+
+    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
+    from mmdet_custom.hpo.pruning import MetricNotFoundError, OptunaPruningHook, register_trial, unregister_trial
+    study = optuna.create_study(direction='minimize', pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    done = study.ask()
+    done.report(2.0, 10)
+    done.report(1.0, 20)
+    study.tell(done, 1.0)
+    trial = study.ask()
+    key = register_trial(trial)
+    try:
+        hook = OptunaPruningHook(key, 'val/loss', metrics_file=str(tmp_path / 'metrics.json'))
+        runner = SimpleNamespace(train_loop=IterBasedTrainLoop.__new__(IterBasedTrainLoop), iter=10, epoch=0)
+        hook.after_val_epoch(runner, {'val/loss': 1.5, 'coco/segm_mAP': 0.1})  # better than 2.0 at step 10
+        runner.iter = 20
+        with pytest.raises(optuna.TrialPruned, match='iteration 20: val/loss = 9'):
+            hook.after_val_epoch(runner, {'val/loss': 9.0})  # its best, 1.5, is worse than 1.0 at step 20
+    finally:
+        unregister_trial(key)
+    history = json.loads((tmp_path / 'metrics.json').read_text())
+    assert [(h['step'], h['unit'], h['val/loss']) for h in history] == [(10, 'iter', 1.5), (20, 'iter', 9.0)]
+    assert study.trials[1].intermediate_values == {10: 1.5, 20: 9.0}
+    # an epoch loop reports epochs; a metric the validation does not give is named with the closest ones
+    trial = study.ask()
+    key = register_trial(trial)
+    try:
+        runner = SimpleNamespace(train_loop=EpochBasedTrainLoop.__new__(EpochBasedTrainLoop), iter=500, epoch=3)
+        OptunaPruningHook(key, 'val/loss').after_val_epoch(runner, {'val/loss': 1.0})
+        assert study.trials[2].intermediate_values == {3: 1.0}
+        with pytest.raises(MetricNotFoundError, match='did you mean coco/segm_mAP'):
+            OptunaPruningHook(key, 'coco/segm_mAPP').after_val_epoch(runner, {'coco/segm_mAP': 0.2})
+    finally:
+        unregister_trial(key)
+    with pytest.raises(RuntimeError, match='no Optuna trial'):
+        OptunaPruningHook(key, 'val/loss').after_val_epoch(runner, {'val/loss': 1.0})
+
+
 # ------------------------------------------------------------------------------------------------------ SQLite
 KILLED_WORKER = textwrap.dedent('''
     # an Optuna worker as tools/hpo.py's (same storage settings, same space), killed while its trial runs

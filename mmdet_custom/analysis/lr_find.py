@@ -205,6 +205,9 @@ def lr_range_test(config: Union[str, Any],
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None
     cfg.param_scheduler = [dict(type='ExponentialLR', gamma=gamma, by_epoch=False, begin=0, end=iters)]
+    if 'optimizer' not in cfg.get('optim_wrapper', {}):
+        raise LRFindError('the LR range test needs one optimizer (optim_wrapper.optimizer); this config has '
+                          f'{sorted(cfg.get("optim_wrapper", {}))}')
     cfg.optim_wrapper.optimizer.lr = start
     cfg.resume = False
     if cfg.get('auto_scale_lr'):  # the range is the lr actually used, for the batch size actually run

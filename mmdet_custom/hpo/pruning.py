@@ -1,5 +1,6 @@
 """The mmengine hook through which a training run reports its validation metric to its Optuna trial, and stops
 when Optuna's pruner says so."""
+import difflib
 import math
 from typing import Any, Dict, List, Optional
 
@@ -81,9 +82,11 @@ class OptunaPruningHook(Hook):
         record = active_trial(self.trial_key)
         metrics = metrics or {}
         if self.metric not in metrics:
-            keys = ', '.join(sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))[:20])
-            raise MetricNotFoundError(f'--metric {self.metric}: the validation gave no such metric (it gave: '
-                                      f'{keys or "nothing"}); for val/loss add the ValLossHook')
+            keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and 'precision' not in k)
+            close = difflib.get_close_matches(self.metric, keys, n=3, cutoff=0.6)
+            hint = f'did you mean {" or ".join(close)}? ' if close else ''
+            raise MetricNotFoundError(f'--metric {self.metric}: the validation gave no such metric; {hint}it gave '
+                                      f'{", ".join(keys[:12]) or "nothing"}{" ..." if len(keys) > 12 else ""}')
         by_epoch = not isinstance(runner.train_loop, IterBasedTrainLoop)  # (an iteration loop has max_epochs too)
         step = int(runner.epoch if by_epoch else runner.iter)
         value = float(metrics[self.metric])
