@@ -66,7 +66,18 @@ def rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith('VmRSS')) / 1024
 
 
+def reset_peak() -> None:
+    """Restart the kernel's peak-RSS counter of this process (``VmHWM``; Linux ``clear_refs`` 5), so that the peak
+    read after a run is the run's, not that of loading the model or libraries before it."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+
+
 def peak_mb(who=resource.RUSAGE_SELF) -> float:
+    """Peak RSS in MB: this process's ``VmHWM`` since :func:`reset_peak`, or the children's lifetime peak."""
+    if who == resource.RUSAGE_SELF:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) for line in f if line.startswith('VmHWM')) / 1024
     return resource.getrusage(who).ru_maxrss / 1024
 
 
@@ -257,6 +268,7 @@ def oracle_worker(args) -> dict:
         from sahi.slicing import slice_image
         slice_image(image=warmup_path(args.scene), slice_height=args.window, slice_width=args.window,
                     auto_slice_resolution=False)
+        reset_peak()
         baseline = rss_mb()
         start = time.perf_counter()
         sliced = slice_image(image=args.scene, slice_height=args.window, slice_width=args.window,
@@ -287,6 +299,7 @@ def oracle_worker(args) -> dict:
         inferencer = SceneInferencer(OracleDetector(instances, windows, ISAID_CLASSES), batch_size=args.batch_size,
                                      num_workers=args.num_workers, progress=False, score_thr=0.0)
         inferencer(warmup_path(args.scene)).reader.close()
+        reset_peak()
         baseline = rss_mb()
         start = time.perf_counter()
         result = inferencer(args.scene)
@@ -307,14 +320,15 @@ def merge_quality(args, png, tif, instances) -> list:
     from mmdet_custom.apis.scene import evaluate_scenes, scene_gt_coco
     from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
     size = args.size
-    gt = scene_gt_coco([(1, 'mosaic.png', instances_to_detections(instances, size))], ISAID_CLASSES)
+    gt = None if args.no_eval else scene_gt_coco([(1, 'mosaic.png', instances_to_detections(instances, size))],
+                                                 ISAID_CLASSES)
     path = osp.join(args.work_dir, f'instances{size}.pkl')
     save_instances(instances, path)
     rows = []
     for method, scene in (('sahi-oracle', png), ('ours-oracle', tif)):
         row = run_worker(args, method, scene, '', '', 1, size, extra=['--instances', path], duplicates=False,
                          num_workers=0)
-        if 'error' not in row:
+        if 'error' not in row and not args.no_eval:
             with open(row.pop('results_out')) as f:
                 results = json.load(f)
             row.update(match_counts(gt, results))
@@ -347,6 +361,7 @@ def worker(args) -> dict:
                 verbose=0, batch_size=args.batch_size)
 
         predict(warmup_path(args.scene))
+        reset_peak()
         baseline = rss_mb()
         start = time.perf_counter()
         result = predict(args.scene)
@@ -370,6 +385,7 @@ def worker(args) -> dict:
                                              score_thr=args.score_thr, window=args.window, overlap=args.overlap,
                                              progress=False)
     inferencer(warmup_path(args.scene)).reader.close()
+    reset_peak()
     baseline = rss_mb()
     start = time.perf_counter()
     result = inferencer(args.scene)
@@ -381,6 +397,7 @@ def worker(args) -> dict:
                 f'worker(s))', seconds=elapsed,
                 windows=result.num_windows,
                 detections=result.merge.after, postprocess_s=result.timings['merge'], baseline_mb=baseline,
+                num_workers=args.num_workers,
                 peak_mb=peak_mb(), workers_peak_mb=peak_mb(resource.RUSAGE_CHILDREN))
 
 
@@ -483,6 +500,8 @@ def main(argv=None):
                         help='mosaic side of the model runs in pixels (default: 3000: 25 windows, CPU-sized)')
     parser.add_argument('--repeats', type=int, default=2, help='rounds of model runs; the fastest is kept')
     parser.add_argument('--skip-quality', action='store_true', help='only the model runs')
+    parser.add_argument('--no-eval', action='store_true',
+                        help='merge-quality part: speed and memory only (no matching against the ground truth)')
     parser.add_argument('--window', type=int, default=800)
     parser.add_argument('--overlap', type=int, default=200)
     parser.add_argument('--batch-size', type=int, default=2)
@@ -532,6 +551,7 @@ def main(argv=None):
             if 'error' in q:
                 print(f"| {q['method']} | failed: {q['error']} |" + ' |' * 9)
                 continue
+            q = dict(dict.fromkeys(('exactly_once', 'duplicates', 'lost', 'segm_mAP', 'bbox_mAP'), float('nan')), **q)
             print(f"| {q['method']} | {q['windows'] / q['seconds']:.2f} | {q['merge_s']:.2f} | {q['before']} -> "
                   f"{q['after']} | {q['exactly_once']} / {len(instances)} | {q['duplicates']} | {q['lost']} | "
                   f"{q['segm_mAP']:.3f} | {q['bbox_mAP']:.3f} | {q['peak_mb']:.0f} | "
@@ -575,8 +595,9 @@ def model_runs(args) -> list:
         if 'error' in row:
             print(f"| {row['method']} | failed: {row['error']} | | | | | |")
             continue
+        workers = f"({row['workers_peak_mb']:.0f})" if row.get('num_workers') else ''
         print(f"| {row['method']} | {row['windows'] / row['seconds']:.3f} | {row['seconds']:.1f} | "
-              f"{row['detections']} | {row['duplicate_pairs']} | {row['peak_mb']:.0f} ({row['workers_peak_mb']:.0f}) "
+              f"{row['detections']} | {row['duplicate_pairs']} | {row['peak_mb']:.0f} {workers} "
               f"| {row['peak_mb'] - row['baseline_mb']:.0f} |")
     return rows
 

@@ -56,6 +56,9 @@ class WindowDataset(torch.utils.data.Dataset):
         return len(self.windows)
 
     def __getitem__(self, i: int) -> Tuple[int, dict]:
+        if torch.utils.data.get_worker_info() is not None:  # a reading worker: the main process trims its own heap
+            from .inferencer import release_free_memory
+            release_free_memory()
         image = self.reader.read(self.windows[i])
         return i, self.pipeline(dict(img=image, img_id=int(i), img_path=None))
 

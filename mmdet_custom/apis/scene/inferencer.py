@@ -14,6 +14,30 @@ from .merge import MergeStats, SceneDetections, SceneDetectionsBuilder, check_ma
 from .reader import SceneReader, SceneSettingError, ValueRange, scene_windows
 
 
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        import ctypes
+        return ctypes.CDLL('libc.so.6').malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op elsewhere).
+
+    After the first large buffer is freed, glibc raises its mmap threshold, so later window-sized buffers (a window,
+    its tensor, its dense masks) come from the heap, and a free heap page only goes back to the system at the heap's
+    top: over hundreds of windows the RSS creeps up by hundreds of MB without any leak (measured: +184 MB on a
+    12000 x 12000 scene, +42 MB with the trim after each batch).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 @dataclass
 class SceneResult:
     """Merged detections of one scene and what it took.
@@ -138,20 +162,26 @@ class SceneInferencer:
         bar = tqdm(total=len(windows), unit='window', desc=osp.basename(reader.path), disable=not self.progress,
                    dynamic_ncols=True)
         try:
-            with torch.no_grad():
-                for indices, batch in loader:
-                    outputs = self.model.test_step(batch)
-                    for i, sample in zip(indices, outputs):
-                        pred = sample.pred_instances
-                        masks = pred.masks if 'masks' in pred else None
-                        if masks is not None:
-                            masks = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-                        builder.add(i, pred.bboxes.cpu().numpy(), pred.scores.cpu().numpy(),
-                                    pred.labels.cpu().numpy(), masks)
-                    bar.update(len(indices))
+            for indices, batch in loader:
+                self._predict_batch(builder, indices, batch)
+                del batch
+                release_free_memory()
+                bar.update(len(indices))
         finally:
             bar.close()
         return builder.build()
+
+    def _predict_batch(self, builder: SceneDetectionsBuilder, indices: Sequence[int], batch: dict) -> None:
+        """One ``test_step``; its dense (N, H, W) window masks are released on return, before the next batch runs
+        (holding them across the next forward would add a batch of dense masks to the peak memory)."""
+        with torch.no_grad():
+            outputs = self.model.test_step(batch)
+        for i, sample in zip(indices, outputs):
+            pred = sample.pred_instances
+            masks = pred.masks if 'masks' in pred else None
+            if masks is not None:
+                masks = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+            builder.add(i, pred.bboxes.cpu().numpy(), pred.scores.cpu().numpy(), pred.labels.cpu().numpy(), masks)
 
     def __call__(self, path: str, bands: Optional[Sequence[int]] = None,
                  value_range: ValueRange = None) -> SceneResult:
