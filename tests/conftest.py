@@ -1,12 +1,25 @@
-"""Shared fixtures: real data lives in ../shared/data (never in the repo); tests that need it skip without it."""
+"""Shared fixtures: real data lives in ../shared/data (never in the repo); tests that need it skip without it.
+
+Expensive steps shared by several modules run once per session into ``tmp_path_factory``: the iSAID conversions of
+the shared samples (:func:`isaid_converted`, :func:`isaid_exact`, :func:`isaid_256`), the DSB2018 cells conversion
+(:func:`cells_converted`) and the generated smoke dataset (:func:`smoke_raw`). Their outputs are read-only for tests:
+a test that writes into one copies it first (``shutil.copytree``).
+
+Markers (registered in pytest.ini, ``--strict-markers``): ``needs_data`` is put on every test that uses one of the
+data fixtures below (directly or through another fixture); ``slow`` marks tests that take over ~10 s on an idle CPU.
+``-m 'not slow'`` gives the quick loop, ``-m 'not needs_data'`` what runs without ../shared/data.
+"""
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get('MMDET_CUSTOM_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data'))
+# fixtures that read ../shared/data: a test depending on one of them (at any depth) gets the needs_data marker
+DATA_FIXTURES = frozenset({'isaid_raw_dir', 'isaid_reference_dir', 'cells_dir', 'tiny_coco_dir'})
 
 
 def _require(sub: str) -> Path:
@@ -16,10 +29,35 @@ def _require(sub: str) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if DATA_FIXTURES.intersection(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.needs_data)
+
+
+class Converted(NamedTuple):
+    """A conversion done once per session: its output folder (read-only for tests) and the converter's summary."""
+    root: Path
+    summary: dict
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Raw data in ../shared/data
+# ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='session')
 def isaid_raw_dir() -> Path:
-    """Official iSAID devkit layout: <split>/images/Pxxxx.png + _instance_{color,id}_RGB.png."""
+    """Official iSAID devkit layout: <split>/images/Pxxxx.png + _instance_{color,id}_RGB.png.
+
+    Samples: train P0005 (W x H = 884 x 977), val P0003 (1147 x 1023, holds a storage tank), test P0006
+    (1054 x 1529, image only)."""
     return _require('isaid_devkit')
+
+
+@pytest.fixture(scope='session')
+def isaid_reference_dir() -> Path:
+    """The devkit's own output on the shared samples: ``instancesonly_filtered_{train,val}.json`` (written by
+    CAPTAIN-WHU/iSAID_Devkit ``preprocess/split.py`` then ``preprocess/preprocess.py``)."""
+    return _require('isaid_devkit_reference')
 
 
 @pytest.fixture(scope='session')
@@ -32,6 +70,57 @@ def cells_dir() -> Path:
 def tiny_coco_dir() -> Path:
     """16 COCO train2017 images and their instances json."""
     return _require('tiny_coco')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Conversions shared by several modules (once per session, read-only)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope='session')
+def isaid_converted(isaid_raw_dir, tmp_path_factory) -> Converted:
+    """The default (devkit: 800 px windows, 200 px overlap, polygon masks) conversion of every split found."""
+    from mmdet_custom.converters.isaid import convert_isaid
+    out = tmp_path_factory.mktemp('isaid_default')
+    return Converted(out, convert_isaid(isaid_raw_dir, out, show_progress=False))
+
+
+@pytest.fixture(scope='session')
+def isaid_exact(isaid_raw_dir, tmp_path_factory) -> Converted:
+    """train + val at the default windows with exact masks and no area filter: every instance visible in a window,
+    rasterising back to its pixels."""
+    from mmdet_custom.converters.isaid import convert_isaid
+    out = tmp_path_factory.mktemp('isaid_exact')
+    return Converted(out, convert_isaid(isaid_raw_dir, out, splits=('train', 'val'), masks='exact', area_threshold=0,
+                                        show_progress=False))
+
+
+@pytest.fixture(scope='session')
+def isaid_256(isaid_raw_dir, tmp_path_factory) -> Converted:
+    """train + val cut into 256 px patches without overlap (a patch holds a few objects; an iteration on it takes
+    seconds on a CPU)."""
+    from mmdet_custom.converters.isaid import convert_isaid
+    out = tmp_path_factory.mktemp('isaid_256')
+    return Converted(out, convert_isaid(isaid_raw_dir, out, splits=('train', 'val'), patch_size=256, overlap=0,
+                                        show_progress=False))
+
+
+@pytest.fixture(scope='session')
+def cells_converted(cells_dir, tmp_path_factory) -> Converted:
+    """The six DSB2018 images converted with ``val_fraction=0.2, seed=0``: 5 train, 1 val, 171 instances."""
+    from mmdet_custom.converters.cells import convert_cells
+    out = tmp_path_factory.mktemp('cells')
+    return Converted(out, convert_cells(cells_dir, out, val_fraction=0.2, seed=0))
+
+
+SMOKE_SPLITS = {'train': 2, 'val': 1}
+
+
+@pytest.fixture(scope='session')
+def smoke_raw(tmp_path_factory) -> Converted:
+    """The generated smoke dataset (``mmdet_custom/converters/smoke.py``) in the iSAID raw layout: 2 train and 1 val
+    images of 192 px, seed 3; the summary counts the instances per split and class."""
+    from mmdet_custom.converters.smoke import generate_smoke_dataset
+    out = tmp_path_factory.mktemp('smoke_raw')
+    return Converted(out, generate_smoke_dataset(str(out), SMOKE_SPLITS, size=192, seed=3))
 
 
 @pytest.fixture(scope='module')

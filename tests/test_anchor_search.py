@@ -340,7 +340,7 @@ def test_load_gt_boxes_on_converted_isaid_patches(isaid_raw_dir, tmp_path):
     from mmengine import Config
 
     from mmdet_custom.anchor_search import load_gt_boxes
-    convert_isaid = pytest.importorskip('mmdet_custom.converters.isaid').convert_isaid
+    from mmdet_custom.converters.isaid import convert_isaid
     convert_isaid(isaid_raw_dir, tmp_path, splits=['train'], patch_size=400, overlap=0, max_boxes=None,
                   max_empty_fraction=None, show_progress=False)
     coco = json.loads((tmp_path / 'annotations' / 'instances_train.json').read_text())

@@ -417,7 +417,8 @@ def test_study_rows_differ_only_in_their_parts():
         assert {k for k in diff if not k.startswith('model.backbone.')} == {'model.neck.in_channels'}
 
 
-def test_r101_attention_cells_config_trains_two_iterations(cells_dir, tmp_path):
+@pytest.mark.slow
+def test_r101_attention_cells_config_trains_two_iterations(cells_converted, tmp_path):
     """The R101 + attention cells config, unchanged but for CPU-sized work, trains 2 iterations on the converted
     DSB2018 images: finite losses logged, and the zero-initialised fusion scale has moved (the new branches
     learn)."""
@@ -425,10 +426,8 @@ def test_r101_attention_cells_config_trains_two_iterations(cells_dir, tmp_path):
 
     from mmdet_custom.analysis.model_stats import disable_pretrained
     from mmdet_custom.apis import train
-    from mmdet_custom.converters.cells import convert_cells
 
-    data = tmp_path / 'cells'
-    convert_cells(cells_dir, data, val_fraction=0.2, seed=0)
+    data = cells_converted.root  # DSB2018, val_fraction=0.2, seed=0 (read only: training writes to work_dir)
     cfg = _load(FAMILY / CELLS_CONFIGS[1])
     cfg = cpu_run_cfg(cfg, tmp_path / 'work')
     # cpu_run_cfg swaps in ResNet-18: keep the config's ResNet-101 (random init, nothing downloaded)

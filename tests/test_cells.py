@@ -13,6 +13,9 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 import tifffile
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.structures import InstanceData
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -45,11 +48,11 @@ def _write_folder(root, name, image, labels):
 # ----------------------------------------------------------------------------------------------------------------
 # Real DSB2018 images
 # ----------------------------------------------------------------------------------------------------------------
-def test_dsb_instances_masks_and_images_match_source(cells_dir, tmp_path):
-    stats = convert_cells(cells_dir, tmp_path, val_fraction=0.2, seed=0)
+def test_dsb_instances_masks_and_images_match_source(cells_dir, cells_converted):
+    out, stats = cells_converted  # convert_cells(cells_dir, out, val_fraction=0.2, seed=0)
     assert stats == dict(images=6, train_images=5, val_images=1, instances=171, dropped_border=0,
                          images_without_labels=0)
-    train, val = _load(tmp_path, 'train'), _load(tmp_path, 'val')
+    train, val = _load(out, 'train'), _load(out, 'val')
     assert train['categories'] == val['categories'] == [dict(id=k, name=f'class{k}') for k in range(1, 5)]
     images = train['images'] + val['images']
     anns = train['annotations'] + val['annotations']
@@ -60,7 +63,7 @@ def test_dsb_instances_masks_and_images_match_source(cells_dir, tmp_path):
         cell_id = osp.splitext(img['file_name'])[0]
         label = tifffile.imread(cells_dir / 'train' / cell_id / 'class1.tif')
         source = tifffile.imread(cells_dir / 'train' / cell_id / 'image.tif')  # uint8 RGB: copied unchanged
-        png = np.asarray(Image.open(tmp_path / 'images' / img['file_name']))
+        png = np.asarray(Image.open(out / 'images' / img['file_name']))
         assert png.dtype == np.uint8 and np.array_equal(png, source)
         assert (img['height'], img['width']) == label.shape
 
@@ -268,7 +271,6 @@ def _constructed_predictions():
 
 
 def test_predictions_to_coco_results_loads_and_masks_round_trip(tmp_path):
-    torch = pytest.importorskip('torch')
     masks, bboxes, scores, labels = _constructed_predictions()
     h, w = masks.shape[1:]
     samples = [
@@ -313,11 +315,8 @@ def test_predictions_to_coco_results_loads_and_masks_round_trip(tmp_path):
 
 
 def test_predictions_to_coco_results_takes_det_data_samples():
-    torch = pytest.importorskip('torch')
-    structures = pytest.importorskip('mmdet.structures')
-    from mmengine.structures import InstanceData
     masks, bboxes, scores, labels = _constructed_predictions()
-    sample = structures.DetDataSample(metainfo=dict(img_id=5, img_path='x/img.png', ori_shape=masks.shape[1:]))
+    sample = DetDataSample(metainfo=dict(img_id=5, img_path='x/img.png', ori_shape=masks.shape[1:]))
     sample.pred_instances = InstanceData(masks=torch.from_numpy(masks), bboxes=torch.from_numpy(bboxes),
                                          scores=torch.from_numpy(scores), labels=torch.from_numpy(labels))
     results = predictions_to_coco_results([sample], [10, 20, 30, 40])
@@ -334,13 +333,12 @@ CELLS_CONFIG = osp.join(REPO_ROOT, 'configs', 'cells', 'mask-rcnn_r50_fpn_1x_cel
 
 
 
-def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, tmp_path):
-    pytest.importorskip('mmcv.ops')
+@pytest.mark.slow
+def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, cells_converted, tmp_path):
     from mmengine.config import Config
 
     from mmdet_custom.apis import test, train
-    data = tmp_path / 'cells'
-    convert_cells(cells_dir, data, val_fraction=0.2, seed=0)
+    data = shutil.copytree(cells_converted.root, tmp_path / 'cells')  # a copy: the test set is added below
     # a 2-image test set in the assignment's layout: image files + file name -> id mapping
     test_src = tmp_path / 'test_release'
     test_src.mkdir()

@@ -18,11 +18,8 @@ def main():
 
 
 @pytest.fixture(scope='module')
-def devkit_val(isaid_raw_dir):
-    path = isaid_raw_dir.parent / 'isaid_devkit_reference' / 'instancesonly_filtered_val.json'
-    if not path.exists():
-        pytest.skip(f'devkit reference json not found at {path}')
-    return path
+def devkit_val(isaid_reference_dir):
+    return isaid_reference_dir / 'instancesonly_filtered_val.json'
 
 
 def _results(gt: dict, drop_every: int = 0) -> list:

@@ -113,25 +113,8 @@ def test_sliding_windows_edge_cases():
 # ----------------------------------------------------------------------------------------------------------------
 # The real devkit samples at the default 800 / 200
 # ----------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def converted(isaid_raw_dir, tmp_path_factory):
-    """The default (devkit) conversion of every split found."""
-    out_dir = tmp_path_factory.mktemp('isaid_800')
-    summary = convert_isaid(isaid_raw_dir, out_dir, show_progress=False)
-    return out_dir, summary
-
-
-@pytest.fixture(scope='module')
-def converted_exact(isaid_raw_dir, tmp_path_factory):
-    """Exact masks and no area filter: every instance visible in a window, rasterising back to its pixels."""
-    out_dir = tmp_path_factory.mktemp('isaid_800_exact')
-    summary = convert_isaid(isaid_raw_dir, out_dir, splits=('train', 'val'), masks='exact', area_threshold=0,
-                            show_progress=False)
-    return out_dir, summary
-
-
-def test_patch_files_and_images(converted, isaid_raw_dir):
-    out_dir, summary = converted
+def test_patch_files_and_images(isaid_converted, isaid_raw_dir):
+    out_dir, summary = isaid_converted
     for split, stem, windows in (('train', 'P0005', P0005_WINDOWS), ('val', 'P0003', P0003_WINDOWS),
                                  ('test', 'P0006', P0006_WINDOWS)):
         names = ['{}_{}_{}_{}_{}.png'.format(stem, *w) for w in windows]
@@ -157,9 +140,9 @@ def test_patch_files_and_images(converted, isaid_raw_dir):
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])
-def test_instances_match_source_masks(converted_exact, isaid_raw_dir, split):
+def test_instances_match_source_masks(isaid_exact, isaid_raw_dir, split):
     """``--masks exact``: every instance visible in a window, rasterising back to exactly its pixels."""
-    out_dir, summary = converted_exact
+    out_dir, summary = isaid_exact
     _, ids, names = _source(isaid_raw_dir, split)
     coco = _load(out_dir, split)
     expected_per_class = dict.fromkeys(ISAID_CLASSES, 0)
@@ -201,8 +184,8 @@ def test_instances_match_source_masks(converted_exact, isaid_raw_dir, split):
     assert json_counts == expected_per_class
 
 
-def test_val_holds_storage_tank(converted):
-    _, summary = converted
+def test_val_holds_storage_tank(isaid_converted):
+    _, summary = isaid_converted
     # the storage tank of P0003 (403 px near rows 223..800, columns 347..800) lies in all four overlapping windows
     assert summary['val']['instances_per_class']['storage_tank'] >= 1
     assert summary['train']['instances_per_class']['storage_tank'] == 0

@@ -12,14 +12,6 @@ from mmdet_custom.evaluation.functional import CategoryMismatchError
 from mmdet_custom.utils.errors import UserError
 
 
-@pytest.fixture(scope='module')
-def val_patches(isaid_raw_dir, tmp_path_factory):
-    from mmdet_custom.converters.isaid import convert_isaid
-    out = tmp_path_factory.mktemp('isaid_val')
-    convert_isaid(str(isaid_raw_dir), str(out), splits=('val', ), show_progress=False)
-    return out
-
-
 def _label_counts(dataset):
     counts = collections.Counter()
     for i in range(len(dataset)):
@@ -28,8 +20,8 @@ def _label_counts(dataset):
     return counts
 
 
-def test_storage_tanks_survive(val_patches):
-    kwargs = dict(data_root=str(val_patches), ann_file='annotations/instances_val.json',
+def test_storage_tanks_survive(isaid_converted):
+    kwargs = dict(data_root=str(isaid_converted.root), ann_file='annotations/instances_val.json',
                   data_prefix=dict(img='val/images/'), test_mode=True, pipeline=[])
     ours = _label_counts(ISAIDInstanceDataset(**kwargs))
     # P0003's one storage tank lies in the overlap of all four 800x800 windows: 4 instances
@@ -50,23 +42,15 @@ def test_class_names_and_order():
 # ------------------------------------------------------------------------------------------------------------------
 # Categories by name (issue 9) and training on nothing (issue 10, defect 2)
 # ------------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def reference_dir(isaid_raw_dir):
-    path = isaid_raw_dir.parent / 'isaid_devkit_reference'
-    if not path.exists():
-        pytest.skip(f'devkit reference jsons not found at {path}')
-    return path
-
-
 def _dataset(cls, ann_file, test_mode=True, **kwargs):
     return cls(ann_file=str(ann_file), data_prefix=dict(img=''), test_mode=test_mode, pipeline=[], **kwargs)
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])
-def test_devkit_jsons_are_labelled_by_name(reference_dir, split):
+def test_devkit_jsons_are_labelled_by_name(isaid_reference_dir, split):
     """The devkit lists only the classes present, in order of first appearance, with iSAID's fixed ids (val:
     Large_Vehicle 8, Small_Vehicle 9, storage_tank 2): each instance's label must still name its category."""
-    path = reference_dir / f'instancesonly_filtered_{split}.json'
+    path = isaid_reference_dir / f'instancesonly_filtered_{split}.json'
     ann = json.loads(path.read_text())
     names_by_image = collections.defaultdict(list)
     for a in ann['annotations']:

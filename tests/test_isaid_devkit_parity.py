@@ -22,19 +22,15 @@ MIN_IOU = 0.99  # issue 9: per-instance mask IoU, ours vs the devkit's, both ras
 
 
 @pytest.fixture(scope='module')
-def reference(isaid_raw_dir):
-    folder = Path(isaid_raw_dir).parent / 'isaid_devkit_reference'
-    if not folder.is_dir():
-        pytest.skip(f'devkit reference output not found at {folder}')
-    return {split: json.loads((folder / f'instancesonly_filtered_{split}.json').read_text())
+def reference(isaid_reference_dir):
+    return {split: json.loads((isaid_reference_dir / f'instancesonly_filtered_{split}.json').read_text())
             for split in ('train', 'val')}
 
 
 @pytest.fixture(scope='module')
-def devkit_default(isaid_raw_dir, tmp_path_factory):
-    """The default conversion of the shared samples (every split found), done once for the module."""
-    out = tmp_path_factory.mktemp('isaid_default')
-    summary = convert_isaid(isaid_raw_dir, out, show_progress=False)
+def devkit_default(isaid_converted):
+    """The session's default conversion of the shared samples (every split found) and its train / val jsons."""
+    out, summary = isaid_converted
     coco = {split: json.loads((out / 'annotations' / f'instances_{split}.json').read_text())
             for split in ('train', 'val')}
     return out, summary, coco

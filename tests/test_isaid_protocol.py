@@ -156,22 +156,14 @@ def gt_coco(gt: dict) -> COCO:
 # ------------------------------------------------------------------------------------------------------------------
 # The devkit's own jsons (../shared/data/isaid_devkit_reference), given back as predictions
 # ------------------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def reference_dir(isaid_raw_dir):
-    path = isaid_raw_dir.parent / 'isaid_devkit_reference'
-    if not path.exists():
-        pytest.skip(f'real data not found at {path} (set MMDET_CUSTOM_SHARED_DATA or place ../shared/data)')
-    return path
-
-
 def _gt_as_predictions(gt: dict) -> list:
     return [dict(image_id=a['image_id'], category_id=a['category_id'], score=1.0, bbox=a['bbox'],
                  segmentation=a['segmentation']) for a in gt['annotations']]
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])
-def test_devkit_json_given_back_scores_ap_1(reference_dir, split):
-    path = reference_dir / f'instancesonly_filtered_{split}.json'
+def test_devkit_json_given_back_scores_ap_1(isaid_reference_dir, split):
+    path = isaid_reference_dir / f'instancesonly_filtered_{split}.json'
     gt = json.loads(path.read_text())
     metrics = evaluate_coco_results(str(path), _gt_as_predictions(gt), classes=ISAID_CLASSES, classwise=True)
     for iou_type in ('segm', 'bbox'):
@@ -183,11 +175,11 @@ def test_devkit_json_given_back_scores_ap_1(reference_dir, split):
         assert all(metrics[f'{iou_type}_{name}_precision'] == 1.0 for name in present)
 
 
-def test_annotation_id_0_is_renumbered_so_perfect_predictions_score_1(reference_dir, tmp_path):
+def test_annotation_id_0_is_renumbered_so_perfect_predictions_score_1(isaid_reference_dir, tmp_path):
     """The devkit numbers annotations from 0. pycocotools' matching stores the matched ground-truth id per detection
     and reads 0 as "unmatched": the detection of annotation 0 becomes a false positive and that object is never
     recalled. Evaluated as loaded, perfect predictions score below 1; renumbered (load_coco_gt) exactly 1."""
-    gt = json.loads((reference_dir / 'instancesonly_filtered_val.json').read_text())
+    gt = json.loads((isaid_reference_dir / 'instancesonly_filtered_val.json').read_text())
     for i, ann in enumerate(gt['annotations']):
         ann['id'] = i  # as the full devkit json: ids from 0
     path = tmp_path / 'ids_from_0.json'
@@ -213,10 +205,10 @@ def test_annotation_id_0_is_renumbered_so_perfect_predictions_score_1(reference_
     assert json.loads(path.read_text())['annotations'][0]['id'] == 0  # the file is not touched
 
 
-def test_categories_by_name_whatever_the_ids(reference_dir):
+def test_categories_by_name_whatever_the_ids(isaid_reference_dir):
     """Predictions of 'Large_Vehicle' score against the json's 'Large_Vehicle' whatever ids the json uses; with
     classes, a json name that is none of them is an error naming the file."""
-    path = reference_dir / 'instancesonly_filtered_val.json'
+    path = isaid_reference_dir / 'instancesonly_filtered_val.json'
     gt = json.loads(path.read_text())
     reports = evaluate_coco_reports(str(path), _gt_as_predictions(gt), ('bbox', ), classes=ISAID_CLASSES)
     # per-class rows follow the classes' order (storage_tank first), not the json's (Large_Vehicle first)

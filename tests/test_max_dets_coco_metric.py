@@ -66,11 +66,8 @@ def test_no_prediction_at_all_gives_zero_ap_instead_of_no_metric(tmp_path):
 # Protocols and categories by name, on the iSAID devkit's own val json
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def devkit_val(isaid_raw_dir):
-    path = isaid_raw_dir.parent / 'isaid_devkit_reference' / 'instancesonly_filtered_val.json'
-    if not path.exists():
-        pytest.skip(f'devkit reference json not found at {path}')
-    return path
+def devkit_val(isaid_reference_dir):
+    return isaid_reference_dir / 'instancesonly_filtered_val.json'
 
 
 def _gt_as_predictions(dataset):

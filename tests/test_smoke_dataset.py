@@ -7,16 +7,16 @@ from mmdet_custom.converters.smoke import generate_smoke_dataset
 from mmdet_custom.datasets import ISAID_CLASSES
 
 
-def test_deterministic_and_read_back_by_the_converter(tmp_path):
+def test_deterministic_and_read_back_by_the_converter(smoke_raw, tmp_path):
     splits = {'train': 2, 'val': 1}
-    summary = generate_smoke_dataset(str(tmp_path / 'a'), splits, size=192, seed=3)
+    raw, summary = smoke_raw  # generate_smoke_dataset(raw, splits, size=192, seed=3), once per session
     generate_smoke_dataset(str(tmp_path / 'b'), splits, size=192, seed=3)
     for split in splits:
-        cmp = filecmp.dircmp(tmp_path / 'a' / split / 'images', tmp_path / 'b' / split / 'images')
+        cmp = filecmp.dircmp(raw / split / 'images', tmp_path / 'b' / split / 'images')
         assert len(cmp.common_files) == 3 * splits[split] and not cmp.diff_files  # same seed, same bytes
 
     # one window covering each whole image: every generated instance comes back once, with its class
-    convert_isaid(str(tmp_path / 'a'), str(tmp_path / 'out'), splits=('train', 'val'), patch_size=192, overlap=0,
+    convert_isaid(str(raw), str(tmp_path / 'out'), splits=('train', 'val'), patch_size=192, overlap=0,
                   max_empty_fraction=1.0, show_progress=False)
     for split in splits:
         coco = json.loads((tmp_path / 'out' / 'annotations' / f'instances_{split}.json').read_text())

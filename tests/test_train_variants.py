@@ -1,7 +1,8 @@
 """One CBAM variant and the full model each train 2 iterations on real iSAID patches (from ../shared/data).
 
-The raw devkit sample is converted once per module (256 px patches, so that a patch holds a few objects and an
-iteration takes seconds on a CPU); every run uses random init, batch 1, a 256 px input and no validation.
+The raw devkit samples are converted once per session (conftest's ``isaid_256``: 256 px patches, so that a patch
+holds a few objects and an iteration takes seconds on a CPU); every run uses random init, batch 1, a 256 px input
+and no validation.
 """
 import math
 from pathlib import Path
@@ -16,16 +17,7 @@ VARIANTS = [
 IMAGE_SCALE = (256, 256)
 
 
-pytestmark = pytest.mark.usefixtures('one_torch_thread')
-
-
-@pytest.fixture(scope='module')
-def isaid_patches(isaid_raw_dir, tmp_path_factory):
-    from mmdet_custom.converters.isaid import convert_isaid
-    out = tmp_path_factory.mktemp('isaid_patches')
-    summary = convert_isaid(isaid_raw_dir, out, splits=('train', ), patch_size=256, overlap=0, show_progress=False)
-    assert summary['train']['patches'] > 0 and summary['train']['instances'] > 0
-    return out
+pytestmark = [pytest.mark.usefixtures('one_torch_thread'), pytest.mark.slow]
 
 
 def _two_iteration_config(config, data_root):
@@ -57,10 +49,11 @@ def _two_iteration_config(config, data_root):
 
 
 @pytest.mark.parametrize('config', VARIANTS, ids=lambda c: Path(c).stem)
-def test_trains_two_iterations(config, isaid_patches, tmp_path):
+def test_trains_two_iterations(config, isaid_256, tmp_path):
     from mmdet_custom.apis import train
 
-    cfg = _two_iteration_config(config, isaid_patches)
+    assert isaid_256.summary['train']['patches'] > 0 and isaid_256.summary['train']['instances'] > 0
+    cfg = _two_iteration_config(config, isaid_256.root)
     runner = train(cfg, work_dir=str(tmp_path / 'work'))
     assert runner.iter == 2
     history = runner.message_hub.get_scalar('train/loss')
