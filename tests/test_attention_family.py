@@ -337,6 +337,11 @@ def _cut_work(model_cfg):
     model_cfg.train_cfg.rcnn.sampler.num = 32
 
 
+def test_family_lists_every_attention_config():
+    # tests/test_configs.py leaves every configs/attention/ file to the one-step test below
+    assert sorted(CELLS_CONFIGS + ISAID_CONFIGS) == sorted(p.name for p in FAMILY.glob('*.py'))
+
+
 @pytest.mark.parametrize('name', CELLS_CONFIGS + ISAID_CONFIGS)
 def test_config_builds_and_trains_one_step_on_a_real_image(name, request):
     """Build with random init (nothing read or downloaded), one loss + backward on a real 192 x 192 image: finite
@@ -344,6 +349,7 @@ def test_config_builds_and_trains_one_step_on_a_real_image(name, request):
     from mmdet_custom.analysis.model_stats import disable_pretrained
     cfg = _load(FAMILY / name)
     model_cfg = disable_pretrained(cfg.model)
+    assert 'Pretrained' not in str(model_cfg)
     _cut_work(model_cfg)
     if model_cfg.backbone.type == 'TimmCBAMBackbone':
         # random weights have no BatchNorm statistics: with norm_eval (right for pretrained weights) activations
