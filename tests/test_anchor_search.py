@@ -280,6 +280,7 @@ def _write_isaid_coco(raw_dir: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
     from mmengine import Config
 

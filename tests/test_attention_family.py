@@ -342,7 +342,9 @@ def test_family_lists_every_attention_config():
     assert sorted(CELLS_CONFIGS + ISAID_CONFIGS) == sorted(p.name for p in FAMILY.glob('*.py'))
 
 
-@pytest.mark.parametrize('name', CELLS_CONFIGS + ISAID_CONFIGS)
+# EfficientNetV2-M builds and backpropagates in ~10 s each on a CPU
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if 'effv2m' in n else n
+                                  for n in CELLS_CONFIGS + ISAID_CONFIGS])
 def test_config_builds_and_trains_one_step_on_a_real_image(name, request):
     """Build with random init (nothing read or downloaded), one loss + backward on a real 192 x 192 image: finite
     losses, gradients in the backbone, and in the new modules' branches where the config has them."""

@@ -521,6 +521,7 @@ def _snapshot(out):
     return (_load(out, 'train'), _load(out, 'val'), sorted(os.listdir(out / 'images')))
 
 
+@pytest.mark.slow
 def test_killed_rerun_leaves_old_or_new_output_whole(cells_dir, tmp_path):
     """A rerun with another split (3 images in val) killed between writing the train and the val json leaves the old
     output; killed after the swap, the new one: train and val jsons always come from one run."""

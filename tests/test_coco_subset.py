@@ -94,6 +94,7 @@ def test_convert_writes_atomically_and_cli(tiny_coco_dir, tmp_path):
     assert [c['name'] for c in coco['categories']] == ['cat', 'person'] and len(coco['images']) == 16
 
 
+@pytest.mark.slow
 def test_mask_rcnn_trains_and_tests_on_the_subset(tiny_coco_dir, tmp_path):
     """configs/coco_subset: 2 training iterations then COCO evaluation, on the subset of tiny_coco at 256 px."""
     from mmengine.config import Config
