@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
+from mmdet_custom.apis.distributed import prepare_distributed
 from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic
@@ -158,6 +159,7 @@ def load_config(config: Union[str, Config],
     """Read ``config`` (path or :class:`Config`), merge the checked ``cfg_options`` and resolve ``work_dir``."""
     cfg = read_config(config, cfg_options)
     cfg.launcher = launcher
+    prepare_distributed(cfg)  # gloo on CPU-only machines; refuses sync_bn for timm backbones
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
