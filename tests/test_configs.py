@@ -14,7 +14,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / 'configs'
-CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.relative_to(CONFIG_DIR).parts)
+# model configs: configs/hpo/ holds search spaces for tools/hpo.py (python modules, tested in tests/test_hpo.py)
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if not {'_base_', 'hpo'} & set(p.relative_to(CONFIG_DIR).parts))
 # configs/attention/* build and train one step on a real image in tests/test_attention_family.py (with checks of
 # their new branches' gradients): not restated here
 ONE_STEP_CONFIGS = [p for p in CONFIGS if p.relative_to(CONFIG_DIR).parts[0] != 'attention']
@@ -214,7 +215,8 @@ def test_cbam_steps_compose():
     step = _load(ANCHORS_STEP).model
     cbam, attn, both = _load(R50_CBAM).model, _load(R50_ATTN_FPN).model, _load(R50_BOTH).model
     assert cbam.backbone.plugins[0].cfg.type == 'CBAM'
-    assert cbam.backbone.plugins[0].stages == (True, True, True, True)
+    # C3-C5 only: the parent freezes stage 1 (frozen_stages=1), where a CBAM would never train
+    assert cbam.backbone.plugins[0].stages == (False, True, True, True) and cbam.backbone.frozen_stages == 1
     assert cbam.neck == step.neck
     assert attn.neck.type == 'AttentionFPN' and 'plugins' not in attn.backbone
     assert both.backbone == cbam.backbone and both.neck == attn.neck
