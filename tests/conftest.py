@@ -123,6 +123,19 @@ def smoke_raw(tmp_path_factory) -> Converted:
     return Converted(out, generate_smoke_dataset(str(out), SMOKE_SPLITS, size=192, seed=3))
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Each test gets the session's environment back: tools run in-process (``runpy``) set variables for their own
+    process, e.g. the light CLIs ``MMDET_CUSTOM_NO_REGISTER=1``, which leaked into every later subprocess (measured:
+    after tests/test_isaid_converter.py::test_cli, the subprocesses of test_recipe and test_hpo imported
+    mmdet_custom without registering anything and failed)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope='module')
 def one_torch_thread():
     """One intra-op thread for a module: where other jobs share the 2 cores, two OpenMP threads spin against them

@@ -7,10 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmdet_custom.anchor_search import (AnchorSetting, GTBoxes, ResizeSpec, SearchSpace, data_suggested_anchors,
-                                        gt_boxes_from_data_infos, max_iou_brute_force, max_iou_exact, open_study,
-                                        parse_weights, recall_table, resolve_weights, run_study,
-                                        stride_adjusted_anchors, write_anchor_fragment)
+from mmdet_custom.anchor_search import (
+    AnchorSetting,
+    GTBoxes,
+    ResizeSpec,
+    SearchSpace,
+    data_suggested_anchors,
+    gt_boxes_from_data_infos,
+    max_iou_brute_force,
+    max_iou_exact,
+    open_study,
+    parse_weights,
+    recall_table,
+    resolve_weights,
+    run_study,
+    stride_adjusted_anchors,
+    write_anchor_fragment,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_CONFIG = REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r50_fpn_1x_isaid.py'
@@ -239,9 +252,8 @@ def test_study_resumes_and_keeps_baseline(tmp_path):
 
 
 def test_fragment_written_loads_and_builds(tmp_path):
-    from mmengine import Config
-
     from mmdet.registry import TASK_UTILS
+    from mmengine import Config
     setting = AnchorSetting((4, 8, 16, 32, 64), ((6, 12), (14, 30), (32, 48), (64, 96), (160, 256)),
                             (0.333, 1.0, 2.5))
     frag = write_anchor_fragment(str(tmp_path / 'frag.py'), setting, ['study: toy'])
@@ -282,9 +294,8 @@ def _write_isaid_coco(raw_dir: Path, out: Path) -> Path:
 
 @pytest.mark.slow
 def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
-    from mmengine import Config
-
     from mmdet.registry import TASK_UTILS
+    from mmengine import Config
     main = runpy.run_path(str(REPO_ROOT / 'tools' / 'anchor_search.py'))['main']
     ann = _write_isaid_coco(isaid_raw_dir, tmp_path / 'instances.json')
     config = tmp_path / 'isaid_tiny.py'

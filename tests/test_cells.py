@@ -14,16 +14,22 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 import torch
+from helpers import cpu_run_cfg
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from PIL import Image
 from pycocotools.coco import COCO
 
-from helpers import cpu_run_cfg
-
 from mmdet_custom.apis.export import predictions_to_coco_results
-from mmdet_custom.converters.cells import (CELL_CLASSES, CellsConversionError, convert_cells, convert_cells_test,
-                                           image_to_rgb8, load_name_to_id, split_ids)
+from mmdet_custom.converters.cells import (
+    CELL_CLASSES,
+    CellsConversionError,
+    convert_cells,
+    convert_cells_test,
+    image_to_rgb8,
+    load_name_to_id,
+    split_ids,
+)
 from mmdet_custom.utils.errors import UserError
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

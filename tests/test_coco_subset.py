@@ -7,7 +7,6 @@ import shutil
 from collections import Counter
 
 import pytest
-
 from helpers import cpu_run_cfg
 
 from mmdet_custom.converters.coco_subset import COCO_SUBSET_CLASSES, convert_coco_subset, subset_coco

@@ -252,10 +252,10 @@ def test_full_model_composes():
 
 def test_full_model_recipe_builds():
     """The optimizer wrapper and schedulers of the full model build: AdamW with roi_head at 0.25x lr."""
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import PARAM_SCHEDULERS
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
 
     from mmdet_custom.analysis.model_stats import disable_pretrained
 
@@ -279,7 +279,7 @@ def test_full_model_recipe_builds():
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     plateau = PARAM_SCHEDULERS.build(dict(cfg.param_scheduler[1], optimizer=wrapper))
     lrs = [g['lr'] for g in wrapper.optimizer.param_groups]
-    for epoch in range(4):  # best at epoch 0, then 3 epochs without gain (= patience)
+    for _epoch in range(4):  # best at epoch 0, then 3 epochs without gain (= patience)
         plateau.step({'coco/segm_mAP_50': 0.2, 'coco/segm_mAP': 0.1})
     assert [g['lr'] for g in wrapper.optimizer.param_groups] == lrs
     plateau.step({'coco/segm_mAP_50': 0.2})

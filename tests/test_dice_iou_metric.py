@@ -4,14 +4,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from mmengine.evaluator import Evaluator
-from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
-
-import mmdet_custom  # noqa: F401  (registers DiceIoUMetric)
 from mmdet.registry import METRICS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
+from mmengine.evaluator import Evaluator
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.structures import InstanceData
+
+import mmdet_custom  # noqa: F401  (registers DiceIoUMetric)
 
 H = W = 16
 
@@ -36,7 +36,9 @@ def sample(gt_masks, pred_masks, scores, gt_labels=None, pred_labels=None, img_i
 
 
 def evaluate(samples, **kwargs) -> dict:
-    metric = METRICS.build(dict(type='DiceIoUMetric', **kwargs))
+    # mmdet's scope whatever scope an earlier test left set (under another scope the name is not found)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        metric = METRICS.build(dict(type='DiceIoUMetric', **kwargs))
     metric.process({}, samples)
     return metric.evaluate(len(samples))
 

@@ -13,6 +13,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mmdet.registry import HOOKS, METRICS, PARAM_SCHEDULERS, TRANSFORMS
+from mmdet.structures.bbox import HorizontalBoxes
+from mmdet.structures.mask import BitmapMasks
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -21,9 +24,6 @@ from mmengine.runner import Runner
 from torch import nn
 
 import mmdet_custom  # noqa: F401  (registers NanSkipHook, DiceIoUMetric)
-from mmdet.registry import HOOKS, METRICS, PARAM_SCHEDULERS, TRANSFORMS
-from mmdet.structures.bbox import HorizontalBoxes
-from mmdet.structures.mask import BitmapMasks
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RECIPES = osp.join(REPO, 'configs', '_base_', 'recipes')
