@@ -1,8 +1,17 @@
-"""Inference benchmark: ms per image, images per second and peak memory at several batch sizes.
+"""Inference benchmark of one detector: ms per image, images per second and peak memory at several batch sizes.
 
 ``python tools/analysis_tools/infer_benchmark.py CONFIG [--checkpoint CKPT] [--batch-sizes 1 2 4] [--num-warmup 2]
-[--max-iter 5] [--out bench.json]``; random weights without ``--checkpoint``. See
-:mod:`mmdet_custom.analysis.infer_bench` for what is timed and how memory is measured.
+[--max-iter 5] [--split test] [--device cpu|cuda] [--out bench.json] [--cfg-options ...]``
+
+Timed: ``model.test_step`` on ready batches of the config's ``--split`` images (data preprocessor, forward, NMS and
+mask pasting); image loading and the data pipeline are not timed. Without ``--checkpoint`` the weights are
+PyTorch's default initialisation (the config's own ``init_cfg`` is not applied): the network costs the same, but the
+number of detections kept - and with it the box NMS and mask head / pasting time, which dominate at iSAID's 1000
+detections - can differ from a trained model's. Memory: on CUDA ``max_memory_allocated``; on the CPU the growth of
+the process's peak RSS over its size before the first batch, not the whole process. Batch sizes run in increasing
+order in one process, so a figure is the peak up to that batch size. To compare models side by side (interleaved
+runs, time by model part, ratios to stock R50, the machine's load) use ``tools/benchmarks/bench_models.py``. See
+:mod:`mmdet_custom.analysis.infer_bench`.
 """
 import argparse
 
