@@ -20,8 +20,9 @@ an overlap of 200 px for both; the script checks they equal SAHI's ``get_slice_b
    turn, the fastest round kept: SAHI's ``get_sliced_prediction`` (its defaults, without the extra full-image pass so
    that the windows are the same) on the PNG; :class:`SceneInferencer` on the PNG and on the GeoTIFF, batch 1 and
    ``--batch-size``. Reported: windows per second (model load excluded), duplicate pairs left in the output (same
-   class, mask IoU >= 0.5), peak RSS of the main process (and of the reading worker, which shares most of its pages
-   with it) and the growth of RSS over the process after loading the model.
+   class, mask IoU >= 0.5), the peak RSS of the run (``VmHWM`` reset after loading and a warm-up on an 800 px
+   corner; a reading worker's peak in brackets, mostly pages shared with its parent) and its growth over the RSS
+   at the start of the run (this project trims the C heap per batch, so its starting RSS is lower: compare peaks).
 
 SAHI 0.12.8 aborts a whole scene with ``ValueError: Invalid segmentation mask.`` when a window's mask is not empty
 but has no contour of 3 points or more (a one-pixel line or a single pixel: the sliver an object cut by a window
