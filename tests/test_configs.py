@@ -48,7 +48,7 @@ CELLS_FULL = 'configs/cells/mask-rcnn_effb0-cbam_attn-fpn_1x_cells.py'
 PART_FRAGMENTS = ('configs/_base_/models/cbam_parts.py', 'configs/_base_/recipes/plateau_segm-ap50.py')
 _CBAM_PLUGINS = {
     'model.backbone.plugins': [
-        dict(cfg=dict(type='CBAM', reduction=16), stages=(True, True, True, True), position='after_conv3')
+        dict(cfg=dict(type='CBAM', reduction=16), stages=(False, True, True, True), position='after_conv3')
     ]
 }
 _ATTENTION_FPN = {'model.neck.type': 'AttentionFPN', 'model.neck.cbam_reduction': 16}
@@ -58,7 +58,7 @@ CELLS_VARIANTS = {
     'configs/cells/mask-rcnn_r50-cbam_attn-fpn_1x_cells.py': {**_CBAM_PLUGINS, **_ATTENTION_FPN},
     CELLS_FULL: {
         'model.backbone': dict(type='TimmCBAMBackbone', model_name='efficientnet_b0', out_indices=(1, 2, 3, 4),
-                               pretrained=True, use_cbam=True, cbam_reduction=16),
+                               pretrained=True, use_cbam=True, cbam_reduction=16, norm_eval=True),
         **_ATTENTION_FPN,
         'model.neck.in_channels': [24, 40, 112, 320],
         'model.roi_head.bbox_head.type': 'RegularizedShared2FCBBoxHead',

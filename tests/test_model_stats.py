@@ -72,12 +72,13 @@ def test_root_counts_by_hand(ms, models):
 
 
 def test_cbam_count_in_backbone(ms, models):
-    """ResNet-50 with CBAM after conv3 of every bottleneck: 3 + 4 + 6 + 3 modules at 256..2048 channels."""
+    """ResNet-50 with CBAM after conv3 of every bottleneck of the trainable stages C3-C5 (stage 1 is frozen):
+    0 + 4 + 6 + 3 modules at 512..2048 channels."""
     model = models(R50_CBAM)
-    expected = sum(n * cbam_params(c) for n, c in zip((3, 4, 6, 3), (256, 512, 1024, 2048)))
+    expected = sum(n * cbam_params(c) for n, c in zip((0, 4, 6, 3), (256, 512, 1024, 2048)))
     counts = ms.count_parameters(model)
     assert counts['cbam'] == expected
-    assert ms.cbam_locations(model) == {'backbone': (16, expected)}
+    assert ms.cbam_locations(model) == {'backbone': (13, expected)}
     # the backbone row excludes them: it equals the plain ResNet-50 of the anchors step
     plain = ms.count_parameters(models(ANCHORS_STEP))
     assert counts['backbone'] == plain['backbone']
@@ -90,7 +91,7 @@ def test_cbam_counted_in_backbone_and_neck(ms, models):
     modules = dict(model.named_modules())
     names = ms.find_cbam_modules(model)
     neck_names = [n for n in names if n.startswith('neck.')]
-    assert len(names) - len(neck_names) == 16 and neck_names
+    assert len(names) - len(neck_names) == 13 and neck_names
     neck_cbam = sum(cbam_params(modules[n].in_channels) for n in neck_names)
     counts = ms.count_parameters(model)
     assert counts['cbam'] == ms.count_parameters(models(R50_CBAM))['cbam'] + neck_cbam

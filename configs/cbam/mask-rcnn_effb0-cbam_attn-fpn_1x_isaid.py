@@ -10,12 +10,7 @@ _base_ = [
 ]
 
 model = dict(
-    # norm_eval: BatchNorm statistics stay at the pretrained (ImageNet) values, as in the R50 parent and mmdet's
-    # convention for 1-2 images per GPU. Measured on 8 real iSAID patches (512 px): batch-2 BN statistics deviate
-    # from the 8-image ones by a median 6% (max 23%) in variance per BN layer, and the C5 output under batch-2
-    # statistics differs from the one under 8-image statistics by 105% (relative L2, random weights). Training from
-    # scratch (pretrained=False) needs norm_eval=False with a large batch or SyncBN instead.
-    backbone=dict(_base_.effb0_cbam_backbone, norm_eval=True),
+    backbone=_base_.effb0_cbam_backbone,
     neck=_base_.effb0_attention_fpn_neck,
     roi_head=dict(
         # torchvision's RoIAlign: the same values as mmcv's (aligned=True, adaptive sampling; bit-identical here)
