@@ -30,9 +30,9 @@ new one -- never train and val jsons of two runs. A run replaces only its own pa
 part: ``images/`` and ``instances_{train,val}.json``; the test part: ``test/`` and ``image_info_test.json``) and
 keeps the other part of an earlier run.
 
-The mask helpers (:func:`encode_mask`, :func:`touches_border`) and :func:`dump_json_atomic` are shared with
-:mod:`mmdet_custom.apis.export`, :mod:`mmdet_custom.converters.isaid` and
-:mod:`mmdet_custom.converters.coco_subset`.
+The mask helpers (:func:`encode_mask`, :func:`touches_border`) live in
+:mod:`mmdet_custom.evaluation.functional.masks` and the image name -> id parser in
+:mod:`mmdet_custom.evaluation.functional.results`; they are shared with the exporters and the iSAID converter.
 """
 import os
 import os.path as osp
@@ -46,6 +46,8 @@ import pycocotools.mask as mask_utils
 import tifffile
 from PIL import Image
 
+from mmdet_custom.evaluation.functional.masks import encode_mask, touches_border  # noqa: F401  (re-exported)
+from mmdet_custom.evaluation.functional.results import load_name_to_ids, parse_name_to_ids
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_dir, check_output_outside_inputs, dump_json_atomic, load_json
 
@@ -63,28 +65,6 @@ class CellsConversionError(UserError, ValueError):
     a bad test-image mapping); the message names the file."""
 
 PathLike = Union[str, os.PathLike]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Generic helpers (also used by apis/export.py and converters/coco_subset.py)
-# --------------------------------------------------------------------------------------------------------------
-def encode_mask(mask: np.ndarray) -> dict:
-    """Encode one binary mask as compressed COCO RLE with ``counts`` as ``str`` (json-serialisable).
-
-    Args:
-        mask (np.ndarray): ``(H, W)`` mask, bool or 0/1 integers.
-
-    Returns:
-        dict: ``{'size': [H, W], 'counts': str}``, decodable by ``pycocotools.mask.decode``.
-    """
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-    rle['counts'] = rle['counts'].decode('ascii')
-    return rle
-
-
-def touches_border(mask: np.ndarray) -> bool:
-    """Whether a ``(H, W)`` binary mask has a foreground pixel in the first/last row or column."""
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -440,26 +420,6 @@ def convert_cells(root: PathLike,
     return stats
 
 
-def _parse_name_to_id(data, path: str) -> Dict[str, int]:
-    if isinstance(data, dict):
-        items = list(data.items())
-    elif isinstance(data, list) and all(isinstance(r, dict) and 'file_name' in r and 'id' in r for r in data):
-        items = [(r['file_name'], r['id']) for r in data]
-    else:
-        raise CellsConversionError(f'{path}: expected {{file_name: id}} or a list of {{"file_name", "id"}} '
-                                   f'records')
-    mapping = {}
-    for name, img_id in items:
-        if isinstance(img_id, bool) or not isinstance(img_id, int):
-            raise CellsConversionError(f'{path}: image id of {name!r} must be an integer, got {img_id!r}')
-        if name in mapping:
-            raise CellsConversionError(f'{path}: duplicate file name {name!r}')
-        mapping[name] = img_id
-    if len(set(mapping.values())) != len(mapping):
-        raise CellsConversionError(f'{path}: image ids are not unique')
-    return mapping
-
-
 def load_name_to_id(path: PathLike) -> Dict[str, int]:
     """Read a test image ``file name -> image id`` mapping.
 
@@ -471,8 +431,7 @@ def load_name_to_id(path: PathLike) -> Dict[str, int]:
         CellsConversionError: (a ``ValueError``) naming ``path``, for another structure, a non-integer id or a
             duplicate name or id.
     """
-    path = os.fspath(path)
-    return _parse_name_to_id(load_json(path, 'test image name -> id mapping'), path)
+    return load_name_to_ids(os.fspath(path), 'test image name -> id mapping', CellsConversionError)
 
 
 def _write_test(image_dir: PathLike, name_to_id_file: PathLike, dst: str, categories: List[dict]) -> int:
@@ -480,7 +439,7 @@ def _write_test(image_dir: PathLike, name_to_id_file: PathLike, dst: str, catego
     test part there); returns the number of images."""
     image_dir, name_to_id_file = os.fspath(image_dir), os.fspath(name_to_id_file)
     raw = load_json(name_to_id_file, 'test image name -> id mapping')
-    mapping = _parse_name_to_id(raw, name_to_id_file)
+    mapping = parse_name_to_ids(raw, f'test image name -> id mapping {name_to_id_file}', CellsConversionError)
     sizes = {r['file_name']: r for r in raw} if isinstance(raw, list) else {}
     if not osp.isdir(image_dir):
         raise FileNotFoundError(f'test image folder not found: {image_dir}')

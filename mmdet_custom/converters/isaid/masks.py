@@ -18,15 +18,10 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import shapely
 
+from mmdet_custom.evaluation.functional.masks import encode_mask
+
 # Polygon vertices of clipped json geometries are rounded to this many decimals (pixels).
 _DECIMALS = 2
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """``(H, W)`` binary mask -> compressed COCO RLE with ``counts`` as ``str`` (json-serialisable)."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-    rle['counts'] = rle['counts'].decode('ascii')
-    return rle
 
 
 def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
@@ -120,7 +115,7 @@ def exact_annotation(category_id: int, height: int, width: int, polygons: Option
     """
     if mask is not None:
         if rle:
-            segmentation = encoded = encode_rle(mask)
+            segmentation = encoded = encode_mask(mask)
         else:
             polygons = mask_to_polygons(mask)
     if polygons is not None:

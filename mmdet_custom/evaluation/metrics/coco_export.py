@@ -6,8 +6,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
-from mmdet_custom.apis.export import load_name_to_ids, predictions_to_coco_results
-from mmdet_custom.evaluation.functional import CategoryMismatchError, category_ids_by_name
+from mmdet_custom.evaluation.functional import (CategoryMismatchError, category_ids_by_name, load_name_to_ids,
+                                                predictions_to_coco_results)
 from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
 

@@ -1,0 +1,104 @@
+"""The dependency order of docs/ARCHITECTURE.md: lower layers never import upper ones, and ``import mmdet_custom``
+(what every config's ``custom_imports`` runs) registers modules without loading converters, apis or analysis, nor
+any third-party package beyond what mmdet's own registries load."""
+import ast
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+PKG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mmdet_custom')
+
+# layer of each sub-package (top-level modules of mmdet_custom count as their own package); a module may import
+# its own package and packages of a lower layer only
+LAYERS = {
+    'version': 0, 'utils': 0,
+    'models': 1, 'datasets': 1, 'evaluation': 1, 'engine': 1, 'checkpoint': 1,
+    'converters': 2, 'anchor_search': 2, 'analysis': 2,
+    'apis': 3,
+    'hpo': 4,
+}
+# modules that run training or inference through ``apis`` although they live in ``analysis`` (to move up)
+KNOWN_UPWARD = {
+    ('analysis/ablation.py', 'apis'),
+    ('analysis/lr_find.py', 'apis'),
+}
+
+
+def _imported_packages(path, module):
+    """mmdet_custom sub-packages a file imports (at any depth: function-level imports count too)."""
+    tree = ast.parse(open(path).read(), path)
+    parts = module.split('.')
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's package
+                base = parts[:len(parts) - node.level]
+                names = ['.'.join(base + ([node.module] if node.module else []))]
+                if not node.module:
+                    names = [f'{names[0]}.{a.name}' for a in node.names]
+            else:
+                names = [node.module or '']
+                if node.module == 'mmdet_custom':
+                    names = [f'mmdet_custom.{a.name}' for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith('mmdet_custom.'):
+                yield name.split('.')[1]
+
+
+def test_lower_layers_do_not_import_upper_ones():
+    violations = []
+    for root, _, files in os.walk(PKG):
+        for f in files:
+            if not f.endswith('.py') or root == PKG and f == '__init__.py':
+                continue
+            path = osp.join(root, f)
+            rel = osp.relpath(path, PKG)
+            module = 'mmdet_custom.' + rel[:-3].replace(os.sep, '.')
+            own = rel.split(os.sep)[0].removesuffix('.py')
+            assert own in LAYERS, f'mmdet_custom/{rel}: package {own!r} has no layer in docs/ARCHITECTURE.md'
+            for pkg in set(_imported_packages(path, module)):
+                if pkg in LAYERS and LAYERS[pkg] > LAYERS[own] and (rel, pkg) not in KNOWN_UPWARD:
+                    violations.append(f'mmdet_custom/{rel} (layer {LAYERS[own]}) imports {pkg} '
+                                      f'(layer {LAYERS[pkg]})')
+    assert not violations, '\n'.join(violations)
+
+
+def _run(code, **env):
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **env}, cwd=osp.dirname(PKG))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_registers_without_converters_apis_or_extra_packages():
+    loaded = _run(
+        'import json, sys\n'
+        'import mmdet.datasets, mmdet.engine, mmdet.evaluation, mmdet.models, mmdet.visualization, timm\n'
+        'before = {m.split(".")[0] for m in sys.modules}\n'
+        'import mmdet_custom\n'
+        'from mmdet.registry import MODELS, METRICS\n'
+        'print(json.dumps(dict(added=sorted({m.split(".")[0] for m in sys.modules} - before),\n'
+        '                      ours=sorted(m for m in sys.modules if m.startswith("mmdet_custom.")),\n'
+        '                      registered=[MODELS.get("TimmCBAMBackbone") is not None,\n'
+        '                                  METRICS.get("CocoResultsExport") is not None])))\n',
+        MMDET_CUSTOM_NO_REGISTER='')
+    assert loaded['registered'] == [True, True]
+    assert loaded['added'] == ['mmdet_custom'], 'import mmdet_custom loads packages mmdet itself does not'
+    upper = [m for m in loaded['ours'] if m.split('.')[1] in ('converters', 'anchor_search', 'analysis', 'apis', 'hpo')]
+    assert not upper, f'import mmdet_custom loads upper layers: {upper}'
+    assert 'mmdet_custom.models.backbones.timm_cbam' in loaded['ours']
+
+
+def test_light_import_loads_no_heavy_stack():
+    heavy = ('torch', 'mmdet', 'mmengine', 'shapely', 'scipy', 'tifffile', 'tqdm', 'matplotlib')
+    loaded = _run(
+        'import json, sys\n'
+        'import mmdet_custom, mmdet_custom.evaluation.functional, mmdet_custom.utils\n'
+        f'print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n',
+        MMDET_CUSTOM_NO_REGISTER='1')
+    assert loaded == []
