@@ -6,8 +6,9 @@ DATA ?=
 DEMO_DIR ?= work_dirs/demo
 DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py
 PYTEST_ARGS ?=
+BENCH_ARGS ?= --img-size 800 --repeats 3
 
-.PHONY: install demo test lint bench bench-anchors clean
+.PHONY: install demo test lint bench bench-anchors bench-models clean
 
 install:
 	VENV=$(VENV) bash scripts/install.sh
@@ -24,7 +25,11 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install bench-anchors
+bench: install bench-anchors bench-models
+
+# stock R50 vs the full model and its ablations (+ torchvision), interleaved processes, ratios to R50 in one run
+bench-models: install
+	$(PY) tools/benchmarks/bench_models.py $(BENCH_ARGS) --out-md work_dirs/bench/models.md --out-json work_dirs/bench/models.json
 
 bench-anchors: install
 	$(PY) tools/benchmarks/bench_anchor_recall.py
