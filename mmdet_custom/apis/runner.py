@@ -22,6 +22,7 @@ import os
 import os.path as osp
 import tempfile
 import time
+import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmengine.config import Config, ConfigDict
@@ -160,6 +161,10 @@ def load_config(config: Union[str, Config],
     cfg = read_config(config, cfg_options)
     cfg.launcher = launcher
     prepare_distributed(cfg)  # gloo on CPU-only machines; refuses sync_bn for timm backbones
+    if cfg.get('visualizer') is not None:
+        # mmengine keeps one Visualizer per name in a process: a second run (ablations, notebooks, tests) would reuse
+        # the first one's and log its scalars.json into the first run's work dir
+        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
