@@ -8,7 +8,7 @@ DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --img-size 800 --repeats 3
 
-.PHONY: install demo test lint bench bench-anchors bench-models clean
+.PHONY: install demo test lint bench bench-anchors bench-models bench-scene clean
 
 install:
 	VENV=$(VENV) bash scripts/install.sh
@@ -33,6 +33,11 @@ bench-models: install
 
 bench-anchors: install
 	$(PY) tools/benchmarks/bench_anchor_recall.py
+
+# whole-scene inference vs SAHI (benchmark-only extra: requirements/bench.txt)
+bench-scene: install
+	$(PY) -m pip install -q -r requirements/bench.txt
+	$(PY) tools/benchmarks/bench_scene.py
 
 clean:
 	rm -rf work_dirs/demo .pytest_cache
