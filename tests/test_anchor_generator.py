@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmdet_custom.anchor_search import AnchorSetting, grid_anchors
-from mmdet_custom.models.task_modules import PerLevelAnchorGenerator
+from mmdet_custom.models.task_modules.prior_generators import PerLevelAnchorGenerator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_CONFIG = REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r50_fpn_1x_isaid.py'

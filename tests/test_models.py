@@ -19,7 +19,7 @@ import mmdet_custom  # noqa: F401  (registers the modules)
 from mmdet_custom.models.backbones import TimmCBAMBackbone
 from mmdet_custom.models.layers import CBAM
 from mmdet_custom.models.necks import AttentionFPN
-from mmdet_custom.models.roi_heads import RegularizedShared2FCBBoxHead
+from mmdet_custom.models.roi_heads.bbox_heads import RegularizedShared2FCBBoxHead
 
 CBAM_PLUGIN = [dict(cfg=dict(type='CBAM', reduction=16), stages=(True, True, True, True), position='after_conv3')]
 

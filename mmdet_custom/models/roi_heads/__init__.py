@@ -1,5 +1,4 @@
-from .mask_heads import ECADCNMaskHead
-from .regularized_bbox_head import RegularizedShared2FCBBoxHead
-from .residual_mask_head import ResidualFCNMaskHead
+from .bbox_heads import RegularizedShared2FCBBoxHead
+from .mask_heads import ECADCNMaskHead, ResidualFCNMaskHead
 
 __all__ = ['ECADCNMaskHead', 'RegularizedShared2FCBBoxHead', 'ResidualFCNMaskHead']

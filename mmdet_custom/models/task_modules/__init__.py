@@ -1,1 +1,3 @@
-from .per_level_anchor_generator import PerLevelAnchorGenerator  # noqa: F401
+from .prior_generators import PerLevelAnchorGenerator
+
+__all__ = ['PerLevelAnchorGenerator']

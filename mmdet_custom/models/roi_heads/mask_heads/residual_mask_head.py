@@ -36,7 +36,7 @@ class ResidualFCNMaskHead(FCNMaskHead):
 
     def __init__(self,
                  num_convs: int = 4,
-                 norm_cfg: OptConfigType = dict(type='BN'),
+                 norm_cfg: OptConfigType = dict(type='BN'),  # noqa: B006  (mmdet's style; never mutated)
                  conv_cfg: OptConfigType = None,
                  **kwargs) -> None:
         if num_convs < 1:
