@@ -17,22 +17,24 @@ import os
 import os.path as osp
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from mmdet_custom.evaluation.functional.coco_eval import PROTOCOLS, size_band
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic, load_json, write_csv_atomic
 
 from ._io import new_figure, save_figure
 
 #: COCOeval's area thresholds (pixels^2) between small/medium and medium/large.
-SMALL_AREA, MEDIUM_AREA = 32**2, 96**2
+SMALL_AREA, MEDIUM_AREA = PROTOCOLS['coco'].area_ranges[2][0], PROTOCOLS['coco'].area_ranges[3][0]
 
 
 def coco_size(area: float) -> str:
     """COCO size bucket of an object of ``area`` pixels^2: 'small' (< 32^2), 'medium' (< 96^2) or 'large'."""
-    return 'small' if area < SMALL_AREA else 'medium' if area < MEDIUM_AREA else 'large'
+    return size_band(area, 'coco')
 
 
 def tukey_fences(values, k: float = 1.5):
@@ -94,15 +96,53 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
             message names the file, the annotation id and the field).
     """
     coco = _load(ann_file)
+    counts = _count(coco, ann_file)
+    images, rows_box = coco['images'], counts.rows_box
+    if not images or not rows_box:
+        warnings.warn(f'{ann_file}: {len(images)} images and {len(rows_box)} (non-crowd) instances: the statistics '
+                      f'are empty')
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    _write_instances_per_class(counts, len(images), out_dir, files)
+    per_image = _write_objects_per_image(counts, images, outlier_k, out_dir, files)
+    sizes = _write_box_sizes(rows_box, bins, out_dir, files)
+
+    summary = dict(
+        ann_file=osp.abspath(ann_file),
+        images=len(images),
+        instances=int(sum(counts.per_class.values())),
+        crowd_instances=counts.crowd,
+        instances_per_class={counts.cat_name[c['id']]: counts.per_class[c['id']] for c in counts.cats},
+        objects_per_image=per_image,
+        sizes={k: sizes[k] for k in ('small', 'medium', 'large')},
+        files=files)
+    files['summary_json'] = osp.join(out_dir, 'summary.json')
+    dump_json_atomic(summary, files['summary_json'], indent=2)
+    return summary
+
+
+@dataclass
+class _Counts:
+    """What one pass over the annotations counts (non-crowd instances only, except ``crowd``)."""
+    cats: List[dict]
+    cat_name: Dict[int, str]
+    rows_box: List[list] = field(default_factory=list)  # one box_sizes.csv row per instance
+    per_image: Counter = field(default_factory=Counter)
+    per_class: Counter = field(default_factory=Counter)
+    per_class_images: Dict[int, set] = field(default_factory=dict)
+    per_class_sizes: Dict[int, Counter] = field(default_factory=dict)
+    per_class_sqrt: Dict[int, List[float]] = field(default_factory=dict)
+    crowd: int = 0
+
+
+def _count(coco: dict, ann_file: str) -> _Counts:
+    """Check every annotation (raising :class:`DatasetStatsError` naming the file, the annotation and the field)
+    and count instances per class, per image and per size."""
     cats = sorted(coco['categories'], key=lambda c: c['id'])
     cat_name = {c['id']: c['name'] for c in cats}
-    images = coco['images']
-    image_ids = {img['id'] for img in images}
-
-    rows_box, per_image, crowd = [], Counter(), 0
-    per_class, per_class_images = Counter(), {c['id']: set() for c in cats}
-    per_class_sizes = {c['id']: Counter() for c in cats}
-    per_class_sqrt: Dict[int, List[float]] = {c['id']: [] for c in cats}
+    image_ids = {img['id'] for img in coco['images']}
+    counts = _Counts(cats, cat_name, per_class_images={c['id']: set() for c in cats},
+                     per_class_sizes={c['id']: Counter() for c in cats}, per_class_sqrt={c['id']: [] for c in cats})
     for ann in coco['annotations']:
         aid = ann.get('id')
         for key in ('image_id', 'category_id', 'bbox'):
@@ -117,52 +157,55 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
             raise DatasetStatsError(f'{ann_file}: annotation {aid}: bbox {bbox!r} is not [x, y, w, h]')
         if ann.get('iscrowd', 0):
-            crowd += 1
+            counts.crowd += 1
             continue
         cid = ann['category_id']
         w, h = float(ann['bbox'][2]), float(ann['bbox'][3])
         area = float(ann['area']) if 'area' in ann else w * h
         size = coco_size(area)
-        per_image[ann['image_id']] += 1
-        per_class[cid] += 1
-        per_class_images[cid].add(ann['image_id'])
-        per_class_sizes[cid][size] += 1
-        per_class_sqrt[cid].append(np.sqrt(area))
-        rows_box.append([aid, ann['image_id'], cat_name[cid], round(w, 2), round(h, 2), round(area, 2),
-                         round(float(np.sqrt(area)), 3), size])
+        counts.per_image[ann['image_id']] += 1
+        counts.per_class[cid] += 1
+        counts.per_class_images[cid].add(ann['image_id'])
+        counts.per_class_sizes[cid][size] += 1
+        counts.per_class_sqrt[cid].append(np.sqrt(area))
+        counts.rows_box.append([aid, ann['image_id'], cat_name[cid], round(w, 2), round(h, 2), round(area, 2),
+                                round(float(np.sqrt(area)), 3), size])
+    return counts
 
-    if not images or not rows_box:
-        warnings.warn(f'{ann_file}: {len(images)} images and {len(rows_box)} (non-crowd) instances: the statistics '
-                      f'are empty')
-    os.makedirs(out_dir, exist_ok=True)
-    files = {}
-    # instances per class
+
+def _write_instances_per_class(counts: _Counts, num_images: int, out_dir: str, files: Dict[str, str]) -> None:
+    """instances_per_class.csv and .png."""
+    cats, cat_name, per_class = counts.cats, counts.cat_name, counts.per_class
     files['instances_per_class_csv'] = osp.join(out_dir, 'instances_per_class.csv')
     write_csv_atomic(
         files['instances_per_class_csv'],
         ['class', 'category_id', 'instances', 'images', 'small', 'medium', 'large', 'median_sqrt_area'],
-        [[cat_name[c['id']], c['id'], per_class[c['id']], len(per_class_images[c['id']]),
-          per_class_sizes[c['id']]['small'], per_class_sizes[c['id']]['medium'], per_class_sizes[c['id']]['large'],
-          round(float(np.median(per_class_sqrt[c['id']])), 3) if per_class_sqrt[c['id']] else '']
+        [[cat_name[c['id']], c['id'], per_class[c['id']], len(counts.per_class_images[c['id']]),
+          counts.per_class_sizes[c['id']]['small'], counts.per_class_sizes[c['id']]['medium'],
+          counts.per_class_sizes[c['id']]['large'],
+          round(float(np.median(counts.per_class_sqrt[c['id']])), 3) if counts.per_class_sqrt[c['id']] else '']
          for c in cats])
     # many categories (e.g. COCO's 80): plot only those present
     shown = [c for c in cats if per_class[c['id']]] if len(cats) > 30 else cats
     fig, axes = new_figure(figsize=(min(max(6, 0.45 * len(shown) + 2), 30), 4.5))
     ax = axes[0, 0]
     names = [cat_name[c['id']] for c in shown]
-    counts = [per_class[c['id']] for c in shown]
-    bars = ax.bar(range(len(shown)), counts, color='tab:blue')
+    bar_counts = [per_class[c['id']] for c in shown]
+    bars = ax.bar(range(len(shown)), bar_counts, color='tab:blue')
     ax.bar_label(bars, fontsize=7)
     ax.set_xticks(range(len(shown)), names, rotation=60, ha='right', fontsize=8)
     ax.set_ylabel('instances')
-    ax.set_title(f'Instances per class ({sum(per_class.values())} in {len(images)} images)')
-    if any(counts):
+    ax.set_title(f'Instances per class ({sum(per_class.values())} in {num_images} images)')
+    if any(bar_counts):
         ax.set_yscale('symlog', linthresh=10)
     files['instances_per_class_png'] = osp.join(out_dir, 'instances_per_class.png')
     save_figure(fig, files['instances_per_class_png'])
 
-    # objects per image, outliers by Tukey's fences
-    n_obj = np.array([per_image[img['id']] for img in images], dtype=int)
+
+def _write_objects_per_image(counts: _Counts, images: List[dict], outlier_k: float, out_dir: str,
+                             files: Dict[str, str]) -> Dict:
+    """objects_per_image.csv and .png (outliers by Tukey's fences); returns the summary's ``objects_per_image``."""
+    n_obj = np.array([counts.per_image[img['id']] for img in images], dtype=int)
     q1, q3, low, high = tukey_fences(n_obj, outlier_k) if len(n_obj) else (0., 0., 0., 0.)
     outlier = (n_obj < low) | (n_obj > high)
     files['objects_per_image_csv'] = osp.join(out_dir, 'objects_per_image.csv')
@@ -189,8 +232,13 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
     ax.set_title(f'Objects per image (median {np.median(n_obj) if len(n_obj) else 0:g}, Q1 {q1:g}, Q3 {q3:g})')
     files['objects_per_image_png'] = osp.join(out_dir, 'objects_per_image.png')
     save_figure(fig, files['objects_per_image_png'])
+    return dict(min=int(n_obj.min()) if len(n_obj) else 0, median=float(np.median(n_obj)) if len(n_obj) else 0.,
+                max=int(n_obj.max()) if len(n_obj) else 0, q1=q1, q3=q3, low_fence=low, high_fence=high,
+                outlier_images=int(outlier.sum()))
 
-    # object sizes
+
+def _write_box_sizes(rows_box: List[list], bins: int, out_dir: str, files: Dict[str, str]) -> Counter:
+    """box_sizes.csv and .png (log-spaced histogram of sqrt(area)); returns the count per size band."""
     files['box_sizes_csv'] = osp.join(out_dir, 'box_sizes.csv')
     write_csv_atomic(files['box_sizes_csv'],
                      ['ann_id', 'image_id', 'class', 'bbox_w', 'bbox_h', 'area', 'sqrt_area', 'size'], rows_box)
@@ -202,7 +250,7 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
         lo, hi = max(sqrt_area.min(), 1.0), max(sqrt_area.max(), 2.0)
         ax.hist(sqrt_area, bins=np.geomspace(lo * 0.99, hi * 1.01, bins), color='tab:blue')
         ax.set_xscale('log')
-    for thr, name in ((32, 'small | medium'), (96, 'medium | large')):
+    for thr, name in ((SMALL_AREA**0.5, 'small | medium'), (MEDIUM_AREA**0.5, 'medium | large')):
         ax.axvline(thr, color='tab:red', ls='--', lw=1)
         ax.text(thr, 0.98, f' {name}', color='tab:red', rotation=90, va='top', fontsize=8,
                 transform=ax.get_xaxis_transform())
@@ -211,22 +259,7 @@ def dataset_stats(ann_file: str, out_dir: str, outlier_k: float = 1.5, bins: int
     ax.set_title(f'Object size: small {sizes["small"]}, medium {sizes["medium"]}, large {sizes["large"]}')
     files['box_sizes_png'] = osp.join(out_dir, 'box_sizes.png')
     save_figure(fig, files['box_sizes_png'])
-
-    summary = dict(
-        ann_file=osp.abspath(ann_file),
-        images=len(images),
-        instances=int(sum(per_class.values())),
-        crowd_instances=crowd,
-        instances_per_class={cat_name[c['id']]: per_class[c['id']] for c in cats},
-        objects_per_image=dict(
-            min=int(n_obj.min()) if len(n_obj) else 0, median=float(np.median(n_obj)) if len(n_obj) else 0.,
-            max=int(n_obj.max()) if len(n_obj) else 0, q1=q1, q3=q3, low_fence=low, high_fence=high,
-            outlier_images=int(outlier.sum())),
-        sizes={k: sizes[k] for k in ('small', 'medium', 'large')},
-        files=files)
-    files['summary_json'] = osp.join(out_dir, 'summary.json')
-    dump_json_atomic(summary, files['summary_json'], indent=2)
-    return summary
+    return sizes
 
 
 def format_stats(summary: Dict, top: Optional[int] = None) -> str:

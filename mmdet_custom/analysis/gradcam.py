@@ -25,11 +25,14 @@ import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 
+from mmdet_custom.models.builder import build_model
+
 from ._io import save_image
-from .inference import build_detector, load_cfg
+from .inference import load_cfg
 
 
 class DetectionScores(torch.nn.Module):
@@ -103,11 +106,8 @@ def layer_grad_cams(scorer: torch.nn.Module, layer: torch.nn.Module, inputs: tor
 
 
 def _test_pipeline(cfg: Config) -> Compose:
-    dataset = cfg.test_dataloader.dataset
-    while 'dataset' in dataset:
-        dataset = dataset.dataset
     # an arbitrary image has no annotations to load
-    return Compose([t for t in dataset.pipeline if t['type'] != 'LoadAnnotations'])
+    return Compose([t for t in get_test_pipeline_cfg(cfg) if t['type'] != 'LoadAnnotations'])
 
 
 def _class_index(classes: Sequence[str], target_class: Union[str, int]) -> int:
@@ -159,7 +159,7 @@ def grad_cam(img: str,
     """
     from pytorch_grad_cam.utils.image import show_cam_on_image
     cfg = load_cfg(config, cfg_options)
-    model = build_detector(cfg, checkpoint, device)
+    model = build_model(cfg, checkpoint, device)
     if not model.dataset_meta.get('classes'):
         from mmdet.registry import DATASETS
         model.dataset_meta = DATASETS.get(cfg.test_dataloader.dataset.type).METAINFO

@@ -23,7 +23,10 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
-from .inference import build_dataset, build_detector, load_cfg
+from mmdet_custom.models.builder import build_model
+from mmdet_custom.utils.tables import plain_table
+
+from .inference import build_dataset, load_cfg
 
 _MIB = 2**20
 
@@ -81,7 +84,7 @@ def benchmark_inference(config: Union[str, Config],
     dataset = build_dataset(cfg, split)
     if len(dataset) == 0:
         raise ValueError(f'the {split} dataset of the config is empty')
-    model = build_detector(cfg, checkpoint, device, dataset.metainfo)
+    model = build_model(cfg, checkpoint, device, dataset.metainfo)
     dev = next(model.parameters()).device
     cuda = dev.type == 'cuda'
     samples = [dataset[i % len(dataset)] for i in range(batch_sizes[-1])]
@@ -116,10 +119,7 @@ def benchmark_inference(config: Union[str, Config],
 
 
 def format_table(rows: Sequence[Dict]) -> str:
-    """The rows of :func:`benchmark_inference` as a text table."""
-    lines = [f'{"batch":>5} {"iters":>5} {"ms/img":>9} {"img/s":>8} {"peak MiB":>9}  memory',
-             '-' * 60]
-    for r in rows:
-        lines.append(f'{r["batch_size"]:>5} {r["iters"]:>5} {r["ms_per_img"]:>9.1f} {r["img_per_s"]:>8.2f} '
-                     f'{r["peak_mem_mib"]:>9.1f}  {r["mem_kind"]} ({r["device"]})')
-    return '\n'.join(lines)
+    """The rows of :func:`benchmark_inference` as a text table (terminaltables)."""
+    body = [[str(r['batch_size']), str(r['iters']), f'{r["ms_per_img"]:.1f}', f'{r["img_per_s"]:.2f}',
+             f'{r["peak_mem_mib"]:.1f}', f'{r["mem_kind"]} ({r["device"]})'] for r in rows]
+    return plain_table([['batch', 'iters', 'ms/img', 'img/s', 'peak MiB', 'memory']] + body, right_columns=range(5))

@@ -1,8 +1,9 @@
 """Build a detector and a dataset from a config and run it image by image: the common ground of the analysis tools.
 
-Unlike :func:`mmdet.apis.init_detector`, a missing checkpoint means *random weights* (PyTorch's default
-initialisation; ``init_cfg`` such as ImageNet ``Pretrained`` is not applied, so nothing is downloaded), and the class
-names come from the dataset of the config rather than from COCO.
+Models are built by :func:`mmdet_custom.models.builder.build_model`: unlike :func:`mmdet.apis.init_detector`, a
+missing checkpoint means *random weights* (PyTorch's default initialisation; ``init_cfg`` such as ImageNet
+``Pretrained`` is not applied, so nothing is downloaded), and the class names come from the dataset of the config
+rather than from COCO.
 """
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -10,23 +11,19 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
+
+from mmdet_custom.models.builder import build_model, default_device  # noqa: F401  (re-exported)
+from mmdet_custom.utils.config import read_config
 
 SPLITS = ('train', 'val', 'test')
 
 
 def load_cfg(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
-    """Read ``config`` (path or :class:`Config`, copied) and merge ``cfg_options``; set the default scope."""
-    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    """Read ``config`` (path or :class:`Config`, copied) with :func:`mmdet_custom.utils.config.read_config` (unknown
+    ``cfg_options`` keys refused) and set its default scope."""
+    cfg = read_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return cfg
-
-
-def default_device() -> str:
-    """'cuda' when a GPU is visible, else 'cpu'."""
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
 def build_dataset(cfg: Config, split: str = 'test'):
@@ -44,27 +41,9 @@ def build_dataset(cfg: Config, split: str = 'test'):
     return DATASETS.build(loader.dataset)
 
 
-def build_detector(cfg: Config,
-                   checkpoint: Optional[str] = None,
-                   device: Optional[str] = None,
-                   dataset_meta: Optional[dict] = None) -> torch.nn.Module:
-    """Build ``cfg.model`` in eval mode on ``device``, load ``checkpoint`` if given, set ``dataset_meta``.
-
-    Args:
-        cfg (Config): a config (see :func:`load_cfg`).
-        checkpoint (str, optional): weights to load (``weights_only`` loading, see :mod:`mmdet_custom.checkpoint`).
-            None keeps random weights.
-        device (str, optional): 'cpu', 'cuda', 'cuda:1'... Defaults to :func:`default_device`.
-        dataset_meta (dict, optional): ``classes`` and ``palette``; else the checkpoint's meta, else none.
-    """
-    from mmdet.registry import MODELS
-    model = MODELS.build(cfg.model)
-    if checkpoint is not None:
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu')
-        dataset_meta = dataset_meta or ckpt.get('meta', {}).get('dataset_meta')
-    model.cfg = cfg
-    model.dataset_meta = dataset_meta or {}
-    return model.to(device or default_device()).eval()
+# the one model-build path (random init unless a checkpoint is given): mmdet_custom.models.builder.build_model;
+# kept under this name for the callers that import it from here (scene inference)
+build_detector = build_model
 
 
 def select_indices(dataset, num_images: Optional[int] = None, indices: Optional[Sequence[int]] = None) -> List[int]:

@@ -1,8 +1,8 @@
 """Parameters, model size and FLOPs of a detector, per component (backbone, CBAM, neck, heads).
 
-The model is built from its config with random init (:func:`disable_pretrained`): no checkpoint is read and nothing
-is downloaded, so the tool runs offline on any config of the project. Components of a two-stage detector
-(``model.backbone``, ``model.neck``, ``model.rpn_head``, ``model.roi_head``):
+The model is built from its config with random init (:func:`mmdet_custom.models.builder.build_model`): no
+checkpoint is read and nothing is downloaded, so the tool runs offline on any config of the project. Components of a
+two-stage detector (``model.backbone``, ``model.neck``, ``model.rpn_head``, ``model.roi_head``):
 
 ==================  ===========================================================================================
 component           parameters
@@ -30,16 +30,16 @@ ops such as sigmoid or the attention product are not counted). Two scopes, kept 
   sizes of the config's RoI extractors). At test time the box head runs on up to ``test_cfg.rpn.max_per_img``
   proposals and the mask head on up to ``test_cfg.rcnn.max_per_img`` detections of each image.
 """
-import copy
 import csv
-import os.path as osp
 from dataclasses import asdict, dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import Config
+from terminaltables import GithubFlavoredMarkdownTable
 from torch import nn
 
+from mmdet_custom.models.builder import build_model, disable_pretrained  # noqa: F401  (re-exported)
 from mmdet_custom.utils.fileio import atomic_path
 
 #: Bytes per parameter of each storage precision.
@@ -49,75 +49,9 @@ COMPONENTS = ('backbone', 'cbam', 'neck', 'rpn_head', 'bbox_head', 'bbox_predict
 _MB = float(2**20)
 
 
-def disable_pretrained(cfg: Union[dict, list]) -> Union[dict, list]:
-    """Switch a (model) config to random init, in place, and return it.
-
-    Walks every nested dict and list and, wherever the keys appear, sets ``init_cfg=None`` (mmengine's
-    ``Pretrained`` init and any other), ``pretrained=False`` (timm backbones; mmdet's deprecated
-    ``pretrained='torchvision://...'`` becomes None) and ``checkpoint_path=None`` (a local timm checkpoint). Used by the
-    model-analysis tool and the config tests, which must build every config offline and fast.
-
-    Args:
-        cfg (dict | list): a config dict (e.g. ``cfg.model``), a list of them, or a :class:`ConfigDict`.
-
-    Returns:
-        dict | list: ``cfg`` itself, modified.
-    """
-    if isinstance(cfg, dict):
-        for key in list(cfg.keys()):
-            if key == 'init_cfg':
-                cfg[key] = None
-            elif key == 'pretrained':
-                # timm takes a bool; mmdet backbones take a checkpoint path or None
-                cfg[key] = None if cfg[key] is None or isinstance(cfg[key], str) else False
-            elif key == 'checkpoint_path':
-                cfg[key] = None
-            else:
-                disable_pretrained(cfg[key])
-    elif isinstance(cfg, (list, tuple)):
-        for item in cfg:
-            disable_pretrained(item)
-    return cfg
-
-
-def build_detector(config: Union[str, Config],
-                   cfg_options: Optional[dict] = None,
-                   random_init: bool = True) -> nn.Module:
-    """Build ``config``'s model on the CPU, in eval mode, with mmdet's and the project's modules registered.
-
-    Args:
-        config (str | Config): config file or object (not modified).
-        cfg_options (dict, optional): overrides merged into the config first (``--cfg-options``).
-        random_init (bool): apply :func:`disable_pretrained` to ``cfg.model``. Defaults to True.
-
-    Returns:
-        nn.Module: the detector, parameters at PyTorch's default init (``init_weights`` is not called).
-
-    Raises:
-        FileNotFoundError: if ``config`` is a path that does not exist.
-        KeyError: if the config has no ``model``.
-    """
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
-    import mmdet_custom  # noqa: F401  (registers the project's modules)
-
-    register_all_modules(init_default_scope=True)
-    if isinstance(config, str):
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config file not found: {config}')
-        cfg = Config.fromfile(config)
-    else:
-        cfg = copy.deepcopy(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if 'model' not in cfg:
-        raise KeyError(f'{getattr(cfg, "filename", config)}: the config has no `model`')
-    model_cfg = cfg.model
-    if random_init:
-        disable_pretrained(model_cfg)
-    model = MODELS.build(model_cfg)
-    return model.eval()
+# The one model-build path and its random-init rule live in mmdet_custom.models.builder; ``build_detector`` and
+# ``disable_pretrained`` are kept under their old names here for the callers that import them from this module.
+build_detector = build_model
 
 
 def _cbam_classes() -> Tuple[type, ...]:
@@ -325,7 +259,7 @@ def model_stats(config: Union[str, Config],
         ``cbam`` even at zero) and a last ``total`` row.
     """
     if model is None:
-        model = build_detector(config, cfg_options)
+        model = build_model(config, cfg_options=cfg_options)
     counts = count_parameters(model)
     total = sum(p.numel() for p in model.parameters())
     per_image, per_roi = count_flops(model, tuple(shape)) if shape is not None else ({}, {})
@@ -370,15 +304,9 @@ def format_table(stats: ModelStats) -> str:
             r.component, f'{r.params:,}', f'{r.params_pct:.2f}', f'{r.size_mb_fp32:.2f}', f'{r.size_mb_fp16:.2f}',
             f'{r.size_mb_int8:.2f}', _fmt(r.gflops_per_image, '.2f'), _fmt(r.mflops_per_roi, '.2f')
         ])
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-
-    def line(cells):
-        return '| ' + ' | '.join(c.ljust(w) if i == 0 else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + ' |'
-
-    out = [f'Model statistics of {stats.config} (random init)', '', line(header),
-           '|' + '|'.join(('-' * (w + 2)) if i == 0 else ('-' * (w + 1) + ':') for i, w in enumerate(widths)) + '|']
-    out += [line(b) for b in body]
+    table = GithubFlavoredMarkdownTable([header] + body)
+    table.justify_columns = {i: 'right' for i in range(1, len(header))}
+    out = [f'Model statistics of {stats.config} (random init)', '', table.table]
     where = ', '.join(f'{part}: {n} modules, {p:,} params' for part, (n, p) in stats.cbam_locations.items())
     out += [
         '',

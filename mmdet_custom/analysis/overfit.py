@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 
+from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.fileio import dump_json_atomic
 
 from .inference import load_cfg
@@ -81,12 +82,6 @@ class StopAtMetricHook(Hook):
             runner.train_loop.stop_training = True
 
 
-def _innermost(dataset_cfg):
-    while 'dataset' in dataset_cfg:
-        dataset_cfg = dataset_cfg.dataset
-    return dataset_cfg
-
-
 def write_subset(ann_file: str, out_file: str, num_images: int = 1,
                  img_ids: Optional[Sequence[int]] = None) -> List[int]:
     """Write the COCO json of ``img_ids`` (or the first ``num_images`` images with an instance) of ``ann_file``.
@@ -127,11 +122,11 @@ def build_overfit_cfg(cfg: Config, ann_file: str, num_images: int, work_dir: str
     """Turn a training config into the overfit job on the ``num_images`` images of ``ann_file`` (see the module
     docstring); returns a copy."""
     cfg = cfg.copy()
-    train_ds = copy.deepcopy(_innermost(cfg.train_dataloader.dataset))
+    train_ds = copy.deepcopy(innermost_dataset_cfg(cfg.train_dataloader.dataset))
     train_ds.ann_file = osp.abspath(ann_file)
     train_ds.pop('indices', None)
     val_ds = copy.deepcopy(train_ds)
-    val_ds.pipeline = copy.deepcopy(_innermost(cfg.test_dataloader.dataset).pipeline)
+    val_ds.pipeline = copy.deepcopy(innermost_dataset_cfg(cfg.test_dataloader.dataset).pipeline)
     val_ds.test_mode = True
     val_ds.pop('filter_cfg', None)
     batch_size = min(cfg.train_dataloader.get('batch_size', 1), num_images)
@@ -222,7 +217,7 @@ def overfit(config: Union[str, Config],
     if max_iters < 1 or val_interval < 1:
         raise ValueError(f'max_iters and val_interval must be >= 1, got {max_iters}, {val_interval}')
     cfg = load_cfg(config, cfg_options)
-    src = _innermost(cfg.train_dataloader.dataset)
+    src = innermost_dataset_cfg(cfg.train_dataloader.dataset)
     ann_file = src.ann_file
     if src.get('data_root') and not osp.isabs(ann_file):
         ann_file = osp.join(src.data_root, ann_file)

@@ -17,10 +17,11 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 from mmengine.config import Config
 
+from mmdet_custom.models.builder import build_model
 from mmdet_custom.utils.fileio import dump_json_atomic, write_csv_atomic
 
 from ._io import new_figure, save_figure
-from .inference import build_dataset, build_detector, load_cfg, predict, select_indices
+from .inference import build_dataset, load_cfg, predict, select_indices
 
 
 def _test_score_thr(cfg: Config) -> Optional[float]:
@@ -98,7 +99,7 @@ def score_histogram(config: Union[str, Config],
     """
     cfg = load_cfg(config, cfg_options)
     dataset = build_dataset(cfg, split)
-    model = build_detector(cfg, checkpoint, device, dataset.metainfo)
+    model = build_model(cfg, checkpoint, device, dataset.metainfo)
     indices = select_indices(dataset, num_images)
     rows = collect_scores(model, dataset, indices)
     classes = list(dataset.metainfo.get('classes', ()))

@@ -12,8 +12,10 @@ import mmcv
 import numpy as np
 from mmengine.config import Config
 
+from mmdet_custom.models.builder import build_model
+
 from ._io import save_image
-from .inference import build_dataset, build_detector, load_cfg, predict, select_indices
+from .inference import build_dataset, load_cfg, predict, select_indices
 
 
 def make_visualizer(dataset_meta: dict, line_width: float = 1.0, alpha: float = 0.5):
@@ -92,5 +94,5 @@ def visualize_predictions(config: Union[str, Config],
     """
     cfg = load_cfg(config, cfg_options)
     dataset = build_dataset(cfg, split)
-    model = build_detector(cfg, checkpoint, device, dataset.metainfo)
+    model = build_model(cfg, checkpoint, device, dataset.metainfo)
     return save_gt_vs_pred(model, dataset, select_indices(dataset, num_images, indices), out_dir, show_score_thr)

@@ -1,12 +1,29 @@
 """Exact RPN anchor recall and an Optuna search for per-level anchor sizes (see tools/anchor_search.py)."""
 from .data import AnchorSearchError, GTBoxes, ResizeSpec, gt_boxes_from_data_infos, load_gt_boxes
-from .recall import (AnchorSetting, grid_anchors, level_name, max_iou_brute_force, max_iou_exact,
-                     recall_table)
-from .search import (DEFAULT_WEIGHTS, Evaluation, SearchResult, SearchSpace, anchor_setting_from_cfg,
-                     check_writable_path, count_completed_trials, data_suggested_anchors, evaluate,
-                     format_comparison, format_groups, fragment_header, make_storage, open_study, parse_weights,
-                     resolve_weights, run_study, save_study_plots, search_anchors, stride_adjusted_anchors,
-                     write_anchor_fragment)
+from .recall import AnchorSetting, grid_anchors, level_name, max_iou_brute_force, max_iou_exact, recall_table
+from .search import (
+    DEFAULT_WEIGHTS,
+    Evaluation,
+    SearchResult,
+    SearchSpace,
+    anchor_setting_from_cfg,
+    check_writable_path,
+    count_completed_trials,
+    data_suggested_anchors,
+    evaluate,
+    format_comparison,
+    format_groups,
+    fragment_header,
+    make_storage,
+    open_study,
+    parse_weights,
+    resolve_weights,
+    run_study,
+    save_study_plots,
+    search_anchors,
+    stride_adjusted_anchors,
+    write_anchor_fragment,
+)
 
 __all__ = [
     'AnchorSearchError', 'AnchorSetting', 'GTBoxes', 'ResizeSpec', 'gt_boxes_from_data_infos', 'load_gt_boxes',

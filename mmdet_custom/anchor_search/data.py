@@ -64,13 +64,6 @@ class GTBoxes:
         return (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
 
 
-def _scale_size(size: Tuple[int, int], scale: Union[float, Tuple[float, float]]) -> Tuple[int, int]:
-    """mmcv's ``_scale_size``: (w, h) scaled and rounded half up."""
-    sx, sy = (scale, scale) if isinstance(scale, (int, float)) else scale
-    w, h = size
-    return int(w * float(sx) + 0.5), int(h * float(sy) + 0.5)
-
-
 @dataclass(frozen=True)
 class ResizeSpec:
     """A train pipeline's fixed-size ``Resize`` (mmcv/mmdet ``Resize`` semantics).
@@ -121,11 +114,15 @@ class ResizeSpec:
         return cls(scale_factor=1.0)
 
     def output_size(self, width: int, height: int) -> Tuple[int, int, float, float]:
-        """Resized (w, h) of an image and the box scale factors (w_scale, h_scale), as mmcv computes them."""
-        scale = self.scale if self.scale is not None else _scale_size((width, height), self.scale_factor)
+        """Resized (w, h) of an image and the box scale factors (w_scale, h_scale), as mmcv computes them.
+
+        mmcv's own functions, called as ``mmcv.transforms.Resize`` calls them: ``_scale_size`` for a
+        ``scale_factor``, ``rescale_size`` (what ``mmcv.imrescale`` uses) for ``keep_ratio``.
+        """
+        from mmcv.image.geometric import _scale_size, rescale_size  # imported here: mmcv loads torch
+        scale = tuple(self.scale) if self.scale is not None else _scale_size((width, height), self.scale_factor)
         if self.keep_ratio:
-            factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-            new_w, new_h = _scale_size((width, height), factor)
+            new_w, new_h = rescale_size((width, height), tuple(scale))
         else:
             new_w, new_h = int(scale[0]), int(scale[1])
         return new_w, new_h, new_w / width, new_h / height

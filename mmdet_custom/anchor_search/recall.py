@@ -17,10 +17,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mmdet_custom.evaluation.functional.coco_eval import PROTOCOLS
+
 #: mmdet's ``bbox_overlaps`` clamps the union to this value.
 IOU_EPS = 1e-6
 #: COCO size buckets by box area in network-input pixels: small < 32**2 <= medium < 96**2 <= large.
-SIZE_BUCKETS = (('small', 0., 32.**2), ('medium', 32.**2, 96.**2), ('large', 96.**2, math.inf))
+SIZE_BUCKETS = (('small', 0., float(PROTOCOLS['coco'].area_ranges[2][0])),
+                ('medium', float(PROTOCOLS['coco'].area_ranges[2][0]), float(PROTOCOLS['coco'].area_ranges[3][0])),
+                ('large', float(PROTOCOLS['coco'].area_ranges[3][0]), math.inf))
 
 
 @dataclass(frozen=True)

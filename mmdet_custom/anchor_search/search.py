@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmdet_custom.utils.fileio import atomic_path
+from mmdet_custom.utils.tables import plain_table
 
 from .data import AnchorSearchError, GTBoxes
 from .recall import AnchorSetting, level_name, max_iou_exact, recall_table
@@ -47,7 +48,7 @@ def anchor_setting_from_cfg(anchor_generator_cfg: dict) -> AnchorSetting:
     from mmdet.models.task_modules.prior_generators import AnchorGenerator
     from mmdet.registry import TASK_UTILS
 
-    from mmdet_custom.models.task_modules import PerLevelAnchorGenerator  # also registers it
+    from mmdet_custom.models.task_modules.prior_generators import PerLevelAnchorGenerator  # also registers it
 
     generator = TASK_UTILS.build(dict(anchor_generator_cfg))
     if type(generator) not in (AnchorGenerator, PerLevelAnchorGenerator):
@@ -569,9 +570,7 @@ def format_comparison(rows: Sequence[Tuple[str, Evaluation]], thresholds: Sequen
         sizes = ev.setting.describe_sizes() if ev.setting.strides == strides else ['-'] * len(strides)
         lines.append([name] + sizes + ['/'.join(f'{r:g}' for r in ev.setting.ratios)] +
                      [f'{ev.recalls.get(float(t), math.nan):.4f}' for t in thresholds] + [f'{ev.objective:.4f}'])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    fmt = lambda line: '  '.join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()  # noqa: E731
-    return '\n'.join([fmt(lines[0]), '  '.join('-' * w for w in widths)] + [fmt(line) for line in lines[1:]])
+    return plain_table(lines)
 
 
 def format_groups(evaluations: Sequence[Tuple[str, Evaluation]], thresholds: Sequence[float] = REPORT_IOUS) -> str:
@@ -583,8 +582,7 @@ def format_groups(evaluations: Sequence[Tuple[str, Evaluation]], thresholds: Seq
         if row['num']:
             lines.append([group, str(row['num'])] +
                          [f'{ev.table[group][float(t)]:.4f}' for _, ev in evaluations for t in thresholds])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return '\n'.join('  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return plain_table(lines, heading_rule=False)
 
 
 def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[str] = ()) -> str:

@@ -30,6 +30,7 @@ from mmengine.runner import Runner
 
 from mmdet_custom.apis.distributed import prepare_distributed
 from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
+from mmdet_custom.utils.config import ConfigKeyError, check_cfg_options, read_config  # noqa: F401  (re-exported)
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic
 
@@ -39,118 +40,12 @@ __all__ = [
 ]
 
 
-class ConfigKeyError(UserError, KeyError):
-    """A ``--cfg-options`` key or a hook setting that the config / hook does not have."""
-
-    def __str__(self) -> str:  # KeyError would print the message quoted
-        return str(self.args[0]) if self.args else ''
-
-
 class DatasetCheckError(UserError, ValueError):
     """The data of a run cannot give a meaningful result: no images, missing/corrupt images, another class count."""
 
 
 class OptionError(UserError, ValueError):
     """A flag that does not fit the config or the other flags (``--amp``, ``--format-only``, ``--out``)."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Config and --cfg-options
-# ----------------------------------------------------------------------------------------------------------------
-def _flat_keys(node: Any, prefix: str = '') -> Iterator[str]:
-    """Every dotted key of a config tree (list items by index, as ``merge_from_dict`` addresses them)."""
-    if isinstance(node, Mapping):
-        items = node.items()
-    elif isinstance(node, (list, tuple)):
-        items = enumerate(node)
-    else:
-        return
-    for k, v in items:
-        key = f'{prefix}{k}'
-        yield key
-        yield from _flat_keys(v, key + '.')
-
-
-def _missing_part(tree: Mapping, key: str) -> Optional[str]:
-    """The leading part of ``key`` that does not exist in ``tree`` (None when the whole key exists)."""
-    node: Any = tree
-    parts = key.split('.')
-    for i, part in enumerate(parts):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return '.'.join(parts[:i + 1])
-    return None
-
-
-def check_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]], source: str = '') -> Dict[str, Any]:
-    """Refuse ``--cfg-options`` keys that ``cfg`` does not have; return the options ready for ``merge_from_dict``.
-
-    mmengine's ``merge_from_dict`` adds any key it is given, so a typo (``trian_cfg.max_iters=2``) is silently
-    ignored by everything that reads the config. Here every dotted key must exist (list items by index, e.g.
-    ``train_dataloader.dataset.pipeline.2.scale``), except keys written with a leading ``+``
-    (``+model.backbone.with_cp=True``), which are added on purpose (the ``+`` is removed).
-
-    Args:
-        cfg (Config): the config the options are merged into.
-        options (Mapping[str, Any], optional): ``--cfg-options`` as parsed by mmengine's ``DictAction``.
-        source (str): the config file, for the message.
-
-    Returns:
-        dict: the options with ``+`` prefixes removed.
-
-    Raises:
-        ConfigKeyError: naming each unknown key, the part of it that is missing and the closest existing keys.
-    """
-    if not options:
-        return {}
-    tree = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
-    clean, problems, bad_keys, flat = {}, [], [], None
-    for key, value in options.items():
-        if key.startswith('+'):
-            clean[key[1:]] = value
-            continue
-        clean[key] = value
-        missing = _missing_part(tree, key)
-        if missing is None:
-            continue
-        bad_keys.append(key)
-        if flat is None:
-            flat = list(_flat_keys(tree))
-        close = difflib.get_close_matches(key, flat, n=1, cutoff=0.6)
-        what = f'has no key {missing}' + ('' if missing == key else f' (in {key})')
-        problems.append(what + (f', did you mean {close[0]}?' if close else ''))
-    if problems:
-        where = f'the config {source}' if source else 'the config'
-        listed = '; '.join(problems)
-        raise ConfigKeyError(f'--cfg-options: {where} {listed}{"" if listed.endswith("?") else "."} To add a key '
-                             f'on purpose, write it with a leading +, e.g. --cfg-options +{bad_keys[0]}=...')
-    return clean
-
-
-def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, Any]] = None) -> Config:
-    """Read ``config`` (path, or a :class:`Config` that is copied) and merge the checked ``cfg_options``.
-
-    Raises:
-        FileNotFoundError: the config file does not exist.
-        UserError: the config file has a syntax error.
-        ConfigKeyError: see :func:`check_cfg_options`.
-    """
-    if isinstance(config, str):
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config file not found: {config}')
-        try:
-            cfg = Config.fromfile(config)
-        except SyntaxError as e:
-            raise UserError(f'config {config}: {e}') from e
-    else:
-        cfg = config.copy()
-    if cfg_options:
-        source = config if isinstance(config, str) else (getattr(cfg, 'filename', None) or '')
-        cfg.merge_from_dict(check_cfg_options(cfg, cfg_options, source))
-    return cfg
 
 
 def load_config(config: Union[str, Config],

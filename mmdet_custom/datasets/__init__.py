@@ -1,4 +1,8 @@
 from .isaid import ISAID_CLASSES, ISAID_PALETTE, ISAIDInstanceDataset
 from .named_coco import EmptyTrainingSetError, NamedCocoDataset
+from .utils import innermost_dataset_cfg
 
-__all__ = ['ISAID_CLASSES', 'ISAID_PALETTE', 'ISAIDInstanceDataset', 'NamedCocoDataset', 'EmptyTrainingSetError']
+__all__ = [
+    'ISAID_CLASSES', 'ISAID_PALETTE', 'ISAIDInstanceDataset', 'NamedCocoDataset', 'EmptyTrainingSetError',
+    'innermost_dataset_cfg'
+]

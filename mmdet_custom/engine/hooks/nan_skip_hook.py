@@ -3,10 +3,9 @@ import functools
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-
-from mmdet.registry import HOOKS
 
 #: Buffers of a normalisation layer that its forward pass updates in training mode.
 _RUNNING_STATS = ('running_mean', 'running_var', 'num_batches_tracked')

@@ -20,6 +20,7 @@ from .coco_eval import (
     metrics_to_json,
     read_results,
     reports_to_dict,
+    size_band,
     summary_items,
     summary_names,
 )
@@ -30,7 +31,7 @@ __all__ = [
     'AP_NAMES', 'AREA_LABELS', 'PROTOCOLS', 'CategoryMismatchError', 'CocoEvalInputError', 'CocoEvalReport',
     'EvalProtocol', 'category_ids_by_name', 'check_max_dets', 'evaluate_coco', 'evaluate_coco_reports',
     'evaluate_coco_results', 'format_summary', 'format_tables', 'get_protocol', 'load_coco_gt', 'load_coco_results',
-    'metrics_to_json', 'read_results', 'reports_to_dict', 'summary_items', 'summary_names',
+    'metrics_to_json', 'read_results', 'reports_to_dict', 'size_band', 'summary_items', 'summary_names',
     'encode_mask', 'touches_border', 'load_name_to_ids', 'parse_name_to_ids',
     'predictions_to_coco_results'
 ]

@@ -106,6 +106,20 @@ PROTOCOLS: Dict[str, EvalProtocol] = {
 }
 
 
+def size_band(area: float, protocol: Union[str, 'EvalProtocol'] = 'coco') -> str:
+    """Size band of an object of ``area`` pixels^2 under ``protocol``'s thresholds, as half-open intervals:
+    'small' below the medium band's lower bound, 'medium' below the large band's, else 'large' (for COCO:
+    small < 32^2 <= medium < 96^2 <= large). ``COCOeval`` itself compares inclusively, so an object exactly on a
+    bound counts in both bands there; statistics need one band per object.
+
+    Example:
+        >>> size_band(31 * 31), size_band(32 * 32), size_band(96 * 96), size_band(100, 'isaid')
+        ('small', 'medium', 'large', 'small')
+    """
+    bands = get_protocol(protocol).area_ranges
+    return 'small' if area < bands[2][0] else 'medium' if area < bands[3][0] else 'large'
+
+
 def get_protocol(protocol: Union[str, EvalProtocol]) -> EvalProtocol:
     """The :class:`EvalProtocol` named ``protocol`` (``'isaid'`` or ``'coco'``). Raises ValueError otherwise."""
     if isinstance(protocol, EvalProtocol):

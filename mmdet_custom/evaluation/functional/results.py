@@ -13,6 +13,7 @@ import pycocotools.mask as mask_utils
 
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import load_json
+
 from .masks import encode_mask, touches_border
 
 __all__ = ['load_name_to_ids', 'parse_name_to_ids', 'predictions_to_coco_results']

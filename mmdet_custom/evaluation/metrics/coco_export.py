@@ -2,12 +2,16 @@
 import os.path as osp
 from typing import Optional, Sequence
 
+from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
-from mmdet.registry import METRICS
-from mmdet_custom.evaluation.functional import (CategoryMismatchError, category_ids_by_name, load_name_to_ids,
-                                                predictions_to_coco_results)
+from mmdet_custom.evaluation.functional import (
+    CategoryMismatchError,
+    category_ids_by_name,
+    load_name_to_ids,
+    predictions_to_coco_results,
+)
 from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
 
