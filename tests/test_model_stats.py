@@ -156,6 +156,36 @@ def test_disable_pretrained(ms):
     assert cfg['head'] == dict(loss=dict(type='CE'))
 
 
+def test_one_build_path_random_init_or_checkpoint(ms, tmp_path):
+    """models.builder.build_model is the one build path: both analysis names are it; weights come from the
+    checkpoint (with its dataset_meta) or nowhere; the config given is not modified; typos in cfg_options refused."""
+    import torch
+    from mmengine.config import Config
+
+    from mmdet_custom.analysis import inference
+    from mmdet_custom.models.builder import build_model
+    from mmdet_custom.utils.config import ConfigKeyError
+    assert ms.build_detector is build_model and inference.build_detector is build_model
+
+    smoke = REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
+    cfg = Config.fromfile(str(smoke))
+    before = cfg.to_dict()
+    model = build_model(cfg)
+    assert cfg.to_dict() == before, 'build_model modified the config it was given'
+    assert not model.training and model.dataset_meta == {} and model.cfg.model == cfg.model
+    assert next(model.parameters()).device.type == 'cpu'
+
+    state = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    ckpt = tmp_path / 'w.pth'
+    torch.save(dict(state_dict=state, meta=dict(dataset_meta=dict(classes=('a', 'b')))), ckpt)
+    loaded = build_model(str(smoke), checkpoint=str(ckpt))
+    assert loaded.dataset_meta == dict(classes=('a', 'b'))
+    assert torch.equal(loaded.backbone.conv1.weight, torch.full_like(loaded.backbone.conv1.weight, 0.5))
+    assert not torch.equal(model.backbone.conv1.weight, loaded.backbone.conv1.weight)
+    with pytest.raises(ConfigKeyError, match='model.bakbone'):
+        build_model(str(smoke), cfg_options={'model.bakbone.depth': 50})
+
+
 def test_cli_writes_csv(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location('model_stats_cli',
                                                   REPO_ROOT / 'tools/analysis_tools/model_stats.py')
