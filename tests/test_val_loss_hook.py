@@ -33,6 +33,8 @@ def test_logged_val_losses_equal_a_manual_computation(smoke_patches, tmp_path, o
     # would be in another frame than the image; the hook's must not be
     cfg = tiny_cfg(smoke_patches, tmp_path / 'work', scale=(96, 96))
     cfg.custom_hooks = [dict(type='ValLossHook', seed=7)]
+    # mmengine keeps one Visualizer per name in a process: a run built earlier in this session would own it
+    cfg.visualizer.name = f'visualizer_{tmp_path.name}'
     runner = Runner.from_cfg(cfg)
     metrics = runner.val()
     terms = {k: v for k, v in metrics.items() if k.startswith('val/loss_')}
