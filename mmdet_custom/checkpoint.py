@@ -39,6 +39,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import pid_alive as _pid_alive
 
 __all__ = [
     'UnsafeCheckpointError', 'CheckpointMismatchError', 'ResumeError', 'allowed_globals', 'load_checkpoint_file',
@@ -157,16 +158,6 @@ CheckpointLoader.register_scheme(prefixes='', loader=load_checkpoint_file, force
 # Atomic saving
 # ----------------------------------------------------------------------------------------------------------------
 _TMP_INFIX = '.tmp-'
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale_temp_files(folder: str) -> List[str]:

@@ -56,7 +56,7 @@ def _clean_stale_files(folder: str, prefix: str) -> None:
         if not entry.startswith(prefix) or '.tmp' not in entry:
             continue
         pid = entry[len(prefix):].split('-', 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 os.remove(osp.join(folder, entry))
 
@@ -122,7 +122,8 @@ def check_output_outside_inputs(out_dir: PathLike, *inputs: PathLike, out_flag: 
                             f'the input.')
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` runs (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -156,7 +157,7 @@ def _clean_stale_siblings(final: str) -> None:
             if not entry.startswith(prefix):
                 continue
             pid = entry[len(prefix):].split('-', 1)[0]
-            if not pid.isdigit() or _pid_alive(int(pid)):
+            if not pid.isdigit() or pid_alive(int(pid)):
                 continue
             path = osp.join(parent, entry)
             if kind == 'old' and not osp.exists(final):  # killed between the two renames of the fallback swap
