@@ -18,7 +18,8 @@ install:
 demo: install
 	VENV=$(VENV) DATA="$(DATA)" DEMO_DIR="$(DEMO_DIR)" DEMO_CONFIG="$(DEMO_CONFIG)" bash scripts/demo.sh
 
-test: install
+# lint first (seconds), then the suite
+test: lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # ruff (lint + import sorting, line length 120; settings in pyproject.toml)

@@ -12,7 +12,13 @@ import os
 from .version import __version__
 
 if os.environ.get('MMDET_CUSTOM_NO_REGISTER', '') in ('', '0'):
-    from . import checkpoint  # noqa: F401  (weights_only-safe checkpoint loading, see checkpoint.py)
-    from . import datasets, engine, evaluation, models  # noqa: F401
+    # checkpoint: weights_only-safe checkpoint loading, see checkpoint.py
+    from . import (  # noqa: F401
+        checkpoint,
+        datasets,
+        engine,
+        evaluation,
+        models,
+    )
 
 __all__ = ['__version__']

@@ -31,7 +31,8 @@ def _run(name, ms_100, ms_1000, img_s, peak, params=10e6, gflops=5.0, train=True
 
 def _report(loads=(0.5, 1.0)):
     specs = [bm.ModelSpec('ref', SMOKE), bm.ModelSpec('other', FULL), bm.ModelSpec('tv', bm.TORCHVISION, train=False)]
-    runs = {'ref': [_run('ref', 100, 400, 2.0, 1000), _run('ref', 120, 440, 1.0, 1000), _run('ref', 110, 420, 1.5, 1000)],
+    runs = {'ref': [_run('ref', 100, 400, 2.0, 1000), _run('ref', 120, 440, 1.0, 1000),
+                    _run('ref', 110, 420, 1.5, 1000)],
             'other': [_run('other', 50, 300, 3.0, 800, params=5e6), _run('other', 60, 320, 3.0, 800, params=5e6),
                       {'error': 'RuntimeError: boom'}],
             'tv': [_run('tv', 90, 500, 0, 900, train=False)] * 3}

@@ -42,8 +42,16 @@ def main(argv=None):
     args = parse_args(argv)
     from mmengine.config import Config
 
-    from mmdet_custom.anchor_search import (check_writable_path, fragment_header, format_comparison, format_groups,
-                                            parse_weights, save_study_plots, search_anchors, write_anchor_fragment)
+    from mmdet_custom.anchor_search import (
+        check_writable_path,
+        format_comparison,
+        format_groups,
+        fragment_header,
+        parse_weights,
+        save_study_plots,
+        search_anchors,
+        write_anchor_fragment,
+    )
     weights = parse_weights(args.weights)
     study_name = args.study_name or osp.splitext(osp.basename(args.config))[0]
     out = args.out or osp.join('configs', '_base_', 'anchors', f'{study_name}.py')

@@ -214,8 +214,8 @@ def prepare_data(data: Optional[str], work_dir: str) -> Tuple[Optional[str], str
 
 def _dataset_samples(root: str, split: str, img_size: int, count: int, with_ann: bool) -> list:
     """Up to ``count`` packed samples of the iSAID fragment's dataset at ``img_size`` (no random flip)."""
-    from mmengine.config import Config
     from mmdet.registry import DATASETS
+    from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', '_base_', 'datasets', 'isaid_instance.py'))
     loader = cfg.train_dataloader if split == 'train' else cfg.test_dataloader
     dataset_cfg = copy.deepcopy(loader.dataset)

@@ -44,8 +44,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.analysis.benchmark import (default_specs, format_markdown, format_profile, format_table,
-                                                 parse_spec, run_benchmark)
+    from mmdet_custom.analysis.benchmark import (
+        default_specs,
+        format_markdown,
+        format_profile,
+        format_table,
+        parse_spec,
+        run_benchmark,
+    )
     from mmdet_custom.apis.runner import check_writable
     from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
     specs = [parse_spec(c) for c in args.configs] if args.configs else default_specs()
