@@ -35,10 +35,12 @@ def test_config_diff_entries():
 
 def test_expand_configs_and_parent(tmp_path):
     files = ab.expand_configs([str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0*_1x_isaid.py'), str(SMOKE)])
-    assert [Path(f).name for f in files] == ['mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py',
-                                             'mask-rcnn_effb0-cbam_fpn_1x_isaid.py',
-                                             'mask-rcnn_effb0_attn-fpn_1x_isaid.py', SMOKE.name]
-    assert ab.parent_config(files[1]) == str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py')
+    assert [Path(f).name for f in files] == ['mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py',
+                                             'mask-rcnn_effb0-cbam_attn-fpn_stock-heads_anchors_1x_isaid.py',
+                                             'mask-rcnn_effb0-cbam_fpn_anchors_1x_isaid.py',
+                                             'mask-rcnn_effb0_attn-fpn_anchors_1x_isaid.py', SMOKE.name]
+    full = str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py')
+    assert ab.parent_config(files[1]) == full and ab.parent_config(files[2]) == full
     assert ab.parent_config(str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py')) == \
         'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
     with pytest.raises(ab.AblationInputError, match='nothing_here'):

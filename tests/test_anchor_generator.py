@@ -78,7 +78,7 @@ def _variant_cfg(tmp_path):
     from mmengine import Config
     variant = tmp_path / 'mask-rcnn_r50_fpn_1x_isaid_stride-adjusted.py'
     variant.write_text(f"_base_ = ['{ROOT_CONFIG}', '{STRIDE_ADJUSTED}']\n"
-                       "model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))\n")
+                       "model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))\n")
     return Config.fromfile(str(variant))
 
 

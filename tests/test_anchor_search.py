@@ -261,7 +261,7 @@ def test_fragment_written_loads_and_builds(tmp_path):
     assert Path(frag).read_text().startswith('# study: toy\n')
     variant = tmp_path / 'variant.py'
     variant.write_text(f"_base_ = ['{ROOT_CONFIG}', '{frag}']\n"
-                       "model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))\n")
+                       "model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))\n")
     cfg = Config.fromfile(str(variant))
     generator = TASK_UTILS.build(cfg.model.rpn_head.anchor_generator)
     assert generator.sizes == [list(map(float, s)) for s in setting.sizes]
@@ -271,7 +271,7 @@ def test_fragment_written_loads_and_builds(tmp_path):
 
 def test_stride_adjusted_fragment_is_the_library_set():
     from mmengine import Config
-    frag = Config.fromfile(str(STRIDE_ADJUSTED)).rpn_anchor_generator
+    frag = Config.fromfile(str(STRIDE_ADJUSTED))._rpn_anchor_generator
     expected = stride_adjusted_anchors((4, 8, 16, 32, 64)).generator_cfg()
     assert {k: v for k, v in frag.items() if k != '_delete_'} == expected and frag._delete_ is True
 
@@ -318,9 +318,9 @@ def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
 
     variant = tmp_path / 'variant.py'
     variant.write_text(f"_base_ = ['{config}', '{out}']\n"
-                       "model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))\n")
+                       "model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))\n")
     generator = TASK_UTILS.build(Config.fromfile(str(variant)).model.rpn_head.anchor_generator)
-    found = Config.fromfile(str(out)).rpn_anchor_generator
+    found = Config.fromfile(str(out))._rpn_anchor_generator
     assert generator.sizes == [[float(v) for v in s] for s in found.sizes]
     assert generator.strides == [(s, s) for s in (4, 8, 16, 32, 64)]
 

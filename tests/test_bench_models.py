@@ -11,7 +11,7 @@ from mmdet_custom.analysis import benchmark as bm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
-FULL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'
+FULL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
 # a CPU-sized run: few proposals, few sampled RoIs
 SMALL = ['model.test_cfg.rpn.nms_pre=200', 'model.test_cfg.rpn.max_per_img=50',
          'model.train_cfg.rpn_proposal.max_per_img=50', 'model.train_cfg.rcnn.sampler.num=32']

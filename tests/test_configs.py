@@ -24,15 +24,15 @@ ANCHORS_STEP = 'configs/mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py'
 ANCHORS_FRAGMENT = 'configs/_base_/anchors/isaid_stride_adjusted.py'
 ROOT = 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'
 R101 = 'configs/mask_rcnn/mask-rcnn_r101_fpn_anchors_1x_isaid.py'
-FULL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'
+FULL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
 R50_CBAM = 'configs/cbam/mask-rcnn_r50-cbam_fpn_anchors_1x_isaid.py'
 R50_ATTN_FPN = 'configs/cbam/mask-rcnn_r50_attn-fpn_anchors_1x_isaid.py'
 R50_BOTH = 'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_isaid.py'
 # ablation -> the dotted keys of the one part of cfg.model it drops (every other key must equal the full model's)
 ABLATIONS = {
-    'configs/cbam/mask-rcnn_effb0_attn-fpn_1x_isaid.py': {'backbone.use_cbam': False},
-    'configs/cbam/mask-rcnn_effb0-cbam_fpn_1x_isaid.py': {'neck.type': 'FPN', 'neck.cbam_reduction': None},
-    'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid-stock-heads.py': {
+    'configs/cbam/mask-rcnn_effb0_attn-fpn_anchors_1x_isaid.py': {'backbone.use_cbam': False},
+    'configs/cbam/mask-rcnn_effb0-cbam_fpn_anchors_1x_isaid.py': {'neck.type': 'FPN', 'neck.cbam_reduction': None},
+    'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_stock-heads_anchors_1x_isaid.py': {
         'roi_head.bbox_head.type': 'Shared2FCBBoxHead',
         'roi_head.bbox_head.dropout_p': None,
         'roi_head.mask_head.type': 'FCNMaskHead'
@@ -45,7 +45,7 @@ ABLATIONS = {
 # Anchors, dataset, classes, schedule length are absent here: they must stay the cells R50's.
 CELLS_R50 = 'configs/cells/mask-rcnn_r50_fpn_1x_cells.py'
 CELLS_FULL = 'configs/cells/mask-rcnn_effb0-cbam_attn-fpn_1x_cells.py'
-PART_FRAGMENTS = ('configs/_base_/models/cbam_parts.py', 'configs/_base_/recipes/plateau_segm-ap50.py')
+FRAGMENTS = sorted(p for kind in ('models', 'recipes', 'anchors') for p in (CONFIG_DIR / '_base_' / kind).glob('*.py'))
 _CBAM_PLUGINS = {
     'model.backbone.plugins': [
         dict(cfg=dict(type='CBAM', reduction=16), stages=(False, True, True, True), position='after_conv3')
@@ -85,8 +85,8 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 @functools.lru_cache(maxsize=None)
 def _load_cached(path):
-    from mmengine.config import Config
-    return Config.fromfile(str(REPO_ROOT / path))
+    from mmdet_custom.utils.config import read_config
+    return read_config(str(REPO_ROOT / path))  # as the tools see it: private names dropped
 
 
 def _load(path):
@@ -190,12 +190,35 @@ def test_configs_are_found():
     assert {CELLS_R50, *CELLS_VARIANTS} <= names
 
 
+def test_fragments_define_only_private_names():
+    """A fragment hands named parts to configs through ``_base_``; every name it defines is private (``_name``), so
+    ``read_config`` drops it and no fragment part leaks into a resolved config."""
+    from mmengine.config import Config
+    assert len(FRAGMENTS) >= 10
+    for fragment in FRAGMENTS:
+        names = set(Config.fromfile(str(fragment)).keys())
+        assert names and all(n.startswith('_') for n in names), (fragment, names)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
+def test_resolved_config_holds_no_private_name(config):
+    from mmengine.config import Config
+    raw = Config.fromfile(str(config))
+    resolved = _load(config.relative_to(REPO_ROOT))
+    leaked = [k for k in resolved if k.startswith('_')]
+    assert not leaked, leaked
+    # what was dropped is exactly the fragments' parts; everything else is kept
+    assert set(raw.keys()) - set(resolved.keys()) == {k for k in raw if k.startswith('_')}
+
+
 def test_anchors_step_composes():
-    root, step, fragment = _load(ROOT).model, _load(ANCHORS_STEP).model, _load(ANCHORS_FRAGMENT)
+    from mmengine.config import Config
+    root, step = _load(ROOT).model, _load(ANCHORS_STEP).model
+    fragment = Config.fromfile(str(REPO_ROOT / ANCHORS_FRAGMENT))  # the fragment itself: its private part kept
     assert root.train_cfg.rpn.assigner.pos_iou_thr == 0.7
     assert step.train_cfg.rpn.assigner.pos_iou_thr == 0.5
     # the fragment's generator replaces the stock one entirely (no stale `scales` / `octave_base_scale` key)
-    expected = {k: v for k, v in fragment.rpn_anchor_generator.items() if k != '_delete_'}
+    expected = {k: v for k, v in fragment._rpn_anchor_generator.items() if k != '_delete_'}
     assert step.rpn_head.anchor_generator.to_dict() == expected
     assert step.rpn_head.anchor_generator.type == 'PerLevelAnchorGenerator'
     assert step.rpn_head.anchor_generator.sizes[0] == [8, 16]
@@ -304,14 +327,13 @@ def test_cells_variant_differs_in_its_parts(variant):
     """Each cells attention variant is the cells R50 plus exactly the parts it swaps in (backbone, neck, heads,
     optimizer, lr schedule); everything else, the stock anchors included, is the cells R50's."""
     expected = CELLS_VARIANTS[variant]
-    part_names = {k for fragment in PART_FRAGMENTS for k in _load(fragment)}
     leaves = {k for k, v in expected.items() if isinstance(v, dict)}
     base = _flatten(_load(CELLS_R50).to_dict(), leaves=leaves)
     cfg = _flatten(_load(variant).to_dict(), leaves=leaves)
     changes = {
         k: cfg.get(k)
         for k in base.keys() | cfg.keys()
-        if base.get(k) != cfg.get(k) and k.split('.')[0] not in part_names  # the fragments' named parts
+        if base.get(k) != cfg.get(k)
     }
     assert changes == expected
 

@@ -54,7 +54,7 @@ def test_sync_bn_refused_for_timm_backbones():
     assert n_act > 0 and not any(isinstance(m, BatchNormAct2d) for m in net.modules())
     assert not torch.allclose(before, after, atol=1e-2)
 
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'))
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'))
     check_sync_bn(cfg)  # no sync_bn: nothing to refuse
     cfg.sync_bn = 'torch'
     with pytest.raises(DistributedSetupError, match='TimmCBAMBackbone.*activation'):

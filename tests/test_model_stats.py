@@ -9,7 +9,7 @@ ROOT = str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py')
 ANCHORS_STEP = str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py')
 R50_CBAM = str(REPO_ROOT / 'configs/cbam/mask-rcnn_r50-cbam_fpn_anchors_1x_isaid.py')
 R50_BOTH = str(REPO_ROOT / 'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_isaid.py')
-FULL = str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py')
+FULL = str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py')
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')

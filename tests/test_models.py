@@ -266,7 +266,7 @@ def test_pretrained_backbone_builds_offline_and_loads_in_init_weights(no_network
     from mmdet_custom.utils.errors import UserError
 
     repo = Path(__file__).resolve().parents[1]
-    cfg = Config.fromfile(str(repo / 'configs' / 'cbam' / 'mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'))
+    cfg = Config.fromfile(str(repo / 'configs' / 'cbam' / 'mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'))
     assert cfg.model.backbone.pretrained is True
     with DefaultScope.overwrite_default_scope('mmdet'):
         detector = MODELS.build(cfg.model)

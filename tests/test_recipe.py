@@ -165,7 +165,7 @@ def test_nan_skip_hook_with_amp_optim_wrapper(tmp_path, monkeypatch):
 def test_variant_configs_merge_fragments():
     init_default_scope('mmdet')
     cfg = Config.fromfile(VARIANT_COSINE)
-    assert cfg.param_scheduler == fragment('warmup_cosine.py').warmup_cosine_param_scheduler
+    assert cfg.param_scheduler == fragment('warmup_cosine.py')._warmup_cosine_param_scheduler
     assert [h.type for h in cfg.custom_hooks] == ['NanSkipHook', 'EarlyStoppingHook']
     assert [b.type for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
     assert cfg.visualizer.type == 'DetLocalVisualizer'  # merged into the parent's visualizer, not replacing it
@@ -197,7 +197,7 @@ def test_schedule_fragments_build_and_behave():
     def optimizer():
         return torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.02)
 
-    warmup, cosine = fragment('warmup_cosine.py').warmup_cosine_param_scheduler
+    warmup, cosine = fragment('warmup_cosine.py')._warmup_cosine_param_scheduler
     opt = optimizer()
     PARAM_SCHEDULERS.build(dict(warmup, optimizer=opt))
     assert opt.param_groups[0]['lr'] == pytest.approx(0.02 * 0.001)
@@ -214,7 +214,7 @@ def test_schedule_fragments_build_and_behave():
     # last iteration (t = 119 of T_max = 120): eta_min + (lr - eta_min) * (1 + cos(pi * 119 / 120)) / 2
     assert lrs[119] == pytest.approx(eta_min + (0.02 - eta_min) * (1 + math.cos(math.pi * 119 / 120)) / 2)
 
-    warmup, plateau = fragment('plateau_segm-ap50.py').plateau_segm_ap50_param_scheduler
+    warmup, plateau = fragment('plateau_segm-ap50.py')._plateau_segm_ap50_param_scheduler
     opt = optimizer()
     sched = PARAM_SCHEDULERS.build(dict(plateau, optimizer=opt))
     lrs = []
@@ -268,7 +268,7 @@ def test_aug_fragment_on_real_isaid_sample(isaid_raw_dir):
         'vertical': np.stack([x1, h - y2, x2, h - y1], 1),
         'diagonal': np.stack([w - x2, h - y2, w - x1, h - y1], 1),
     }
-    augs = fragment('aug_flip-hv_color_cutout.py').aug_flip_hv_color_cutout
+    augs = fragment('aug_flip-hv_color_cutout.py')._aug_flip_hv_color_cutout
     pipeline, no_cutout = Compose(augs), Compose(augs[:2])
     seen, changed, cut = set(), [], []
     for seed in range(8):
@@ -307,7 +307,7 @@ def test_aug_fragment_on_real_isaid_sample(isaid_raw_dir):
 
 def test_aug_fragment_cutout_is_one_50px_square():
     init_default_scope('mmdet')
-    random_apply = TRANSFORMS.build(fragment('aug_flip-hv_color_cutout.py').aug_flip_hv_color_cutout[2])
+    random_apply = TRANSFORMS.build(fragment('aug_flip-hv_color_cutout.py')._aug_flip_hv_color_cutout[2])
     assert random_apply.prob == 0.5
     np.random.seed(3)
     img = np.full((300, 300, 3), 255, np.uint8)
@@ -326,7 +326,7 @@ def test_aug_fragment_cutout_is_one_50px_square():
 # --------------------------------------------------------------------------------------------------------------
 def test_tensorboard_fragment_writes_events(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    backends = fragment('tensorboard.py').tensorboard_vis_backends
+    backends = fragment('tensorboard.py')._tensorboard_vis_backends
     runner = make_runner(tmp_path, [1.0, float('nan')], hooks=[dict(type='NanSkipHook')], log_interval=1,
                          visualizer=dict(type='Visualizer', vis_backends=backends))
     runner.train()
@@ -345,7 +345,7 @@ def test_wandb_fragment_offline(tmp_path, monkeypatch):
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('WANDB_DIR', str(tmp_path))
     monkeypatch.setenv('WANDB_SILENT', 'true')
-    backends = fragment('wandb.py').wandb_vis_backends
+    backends = fragment('wandb.py')._wandb_vis_backends
     runner = make_runner(tmp_path / 'work', [1.0, 1.0], log_interval=1,
                          visualizer=dict(type='Visualizer', vis_backends=backends))
     runner.train()  # closes the run (wandb.finish)
@@ -368,7 +368,7 @@ def test_package_and_configs_work_without_wandb():
             "from mmengine.config import Config\n"
             "from mmengine.registry import VISBACKENDS\n"
             f"Config.fromfile({VARIANT_COSINE!r}); Config.fromfile({VARIANT_AUG!r})\n"
-            f"b = Config.fromfile({osp.join(RECIPES, 'wandb.py')!r}).wandb_vis_backends[1]\n"
+            f"b = Config.fromfile({osp.join(RECIPES, 'wandb.py')!r})._wandb_vis_backends[1]\n"
             "VISBACKENDS.build(dict(b, save_dir='unused'))  # wandb is imported only when a run starts\n"
             "print('ok')\n")
     env = dict(os.environ, PYTHONWARNINGS='ignore')

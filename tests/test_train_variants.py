@@ -12,7 +12,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [
     'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_isaid.py',
-    'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py',
+    'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py',
 ]
 IMAGE_SCALE = (256, 256)
 

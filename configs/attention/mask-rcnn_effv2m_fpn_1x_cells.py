@@ -2,5 +2,5 @@
 _base_ = ['../cells/mask-rcnn_r50_fpn_1x_cells.py', '../_base_/models/effv2_backbones.py']
 
 model = dict(
-    backbone=dict(_delete_=True, **_base_.effv2m_backbone),  # ResNet -> timm: no ResNet argument applies
-    neck=dict(in_channels=_base_.effv2m_channels))
+    backbone=dict(_delete_=True, **_base_._effv2m_backbone),  # ResNet -> timm: no ResNet argument applies
+    neck=dict(in_channels=_base_._effv2m_channels))

@@ -2,5 +2,5 @@
 _base_ = ['../mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py', '../_base_/models/effv2_backbones.py']
 
 model = dict(
-    backbone=dict(_delete_=True, **_base_.effv2m_backbone),  # ResNet -> timm: no ResNet argument applies
-    neck=dict(in_channels=_base_.effv2m_channels))
+    backbone=dict(_delete_=True, **_base_._effv2m_backbone),  # ResNet -> timm: no ResNet argument applies
+    neck=dict(in_channels=_base_._effv2m_channels))

@@ -3,4 +3,4 @@
 # Not in C2, which the parent freezes (see _base_/models/cbam_parts.py).
 _base_ = ['../mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py', '../_base_/models/cbam_parts.py']
 
-model = dict(backbone=dict(plugins=_base_.r50_cbam_plugins))
+model = dict(backbone=dict(plugins=_base_._r50_cbam_plugins))

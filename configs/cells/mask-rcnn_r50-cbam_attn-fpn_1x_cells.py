@@ -3,4 +3,4 @@
 # iSAID's ~14 px objects, not to nuclei.
 _base_ = ['./mask-rcnn_r50_fpn_1x_cells.py', '../_base_/models/cbam_parts.py']
 
-model = dict(backbone=dict(plugins=_base_.r50_cbam_plugins), neck=_base_.attention_fpn_neck)
+model = dict(backbone=dict(plugins=_base_._r50_cbam_plugins), neck=_base_._attention_fpn_neck)

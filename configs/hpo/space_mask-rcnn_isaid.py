@@ -30,11 +30,11 @@ def space(trial, cfg):
     }
     anchors = trial.suggest_categorical('anchors', ['stock', *ANCHOR_FRAGMENTS])
     if anchors != 'stock':
-        values['model.rpn_head.anchor_generator'] = Config.fromfile(ANCHOR_FRAGMENTS[anchors]).rpn_anchor_generator
+        values['model.rpn_head.anchor_generator'] = Config.fromfile(ANCHOR_FRAGMENTS[anchors])._rpn_anchor_generator
     if trial.suggest_categorical('augmentation', [False, True]):
         # flips in both axes, colour jitter and CutOut in place of the horizontal flip
         pipeline = copy.deepcopy(list(cfg.train_dataloader.dataset.pipeline))
         flip = next(i for i, t in enumerate(pipeline) if t['type'] == 'RandomFlip')
-        pipeline[flip:flip + 1] = Config.fromfile(AUGMENTATION).aug_flip_hv_color_cutout
+        pipeline[flip:flip + 1] = Config.fromfile(AUGMENTATION)._aug_flip_hv_color_cutout
         values['train_dataloader.dataset.pipeline'] = pipeline
     return values

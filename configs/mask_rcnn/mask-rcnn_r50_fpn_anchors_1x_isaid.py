@@ -4,5 +4,5 @@
 _base_ = ['./mask-rcnn_r50_fpn_1x_isaid.py', '../_base_/anchors/isaid_stride_adjusted.py']
 
 model = dict(
-    rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator),
+    rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator),
     train_cfg=dict(rpn=dict(assigner=dict(pos_iou_thr=0.5))))

@@ -10,8 +10,8 @@ _base_ = [
     '../_base_/recipes/dice_iou_metric.py',
 ]
 
-param_scheduler = _base_.warmup_cosine_param_scheduler
-custom_hooks = [_base_.nan_skip_hook, _base_.early_stopping_hook]
-visualizer = dict(vis_backends=_base_.tensorboard_vis_backends)
-val_evaluator = [_base_.val_evaluator, _base_.dice_iou_metric]
+param_scheduler = _base_._warmup_cosine_param_scheduler
+custom_hooks = [_base_._nan_skip_hook, _base_._early_stopping_hook]
+visualizer = dict(vis_backends=_base_._tensorboard_vis_backends)
+val_evaluator = [_base_.val_evaluator, _base_._dice_iou_metric]
 test_evaluator = val_evaluator

@@ -12,9 +12,9 @@ train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=_base_.backend_args),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(800, 800), keep_ratio=True),
-    *_base_.aug_flip_hv_color_cutout,  # replaces the parent's horizontal-only RandomFlip
+    *_base_._aug_flip_hv_color_cutout,  # replaces the parent's horizontal-only RandomFlip
     dict(type='PackDetInputs')
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-param_scheduler = _base_.plateau_segm_ap50_param_scheduler
-custom_hooks = [_base_.nan_skip_hook]
+param_scheduler = _base_._plateau_segm_ap50_param_scheduler
+custom_hooks = [_base_._nan_skip_hook]

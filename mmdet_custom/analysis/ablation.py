@@ -64,13 +64,13 @@ def load_any_config(config: str):
 
 @functools.lru_cache(maxsize=64)
 def _load_cached(config: str):
-    from mmengine.config import Config
+    from mmdet_custom.utils.config import read_config
     if '::' in config:
         from mmengine.config.utils import _get_package_and_cfg_path
         from mmengine.utils import get_installed_path
         package, path = _get_package_and_cfg_path(config)
-        return Config.fromfile(osp.join(get_installed_path(package), '.mim', 'configs', path))
-    return Config.fromfile(config)
+        return read_config(osp.join(get_installed_path(package), '.mim', 'configs', path))
+    return read_config(config)  # private names (fragment parts) dropped: they are no change of the model
 
 
 def parent_config(config: str) -> Optional[str]:

@@ -55,7 +55,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
 #: The config spelling of torchvision's reference model.
 TORCHVISION = 'torchvision:maskrcnn_resnet50_fpn'
-FULL_MODEL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'
+FULL_MODEL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
 #: Inference parts, in table order (training adds backward and optimizer).
 INFER_PARTS = ('backbone+neck', 'rpn', 'roi_heads', 'post')
 TRAIN_PARTS = ('backbone+neck', 'rpn', 'roi_heads', 'backward', 'optimizer', 'other')
@@ -88,7 +88,7 @@ def default_specs() -> List[ModelSpec]:
         ModelSpec('R50 (stock mmdet)', 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'),
         ModelSpec('full model', FULL_MODEL),
         ModelSpec('full model + inference speedups', FULL_MODEL, speedups=True, train=False),
-        ModelSpec('EffNet-B0 FPN, no attention', 'configs/cbam/mask-rcnn_effb0-cbam_fpn_1x_isaid.py',
+        ModelSpec('EffNet-B0 FPN, no attention', 'configs/cbam/mask-rcnn_effb0-cbam_fpn_anchors_1x_isaid.py',
                   {'model.backbone.use_cbam': False}),
         ModelSpec('R50 + CBAM', 'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_isaid.py'),
         ModelSpec('torchvision maskrcnn_resnet50_fpn', TORCHVISION, train=False),

@@ -588,9 +588,9 @@ def format_groups(evaluations: Sequence[Tuple[str, Evaluation]], thresholds: Seq
 def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[str] = ()) -> str:
     """Write ``setting`` as a config fragment, atomically (temp file in the same folder, then ``os.replace``).
 
-    The fragment defines ``rpn_anchor_generator``, a complete ``anchor_generator`` dict with ``_delete_=True``;
+    The fragment defines ``_rpn_anchor_generator``, a complete ``anchor_generator`` dict with ``_delete_=True``;
     a variant config lists the fragment in ``_base_`` beside its parent and sets
-    ``model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))``. (mmengine refuses a key
+    ``model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))``. (mmengine refuses a key
     defined by two files of one ``_base_`` list, so a fragment defining ``model`` could not sit beside a
     parent that defines ``model``.)
 
@@ -604,8 +604,8 @@ def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[st
         ['# _delete_: replaces the parent\'s whole anchor_generator; the stock AnchorGenerator\'s scales /',
          '# octave_base_scale / base_sizes keys do not apply to PerLevelAnchorGenerator.',
          '# Use: _base_ = [<parent config>, <this file>]',
-         '#      model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))',
-         'rpn_anchor_generator = dict(',
+         '#      model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))',
+         '_rpn_anchor_generator = dict(',
          '    _delete_=True,',
          f'    type={cfg["type"]!r},'] + body + [')', ''])
     with atomic_path(path) as tmp, open(tmp, 'w') as f:

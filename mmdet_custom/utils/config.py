@@ -2,6 +2,13 @@
 
 mmengine's ``Config.merge_from_dict`` adds any key it is given, so a typo in ``--cfg-options`` is silently ignored;
 :func:`read_config` refuses keys the config does not have (``+key=value`` adds one on purpose).
+
+Private config names: a top-level name starting with one underscore (``_r50_cbam_plugins``) is a part that config
+files hand to each other through ``_base_`` (the fragments in ``configs/_base_/models``, ``recipes``, ``anchors``).
+mmengine merges every base name into the child, so :func:`read_config` drops these names from the resolved config:
+the config a run dumps and the one the tools see hold only what something reads. (mmengine drops ``__names`` itself,
+but at each file, so a child could not read them.) mmengine's own ``_base_``, ``_scope_``, ``_delete_`` and
+``_deprecation_`` are kept.
 """
 import difflib
 import os.path as osp
@@ -11,7 +18,9 @@ from mmengine.config import Config
 
 from mmdet_custom.utils.errors import UserError
 
-__all__ = ['ConfigKeyError', 'check_cfg_options', 'read_config']
+__all__ = ['ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'read_config']
+
+MMENGINE_RESERVED = ('_base_', '_scope_', '_delete_', '_deprecation_')
 
 
 class ConfigKeyError(UserError, KeyError):
@@ -94,8 +103,23 @@ def check_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]], source:
     return clean
 
 
+def drop_private_names(cfg: Config) -> Config:
+    """Remove the top-level private names (``_name``, see the module docstring) from ``cfg`` in place; return it.
+
+    >>> cfg = Config(dict(_part=dict(type='X'), model=dict(type='X')))
+    >>> sorted(drop_private_names(cfg).keys())
+    ['model']
+    """
+    for key in list(cfg.keys()):
+        if key.startswith('_') and not key.startswith('__') and key not in MMENGINE_RESERVED:
+            cfg.pop(key)
+    return cfg
+
+
 def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, Any]] = None) -> Config:
     """Read ``config`` (path, or a :class:`Config` that is copied) and merge the checked ``cfg_options``.
+
+    Private names (``_name``) are dropped from the result (:func:`drop_private_names`).
 
     Raises:
         FileNotFoundError: the config file does not exist.
@@ -111,6 +135,7 @@ def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, A
             raise UserError(f'config {config}: {e}') from e
     else:
         cfg = config.copy()
+    drop_private_names(cfg)
     if cfg_options:
         source = config if isinstance(config, str) else (getattr(cfg, 'filename', None) or '')
         cfg.merge_from_dict(check_cfg_options(cfg, cfg_options, source))

@@ -8,8 +8,8 @@
 # base_sizes keys do not apply to PerLevelAnchorGenerator.
 # Use (mmengine refuses a key such as `model` defined by two files of one _base_ list, hence a named dict):
 #   _base_ = [<parent config>, '../_base_/anchors/isaid_stride_adjusted.py']
-#   model = dict(rpn_head=dict(anchor_generator=_base_.rpn_anchor_generator))
-rpn_anchor_generator = dict(
+#   model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))
+_rpn_anchor_generator = dict(
     _delete_=True,
     type='PerLevelAnchorGenerator',
     strides=[4, 8, 16, 32, 64],

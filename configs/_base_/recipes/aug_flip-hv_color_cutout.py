@@ -5,8 +5,8 @@
 #   image as torchvision's ColorJitter is; the image alone changes, boxes and masks pass through);
 # - with p=0.5, one 50x50 px square of the image set to black (CutOut, DeVries & Taylor 2017); labels unchanged.
 # Albumentations draws from its own random generator, not seeded by mmengine's `randomness.seed`.
-# Use: train_pipeline = [<load>, <LoadAnnotations>, <Resize>, *_base_.aug_flip_hv_color_cutout, <PackDetInputs>]
-aug_flip_hv_color_cutout = [
+# Use: train_pipeline = [<load>, <LoadAnnotations>, <Resize>, *_base_._aug_flip_hv_color_cutout, <PackDetInputs>]
+_aug_flip_hv_color_cutout = [
     dict(type='RandomFlip', prob=[0.25, 0.25, 0.25], direction=['horizontal', 'vertical', 'diagonal']),
     dict(type='Albu', transforms=[dict(type='ColorJitter', brightness=0.2, contrast=0.2, saturation=0.0, hue=0.0,
                                        p=1.0)]),

@@ -1,6 +1,6 @@
 # Ablation of the full model: mmdet's stock heads (Shared2FCBBoxHead without dropout, FCNMaskHead) in place of the
 # regularised box head and the residual mask head (backbone, neck and recipe unchanged).
-_base_ = './mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'
+_base_ = './mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
 
 model = dict(
     roi_head=dict(

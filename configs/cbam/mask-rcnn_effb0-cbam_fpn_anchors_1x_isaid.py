@@ -1,5 +1,5 @@
 # Ablation of the full model: stock FPN in place of AttentionFPN (backbone CBAM, heads and recipe unchanged).
-_base_ = './mask-rcnn_effb0-cbam_attn-fpn_1x_isaid.py'
+_base_ = './mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
 
 model = dict(
     neck=dict(
