@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdet_custom.analysis import ablation as ab
+from mmdet_custom.apis import ablation as ab
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from recipe_tools_helpers import REPO_ROOT, shared_smoke_patches, tiny_cfg
 
-from mmdet_custom.analysis.lr_find import LRFindError, LRRangeTestHook, smooth_losses, suggest_lr
+from mmdet_custom.apis.lr_find import LRFindError, LRRangeTestHook, smooth_losses, suggest_lr
 
 
 def test_smoothing_is_a_bias_corrected_moving_average():

@@ -7,7 +7,7 @@ parent (the differing keys of the two resolved configs, shortened), segm AP / AP
 protocol where the config's evaluator uses it), parameters and inference ms/image. The table is rewritten
 atomically after each config, so a long run shows its progress. A config that fails gets its error in the table
 and the others still run (exit status 1). Example: ``python tools/ablate.py 'configs/cbam/*.py' --iters 3000
---data data/isaid``. Logic: :mod:`mmdet_custom.analysis.ablation`.
+--data data/isaid``. Logic: :mod:`mmdet_custom.apis.ablation`.
 """
 import argparse
 
@@ -35,7 +35,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.analysis.ablation import expand_configs, run_ablation
+    from mmdet_custom.apis.ablation import expand_configs, run_ablation
     expand_configs(args.configs)  # a pattern matching nothing is refused before anything is built
     rows, md, csv = run_ablation(args.configs, args.work_dir, args.iters, out=args.out, data=args.data,
                                  img_size=args.img_size, seed=args.seed, random_init=args.random_init,

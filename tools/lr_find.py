@@ -5,7 +5,7 @@ Trains the config for at most ``--iters`` iterations with the lr raised exponent
 smoothed loss exceeds ``--diverge`` times its minimum, saves the loss-vs-lr plot (and the curve as json beside it)
 and prints the suggested lr: where the smoothed loss falls fastest (steepest descent against log lr); the lr of
 the minimum loss divided by 10 is printed too. Nothing is saved to the config's work dir and the config file and
-its checkpoints are only read. The logic lives in :mod:`mmdet_custom.analysis.lr_find`.
+its checkpoints are only read. The logic lives in :mod:`mmdet_custom.apis.lr_find`.
 """
 import argparse
 import os.path as osp
@@ -34,7 +34,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.analysis.lr_find import default_out, lr_range_test, plot_lr_find
+    from mmdet_custom.apis.lr_find import default_out, lr_range_test, plot_lr_find
     from mmdet_custom.apis.runner import check_writable
     from mmdet_custom.utils.fileio import dump_json_atomic
     out = args.out or default_out(args.config)

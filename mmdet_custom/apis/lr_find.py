@@ -192,13 +192,13 @@ def lr_range_test(config: Union[str, Any],
 
     Raises:
         LRFindError: an impossible range / iteration count / factor, or no finite loss at all.
-        UserError: a bad config key (see :func:`mmdet_custom.apis.runner.read_config`).
+        UserError: a bad config key (see :func:`mmdet_custom.utils.config.read_config`).
     """
     _check_args(start, end, iters, smooth, diverge)
     from mmengine.config import ConfigDict
     from mmengine.runner import Runner
 
-    from mmdet_custom.apis.runner import read_config
+    from mmdet_custom.utils.config import read_config
     cfg = read_config(config, cfg_options)
     gamma = (end / start) ** (1.0 / (iters - 1))
     cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
@@ -234,7 +234,7 @@ def lr_range_test(config: Union[str, Any],
 def plot_lr_find(result: LRFindResult, out: str, title: Optional[str] = None) -> str:
     """Plot loss (raw and smoothed) against lr on a log axis, mark the suggested and minimum-loss lrs, and save it
     to ``out`` atomically (format from the extension). Returns ``out``."""
-    from ._io import new_figure, save_figure
+    from mmdet_custom.analysis._io import new_figure, save_figure
     fig, axes = new_figure(figsize=(7, 4.5))
     ax = axes[0][0]
     lrs = np.asarray(result.lrs)

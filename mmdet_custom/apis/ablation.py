@@ -306,8 +306,8 @@ def run_one(config: str, work_dir: str, iters: int, infer_iters: int = 3, **prep
     Errors of the run itself are caught and returned in ``error`` (the table goes on with the next config).
     """
     from mmdet_custom.analysis.infer_bench import benchmark_inference
-    from mmdet_custom.apis import test as run_test
-    from mmdet_custom.apis import train
+    from mmdet_custom.apis.runner import test as run_test
+    from mmdet_custom.apis.runner import train
 
     parent = parent_config(config)
     try:
