@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_path, write_csv_atomic
 
@@ -207,17 +208,11 @@ class AblationRow:
     changed_keys: List[str] = field(default_factory=list)
 
 
-def _leaf_dataset(dataset_cfg):
-    while 'dataset' in dataset_cfg:
-        dataset_cfg = dataset_cfg.dataset
-    return dataset_cfg
-
-
 def _pipelines(cfg) -> Iterator[list]:
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name)
         if loader:
-            ds = _leaf_dataset(loader.dataset)
+            ds = innermost_dataset_cfg(loader.dataset)
             if ds.get('pipeline'):
                 yield ds.pipeline
     for name in ('train_pipeline', 'test_pipeline'):
@@ -276,7 +271,7 @@ def prepare_ablation_cfg(config: str, work_dir: str, iters: int, data_root: Opti
     if data_root is not None:
         root = str(data_root).rstrip('/') + '/'
         for loader, split in (('train_dataloader', 'train'), ('test_dataloader', 'val')):
-            ds = _leaf_dataset(cfg[loader].dataset)
+            ds = innermost_dataset_cfg(cfg[loader].dataset)
             ds.update(data_root=root, ann_file=f'annotations/instances_{split}.json',
                       data_prefix=dict(img=f'{split}/images/'))
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]

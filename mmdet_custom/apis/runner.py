@@ -30,6 +30,7 @@ from mmengine.runner import Runner
 
 from mmdet_custom.apis.distributed import prepare_distributed
 from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
+from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.config import ConfigKeyError, check_cfg_options, read_config  # noqa: F401  (re-exported)
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic
@@ -127,8 +128,7 @@ def _leaf_datasets(dataset: Any) -> List[Any]:
 
 def _dataset_cfg_name(dataset_cfg: Any) -> str:
     """``<type> <data_root/ann_file>`` of a (possibly wrapped) dataset config, for messages."""
-    while isinstance(dataset_cfg, Mapping) and 'dataset' in dataset_cfg:
-        dataset_cfg = dataset_cfg['dataset']
+    dataset_cfg = innermost_dataset_cfg(dataset_cfg)
     if not isinstance(dataset_cfg, Mapping):
         return 'dataset'
     ann = osp.join(dataset_cfg.get('data_root') or '', dataset_cfg.get('ann_file') or '')
@@ -454,9 +454,7 @@ def test(config: Union[str, Config],
                 # COCOeval reports AP at its third maxDets and needs exactly three
                 ev.proposal_nums = (100, 300, max_per_img) if max_per_img > 300 else (1, 10, max_per_img)
     if format_only:
-        dataset = cfg.test_dataloader.dataset
-        while 'dataset' in dataset:
-            dataset = dataset.dataset
+        dataset = innermost_dataset_cfg(cfg.test_dataloader.dataset)
         dataset.pipeline = _strip_annotations(dataset.pipeline)
         # the test json's categories give each class its category_id (by name); absent: class i -> id i + 1
         ann_file = osp.join(dataset.get('data_root') or '', dataset.get('ann_file') or '')

@@ -8,6 +8,7 @@ from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.errors import UserError
 
 #: Transforms after which ``LoadAnnotations`` would read ground truth in another frame than the image's.
@@ -16,12 +17,6 @@ _IMAGE_LOADERS = ('LoadImageFromFile', 'LoadImageFromNDArray', 'LoadMultiChannel
 
 class ValLossConfigError(UserError, ValueError):
     """The validation data cannot give training losses (no annotations in its pipeline)."""
-
-
-def _leaf_dataset_cfg(dataset_cfg: dict) -> dict:
-    while 'dataset' in dataset_cfg:  # mmengine's wrappers (ClassBalancedDataset, RepeatDataset, ...)
-        dataset_cfg = dataset_cfg['dataset']
-    return dataset_cfg
 
 
 def loss_pipeline(pipeline: Sequence[dict]) -> List[dict]:
@@ -111,7 +106,7 @@ class ValLossHook(Hook):
             cfg = copy.deepcopy(runner.cfg.get('val_dataloader'))
             if not cfg:
                 raise ValLossConfigError('ValLossHook needs val_dataloader in the config (or a dataloader argument)')
-            leaf = _leaf_dataset_cfg(cfg['dataset'])
+            leaf = innermost_dataset_cfg(cfg['dataset'])  # inside RepeatDataset, ClassBalancedDataset, ...
             leaf['pipeline'] = loss_pipeline(leaf['pipeline'])
         return runner.build_dataloader(cfg, seed=runner.seed)
 
