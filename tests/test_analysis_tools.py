@@ -315,10 +315,13 @@ def test_inference_benchmark_table(tiny_config, tmp_path, capsys):
 def test_stop_at_metric_hook_records_and_stops():
     from types import SimpleNamespace
 
+    from mmengine.hooks import EarlyStoppingHook
     from mmengine.logging import MMLogger
 
     from mmdet_custom.analysis.overfit import StopAtMetricHook
+    from mmdet_custom.utils.errors import UserError
     hook = StopAtMetricHook('coco/segm_mAP_50', 0.5)
+    assert isinstance(hook, EarlyStoppingHook) and hook.stopping_threshold == 0.5  # mmengine's rule, inclusive
     runner = SimpleNamespace(iter=10, train_loop=SimpleNamespace(stop_training=False),
                              logger=MMLogger.get_instance('test_stop_hook'))
     hook.after_val_epoch(runner, {'coco/segm_mAP_50': 0.2})
@@ -327,8 +330,9 @@ def test_stop_at_metric_hook_records_and_stops():
     hook.after_val_epoch(runner, {'coco/segm_mAP_50': 0.5})  # reaching the target counts
     assert runner.train_loop.stop_training and hook.reached_at == 20
     assert hook.history == [(10, 0.2), (20, 0.5)]
-    with pytest.raises(KeyError, match='coco/bbox_mAP'):
+    with pytest.raises(KeyError, match='coco/bbox_mAP') as err:
         hook.after_val_epoch(runner, {'coco/bbox_mAP': 0.1})
+    assert isinstance(err.value, UserError) and str(err.value).startswith("validation reported no 'coco/segm_mAP_50'")
     runner.iter = 30
     hook.after_val_epoch(runner, {})  # CocoMetric on no detection at all
     assert hook.history[-1] == (30, 0.0)

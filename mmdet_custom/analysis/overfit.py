@@ -8,28 +8,43 @@ of images has a bug. The job is an ordinary mmengine run built from the config:
   with its test pipeline and a ``CocoMetric`` on that json (so AP is over exactly these images);
 - ``IterBasedTrainLoop(max_iters, val_interval)``, the config's optimizer (``lr`` optionally replaced) with a linear
   warm-up then a constant learning rate, no checkpoints unless asked for;
-- :class:`StopAtMetricHook` records the metric after every validation and stops training once it reaches the target;
+- :class:`StopAtMetricHook` (mmengine's ``EarlyStoppingHook`` with a ``stopping_threshold``) records the metric after
+  every validation and stops training once it reaches the target;
 - at the end the ground truth vs prediction figure of each image is saved (see :mod:`.visualize`).
 """
 import copy
 import json
+import operator
 import os
 import os.path as osp
+import sys
 import time
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmengine.config import Config, ConfigDict
-from mmengine.hooks import Hook
+from mmengine.hooks import EarlyStoppingHook
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
+from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic
 
 from .inference import load_cfg
 from .visualize import save_gt_vs_pred
 
 
-class StopAtMetricHook(Hook):
-    """Record ``metric`` after each validation and stop the training loop once it is ``>= target``.
+class MonitoredMetricError(UserError, KeyError):
+    """A validation reported metrics, but not the one the overfit check watches (``--metric``)."""
+
+    __str__ = UserError.__str__  # the message as written, not KeyError's repr
+
+
+class StopAtMetricHook(EarlyStoppingHook):
+    """mmengine's ``EarlyStoppingHook`` with ``stopping_threshold=target``, plus a wall-clock limit and a history.
+
+    Training stops after the first validation whose ``metric`` is ``>= target`` (inclusive: mmengine compares with
+    ``>``, so a target of 0 or an AP50 of exactly 0.5 would never stop it); mmengine's plateau rule (``patience``)
+    is off. What mmengine's hook lacks is added: ``max_time_s``, the ``(iteration, value)`` history and the
+    iteration the target was reached at.
 
     Args:
         metric (str): key of the validation metrics, e.g. ``coco/segm_mAP_50``.
@@ -45,20 +60,30 @@ class StopAtMetricHook(Hook):
     A validation that reports no metric at all (``CocoMetric`` when the model detected nothing) counts as 0.
 
     Raises:
-        KeyError: after a validation that reported metrics but not ``metric`` (lists the keys it did report).
+        MonitoredMetricError: (a ``KeyError``) after a validation that reported metrics but not ``metric`` (lists
+            the keys it did report).
     """
 
     priority = 'LOW'
+    rule_map = {'greater': operator.ge, 'less': operator.le}  # reaching the threshold counts
 
     def __init__(self, metric: str = 'coco/segm_mAP_50', target: float = 0.5,
                  max_time_s: Optional[float] = None) -> None:
-        self.metric = metric
-        self.target = target
+        super().__init__(monitor=metric, rule='greater', stopping_threshold=target, patience=sys.maxsize,
+                         check_finite=False, strict=True)
         self.max_time_s = max_time_s
         self.history: List[tuple] = []
         self.reached_at: Optional[int] = None
         self.timed_out = False
         self._start = None
+
+    @property
+    def metric(self) -> str:
+        return self.monitor
+
+    @property
+    def target(self) -> float:
+        return self.stopping_threshold
 
     def before_train(self, runner) -> None:
         self._start = time.monotonic()
@@ -71,15 +96,16 @@ class StopAtMetricHook(Hook):
     def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
         if not metrics:  # CocoMetric reports nothing when the model detected nothing: AP 0
             value = 0.0
-        elif self.metric not in metrics:
-            raise KeyError(f'validation reported no {self.metric!r}; it reported {sorted(metrics)}')
+        elif self.monitor not in metrics:
+            raise MonitoredMetricError(f'validation reported no {self.monitor!r}; it reported {sorted(metrics)}')
         else:
-            value = float(metrics[self.metric])
+            value = float(metrics[self.monitor])
         self.history.append((runner.iter, value))
-        runner.logger.info(f'overfit: iter {runner.iter}: {self.metric} = {value:.3f} (target {self.target:g})')
-        if value >= self.target and self.reached_at is None:
-            self.reached_at = runner.iter
-            runner.train_loop.stop_training = True
+        runner.logger.info(f'overfit: iter {runner.iter}: {self.monitor} = {value:.3f} (target {self.target:g})')
+        if self.reached_at is None:
+            super().after_val_epoch(runner, {self.monitor: value})  # mmengine's threshold rule stops the loop
+            if self.rule_map[self.rule](value, self.stopping_threshold):
+                self.reached_at = runner.iter
 
 
 def write_subset(ann_file: str, out_file: str, num_images: int = 1,
