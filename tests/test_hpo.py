@@ -195,8 +195,18 @@ KILLED_WORKER = textwrap.dedent('''
     study.enqueue_trial({'lr': 0.003, 'mask_loss_weight': 1.0})
     space = runpy.run_path(sys.argv[1])['space']
 
+    def heartbeat_recorded(trial_id):
+        import sqlalchemy
+        with storage.engine.connect() as conn:
+            return conn.execute(sqlalchemy.text('SELECT 1 FROM trial_heartbeats WHERE trial_id = :t'),
+                                {'t': trial_id}).first() is not None
+
     def objective(trial):
         space(trial)
+        # Optuna's heartbeat thread writes the first beat a moment after the trial starts; a trial killed before it
+        # has no beat and is never found stale, so say RUNNING only once the beat is in the storage
+        while not heartbeat_recorded(trial._trial_id):
+            time.sleep(0.05)
         print('RUNNING', trial.number, flush=True)
         time.sleep(600)
 
