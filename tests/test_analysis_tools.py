@@ -388,3 +388,62 @@ def test_layer_grad_cams_equal_the_grad_cam_package():
         theirs = np.stack([cam(input_tensor=x, targets=[ClassifierOutputTarget(k)])[0] for k in range(4)])
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert all(m.std() > 0 and m.min() >= 0 and m.max() <= 1 for m in ours)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# user mistakes: one `error:` line naming the file and flag, exit 2, no traceback
+# ---------------------------------------------------------------------------------------------------------------
+def _cli_error(tool, args, capsys):
+    """Run ``tool`` as its ``__main__`` block does; return its one ``error:`` line."""
+    from mmdet_custom.utils.cli import run_cli
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as code:
+        run_cli(_tool(tool), [str(a) for a in args])
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and 'Traceback' not in err, err
+    (line, ) = [line for line in err.splitlines() if line.startswith('error:')]
+    return line
+
+
+def test_gradcam_mistakes_are_one_error_line(tmp_path, capsys):
+    from mmdet_custom.datasets import ISAID_CLASSES
+    img = tmp_path / 'scene.png'
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(img)
+    common = [img, SMOKE_CONFIG, '--output-dir', tmp_path / 'out', '--device', 'cpu']
+    line = _cli_error('gradcam', common + ['--target-class', 'truck'], capsys)
+    assert line.startswith("error: --target-class 'truck' is not one of the model classes (from ")
+    assert str(SMOKE_CONFIG) in line and 'ISAIDInstanceDataset' in line and 'Small_Vehicle' in line
+    line = _cli_error('gradcam', common + ['--target-class', 'ship', '--target-layer', 'backbone.layer9'], capsys)
+    assert line.startswith("error: --target-layer 'backbone.layer9': the model of ") and 'backbone, neck' in line
+    assert not (tmp_path / 'out').exists()
+    from mmdet_custom.analysis.gradcam import GradCAMError, _class_index
+    with pytest.raises(GradCAMError, match=r'^--target-class 15 is outside \[0, 15\): config x has 15 classes$'):
+        _class_index(ISAID_CLASSES, '15', 'config x')
+
+
+def test_train_curves_and_overfit_mistakes_name_the_file(tmp_path, capsys):
+    from mmdet_custom.analysis.inference import select_indices
+    from mmdet_custom.analysis.overfit import write_subset
+    from mmdet_custom.utils.errors import UserError
+    log = _write_log(tmp_path / 'scalars.json', [dict(lr=0.1, loss=1.0, iter=1, step=1)])
+    line = _cli_error('plot_train_curves', [log, '--out', tmp_path / 'c.png', '--keys', 'loss_mask'], capsys)
+    assert line == f'error: {log}: no training record has "loss_mask" (--keys; it has [\'iter\', \'loss\', ' \
+                   f'\'lr\', \'step\'])'
+    line = _cli_error('plot_train_curves', [log, log, '--out', tmp_path / 'c.png', '--legend', 'a'], capsys)
+    assert line == 'error: 1 --legend names for 2 logs: give one per log'
+    assert not (tmp_path / 'c.png').exists()
+
+    ann = tmp_path / 'ann.json'
+    ann.write_text(json.dumps(dict(images=[dict(id=3), dict(id=4)], annotations=[dict(id=1, image_id=4)],
+                                   categories=[])))
+    with pytest.raises(UserError, match=r'ann\.json: 1 images with instances, 2 asked for \(--num-images\)'):
+        write_subset(str(ann), str(tmp_path / 'sub.json'), num_images=2)
+    with pytest.raises(ValueError, match=r'ann\.json: image ids \[7\] \(--img-ids\) are not in "images"'):
+        write_subset(str(ann), str(tmp_path / 'sub.json'), img_ids=[4, 7])
+    ann.write_text('{"images": [')
+    with pytest.raises(UserError, match=r'train_dataloader\.dataset\.ann_file\) .*ann\.json is not valid json'):
+        write_subset(str(ann), str(tmp_path / 'sub.json'))
+    assert not (tmp_path / 'sub.json').exists()
+    with pytest.raises(IndexError) as err:
+        select_indices([0] * 5, indices=[1, 5])
+    assert isinstance(err.value, UserError) and str(err.value) == '--indices 5 is outside the dataset of 5 images'

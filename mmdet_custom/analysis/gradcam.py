@@ -29,10 +29,17 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 
+from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.models.builder import build_model
+from mmdet_custom.utils.errors import UserError
 
 from ._io import save_image
 from .inference import load_cfg
+
+
+class GradCAMError(UserError, ValueError):
+    """A target the model cannot explain: unknown class or layer, a layer without a ``(1, C, h, w)`` output, too few
+    detections of the class."""
 
 
 class DetectionScores(torch.nn.Module):
@@ -75,14 +82,17 @@ def layer_grad_cams(scorer: torch.nn.Module, layer: torch.nn.Module, inputs: tor
         ``pytorch_grad_cam`` does) and ``feature_shape`` (``(h, w)`` of the layer's output).
 
     Raises:
-        ValueError: when the layer's output is not a ``(1, C, h, w)`` tensor or the layer is not run.
+        GradCAMError: (a ``ValueError``) when the layer's output is not a ``(1, C, h, w)`` tensor or the layer is not
+            run.
     """
     from pytorch_grad_cam.utils.image import scale_cam_image
     store = {}
 
     def keep_output(module, args, output):
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            raise ValueError(f'Grad-CAM needs a layer whose output is a (1, C, h, w) tensor, got {type(output)}')
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise GradCAMError(f'Grad-CAM needs a layer whose output is a (1, C, h, w) tensor, the target layer gives '
+                               f'{shape}: choose a conv stage (--target-layer backbone.layer4, neck.fpn_convs.0)')
         store['act'] = output.detach().requires_grad_()
         return store['act']
 
@@ -91,7 +101,8 @@ def layer_grad_cams(scorer: torch.nn.Module, layer: torch.nn.Module, inputs: tor
         with torch.enable_grad():
             scores = scorer(inputs)[0]
             if 'act' not in store:
-                raise ValueError('the target layer is not run by the backbone, neck or bbox head')
+                raise GradCAMError('the target layer is not run by the backbone, neck or bbox head (--target-layer): '
+                                   'choose one of theirs, e.g. backbone.layer4 or neck.fpn_convs.0')
             act, cams = store['act'], []
             for k in range(len(scores)):
                 (grad, ) = torch.autograd.grad(scores[k], act, retain_graph=k + 1 < len(scores))
@@ -110,14 +121,16 @@ def _test_pipeline(cfg: Config) -> Compose:
     return Compose([t for t in get_test_pipeline_cfg(cfg) if t['type'] != 'LoadAnnotations'])
 
 
-def _class_index(classes: Sequence[str], target_class: Union[str, int]) -> int:
+def _class_index(classes: Sequence[str], target_class: Union[str, int], source: str = 'the model') -> int:
     if isinstance(target_class, int) or str(target_class).isdigit():
         index = int(target_class)
         if not 0 <= index < len(classes):
-            raise ValueError(f'class index {index} outside [0, {len(classes)})')
+            raise GradCAMError(f'--target-class {index} is outside [0, {len(classes)}): {source} has '
+                               f'{len(classes)} classes')
         return index
     if target_class not in classes:
-        raise ValueError(f'class {target_class!r} is not one of the model classes {list(classes)}')
+        raise GradCAMError(f'--target-class {target_class!r} is not one of the model classes (from {source}): '
+                           f'{", ".join(map(str, classes))}')
     return list(classes).index(target_class)
 
 
@@ -154,21 +167,30 @@ def grad_cam(img: str,
         layer's output) and ``out_file``.
 
     Raises:
-        ValueError: unknown class or layer, or fewer than ``num_preds`` detections of the class (the message says
-            how many were found).
+        GradCAMError: (a ``ValueError``) unknown class (naming the checkpoint or config the classes come from) or
+            layer, or fewer than ``num_preds`` detections of the class (the message says how many were found).
+        FileNotFoundError: ``img`` or ``checkpoint`` does not exist.
     """
     from pytorch_grad_cam.utils.image import show_cam_on_image
+    if not osp.isfile(img):
+        raise FileNotFoundError(f'image not found: {img}')
     cfg = load_cfg(config, cfg_options)
+    name = cfg.filename or 'the config'
     model = build_model(cfg, checkpoint, device)
+    source = f'checkpoint {checkpoint} (meta.dataset_meta)'
     if not model.dataset_meta.get('classes'):
         from mmdet.registry import DATASETS
-        model.dataset_meta = DATASETS.get(cfg.test_dataloader.dataset.type).METAINFO
+        dataset_type = innermost_dataset_cfg(cfg.test_dataloader.dataset).type
+        model.dataset_meta = DATASETS.get(dataset_type).METAINFO
+        source = f'{name} (test_dataloader.dataset type {dataset_type})'
     classes = model.dataset_meta['classes']
-    label = _class_index(classes, target_class)
+    label = _class_index(classes, target_class, source)
     try:
         layer = model.get_submodule(target_layer)
     except AttributeError:
-        raise ValueError(f'the model has no layer {target_layer!r}') from None
+        tops = ', '.join(n for n, _ in model.named_children())
+        raise GradCAMError(f'--target-layer {target_layer!r}: the model of {name} has no such module (dotted name '
+                           f'under one of {tops}, e.g. backbone.layer4)') from None
 
     batch = model.data_preprocessor(pseudo_collate([_test_pipeline(cfg)(dict(img_path=img, img_id=0))]), False)
     inputs, sample = batch['inputs'], batch['data_samples'][0]
@@ -180,8 +202,9 @@ def grad_cam(img: str,
     keep = (pred.labels == label).nonzero().flatten()
     keep = keep[pred.scores[keep].argsort(descending=True)][:num_preds]
     if len(keep) < num_preds:
-        raise ValueError(f'{img}: {len(keep)} detections of class {classes[label]!r}, {num_preds} asked for '
-                         '(lower model.test_cfg.rcnn.score_thr, raise its max_per_img or choose another class)')
+        raise GradCAMError(f'{img}: {len(keep)} detections of class {classes[label]!r}, {num_preds} asked for '
+                           '(--num-preds; lower model.test_cfg.rcnn.score_thr, raise its max_per_img or choose another '
+                           'class)')
 
     h, w = sample.metainfo['img_shape']
     ori_h, ori_w = sample.metainfo['ori_shape']

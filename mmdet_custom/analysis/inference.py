@@ -14,8 +14,19 @@ from mmengine.registry import init_default_scope
 
 from mmdet_custom.models.builder import build_model, default_device  # noqa: F401  (re-exported)
 from mmdet_custom.utils.config import read_config
+from mmdet_custom.utils.errors import UserError
 
 SPLITS = ('train', 'val', 'test')
+
+
+class AnalysisInputError(UserError, ValueError):
+    """A split the config does not have, or one that is not train / val / test."""
+
+
+class ImageIndexError(UserError, IndexError):
+    """An image index outside the dataset (``--indices``)."""
+
+    __str__ = UserError.__str__  # the message as written, not IndexError's repr
 
 
 def load_cfg(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -30,14 +41,15 @@ def build_dataset(cfg: Config, split: str = 'test'):
     """Build the dataset of ``cfg.<split>_dataloader`` (its own pipeline: ``val``/``test`` use the test pipeline).
 
     Raises:
-        ValueError: when ``split`` is not one of ``train``, ``val``, ``test`` or the config has no such loader.
+        AnalysisInputError: (a ``ValueError``) when ``split`` is not one of ``train``, ``val``, ``test`` or the
+            config has no such loader (the message names the config file).
     """
     from mmdet.registry import DATASETS
     if split not in SPLITS:
-        raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+        raise AnalysisInputError(f'--split must be one of {", ".join(SPLITS)}, got {split!r}')
     loader = cfg.get(f'{split}_dataloader')
     if not loader:
-        raise ValueError(f'the config has no {split}_dataloader')
+        raise AnalysisInputError(f'{cfg.filename or "the config"} has no {split}_dataloader: choose another --split')
     return DATASETS.build(loader.dataset)
 
 
@@ -50,13 +62,16 @@ def select_indices(dataset, num_images: Optional[int] = None, indices: Optional[
     """``indices`` if given (checked), else the first ``num_images`` of the dataset (all when None).
 
     Raises:
-        IndexError: when an index is outside the dataset.
+        ImageIndexError: (an ``IndexError``) when an index is outside the dataset (the message names its
+            annotation file).
     """
     n = len(dataset)
     if indices is not None:
         for i in indices:
             if not -n <= i < n:
-                raise IndexError(f'image index {i} outside the dataset of {n} images')
+                ann = getattr(dataset, 'ann_file', None)
+                raise ImageIndexError(f'--indices {i} is outside the dataset of {n} images'
+                                      + (f' ({ann})' if ann else ''))
         return [i % n for i in indices]
     return list(range(n if num_images is None else min(num_images, n)))
 

@@ -13,7 +13,6 @@ of images has a bug. The job is an ordinary mmengine run built from the config:
 - at the end the ground truth vs prediction figure of each image is saved (see :mod:`.visualize`).
 """
 import copy
-import json
 import operator
 import os
 import os.path as osp
@@ -26,10 +25,15 @@ from mmengine.hooks import EarlyStoppingHook
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.errors import UserError
-from mmdet_custom.utils.fileio import dump_json_atomic
+from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
 from .inference import load_cfg
 from .visualize import save_gt_vs_pred
+
+
+class OverfitError(UserError, ValueError):
+    """Settings of the overfit check that cannot run: image ids not in the json, too few images with instances,
+    an iteration count below 1."""
 
 
 class MonitoredMetricError(UserError, KeyError):
@@ -116,24 +120,24 @@ def write_subset(ann_file: str, out_file: str, num_images: int = 1,
         list[int]: the image ids written.
 
     Raises:
-        FileNotFoundError: ``ann_file`` missing. ValueError: an id not in the json, or too few images with
-            instances (the message names the file).
+        FileNotFoundError: ``ann_file`` missing. UserError: ``ann_file`` not valid json. OverfitError (a
+            ``ValueError``): an id not in the json, or too few images with instances (the message names the file).
     """
     if not osp.isfile(ann_file):
-        raise FileNotFoundError(f'annotation file not found: {ann_file}')
-    with open(ann_file) as f:
-        coco = json.load(f)
+        raise FileNotFoundError(f'annotation file not found (train_dataloader.dataset.ann_file): {ann_file}')
+    coco = load_json(ann_file, 'COCO annotation file (train_dataloader.dataset.ann_file)')
     by_id = {img['id']: img for img in coco['images']}
     with_instances = {a['image_id'] for a in coco['annotations'] if not a.get('iscrowd', 0)}
     if img_ids is not None:
         missing = [i for i in img_ids if i not in by_id]
         if missing:
-            raise ValueError(f'{ann_file}: image ids {missing} are not in "images"')
+            raise OverfitError(f'{ann_file}: image ids {missing} (--img-ids) are not in "images"')
         chosen = list(img_ids)
     else:
         chosen = [img['id'] for img in coco['images'] if img['id'] in with_instances][:num_images]
         if len(chosen) < num_images:
-            raise ValueError(f'{ann_file}: {len(chosen)} images with instances, {num_images} asked for')
+            raise OverfitError(f'{ann_file}: {len(chosen)} images with instances, {num_images} asked for '
+                               '(--num-images)')
     keep = set(chosen)
     subset = {k: v for k, v in coco.items() if k not in ('images', 'annotations')}
     subset['images'] = [by_id[i] for i in chosen]
@@ -237,11 +241,12 @@ def overfit(config: Union[str, Config],
         paths) and ``checkpoint`` (path or None).
 
     Raises:
-        ValueError: ``max_iters`` or ``val_interval`` < 1, or too few images with instances.
+        OverfitError: (a ``ValueError``) ``max_iters`` or ``val_interval`` < 1, image ids not in the json, or too
+            few images with instances.
     """
     from mmengine.runner import Runner
     if max_iters < 1 or val_interval < 1:
-        raise ValueError(f'max_iters and val_interval must be >= 1, got {max_iters}, {val_interval}')
+        raise OverfitError(f'--max-iters and --val-interval must be >= 1, got {max_iters}, {val_interval}')
     cfg = load_cfg(config, cfg_options)
     src = innermost_dataset_cfg(cfg.train_dataloader.dataset)
     ann_file = src.ann_file

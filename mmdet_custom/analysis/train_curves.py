@@ -19,11 +19,18 @@ import os.path as osp
 import re
 from typing import Dict, Optional, Sequence, Union
 
+from mmdet_custom.utils.errors import UserError
+
 from ._io import new_figure, save_figure
 
 _RUN_DIR = re.compile(r'^\d{8}_\d{6}$')
 #: Validation metrics plotted when none are named: COCO AP and AP50 of boxes and masks, when logged.
 DEFAULT_METRIC_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50')
+
+
+class TrainLogError(UserError, ValueError):
+    """A training log that cannot be plotted as asked (a line that is not a json object, no training record, a
+    key no record has, a legend of the wrong length); the message names the file."""
 
 
 def find_json_log(path: str) -> str:
@@ -85,7 +92,7 @@ def load_json_log(path: str) -> Dict[str, list]:
 
     Raises:
         FileNotFoundError: see :func:`find_json_log`.
-        ValueError: when a line is not a json object (the message names the file and line).
+        TrainLogError: (a ``ValueError``) when a line is not a json object (the message names the file and line).
     """
     path = find_json_log(path)
     train, val, val_iters = [], [], []
@@ -96,9 +103,9 @@ def load_json_log(path: str) -> Dict[str, list]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f'{path}:{lineno}: not a json line ({e})') from None
+                raise TrainLogError(f'{path}:{lineno}: not a json line ({e})') from None
             if not isinstance(rec, dict):
-                raise ValueError(f'{path}:{lineno}: expected a json object, got {type(rec).__name__}')
+                raise TrainLogError(f'{path}:{lineno}: expected a json object, got {type(rec).__name__}')
             if 'lr' in rec or 'iter' in rec or any(k.startswith('loss') for k in rec):
                 train.append(rec)
             elif 'step' in rec and any('/' in k for k in rec):
@@ -131,12 +138,12 @@ def plot_train_curves(json_logs: Union[str, Sequence[str]],
 
     Raises:
         FileNotFoundError: when a log is missing.
-        ValueError: when ``legend`` has the wrong length, a log holds no training record, or a named key is in
-            no record of its log (the message names the file and the key).
+        TrainLogError: (a ``ValueError``) when ``legend`` has the wrong length, a log holds no training record, or
+            a named key is in no record of its log (the message names the file and the key).
     """
     json_logs = [json_logs] if isinstance(json_logs, str) else list(json_logs)
     if legend is not None and len(legend) != len(json_logs):
-        raise ValueError(f'{len(legend)} legend names for {len(json_logs)} logs')
+        raise TrainLogError(f'{len(legend)} --legend names for {len(json_logs)} logs: give one per log')
     logs = [load_json_log(p) for p in json_logs]
     if legend is None:
         legend = [_run_name(log['file']) for log in logs]
@@ -145,7 +152,7 @@ def plot_train_curves(json_logs: Union[str, Sequence[str]],
     series = {}
     for name, log in zip(legend, logs):
         if not log['train']:
-            raise ValueError(f'{log["file"]}: no training record (lr/loss lines)')
+            raise TrainLogError(f'{log["file"]}: no training record (lr/loss lines)')
         train_keys = {k for r in log['train'] for k in r}
         keys = list(loss_keys) if loss_keys else (
             ['loss'] if len(logs) > 1 else sorted(k for k in train_keys if k.startswith('loss')))
@@ -153,10 +160,12 @@ def plot_train_curves(json_logs: Union[str, Sequence[str]],
         mkeys = list(metric_keys) if metric_keys else [k for k in DEFAULT_METRIC_KEYS if k in val_keys]
         for key in keys:
             if key not in train_keys:
-                raise ValueError(f'{log["file"]}: no training record has "{key}" (has {sorted(train_keys)})')
+                raise TrainLogError(f'{log["file"]}: no training record has "{key}" (--keys; it has '
+                                    f'{sorted(train_keys)})')
         for key in mkeys:
             if key not in val_keys:
-                raise ValueError(f'{log["file"]}: no validation record has "{key}" (has {sorted(val_keys)})')
+                raise TrainLogError(f'{log["file"]}: no validation record has "{key}" (--metric-keys; it has '
+                                    f'{sorted(val_keys)})')
         prefix = f'{name}: ' if len(logs) > 1 else ''
         iters = [r.get('iter', r.get('step')) for r in log['train']]
         s = dict(file=log['file'], iters=iters, losses={}, lr=[], metrics={}, val_steps=[],

@@ -29,7 +29,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.apis.runner import read_config
+    from mmdet_custom.utils.config import read_config
     cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
     from mmdet_custom.analysis.model_stats import format_table, model_stats, write_csv
     stats = model_stats(cfg, shape=None if args.no_flops else tuple(args.shape))
