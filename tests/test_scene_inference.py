@@ -430,20 +430,106 @@ def test_ground_truth_fed_back_through_windows_scores_ap_1(tmp_path, isaid_raw_d
     assert json.loads((tmp_path / 'out' / 'eval.json').read_text())['metrics']['segm_mAP'] == pytest.approx(1.0)
 
 
-def test_real_scene_with_a_tiny_random_model_end_to_end(tmp_path, isaid_raw_dir, one_torch_thread):
-    """P0003 through tools/infer_scene.py with a random-init ResNet-18 Mask R-CNN (no AP claim)."""
+@pytest.fixture(scope='module')
+def random_r18(tmp_path_factory):
+    """The smoke config's ResNet-18 Mask R-CNN with PyTorch's default init and random BatchNorm statistics and
+    affine terms (so that folding them into the convs changes the conv weights), as (config, checkpoint)."""
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
-
-    sys.path.insert(0, os.path.join(REPO, 'tools'))
-    import infer_scene
+    from torch.nn.modules.batchnorm import _BatchNorm
     config = os.path.join(REPO, 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py')
-    cfg = Config.fromfile(config)
     init_default_scope('mmdet')
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    ckpt = tmp_path / 'random.pth'
+    model = MODELS.build(Config.fromfile(config).model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+    ckpt = tmp_path_factory.mktemp('r18') / 'random.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict(dataset_meta=dict(classes=ISAID_CLASSES))), ckpt)
+    return config, str(ckpt)
+
+
+def test_speedups_keep_the_detections_of_a_real_window(isaid_raw_dir, one_torch_thread, random_r18):
+    """BatchNorm folded, channels_last, chunked mask head (on by default): on a real 800 px iSAID window the same
+    detections as the model as built: labels equal, boxes (to float32 rounding) and scores to 1e-4, masks at
+    IoU >= 0.99."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    config, ckpt = random_r18
+    reader = SceneReader(str(isaid_raw_dir / 'val' / 'images' / 'P0003.png'))
+    window = scene_windows(reader.height, reader.width)[:1]
+    assert window.tolist() == [[0, 0, 800, 800]]
+    dets = {}
+    for speedups in (False, True):
+        inferencer = SceneInferencer.from_config(
+            config, ckpt, device='cpu', speedups=speedups, num_workers=0, progress=False, score_thr=0.05,
+            cfg_options={'model.test_cfg.rcnn.max_per_img': 30})
+        model = inferencer.model
+        assert model.dataset_meta['classes'] == ISAID_CLASSES
+        has_bn = any(isinstance(m, _BatchNorm) for m in model.modules())
+        assert has_bn != speedups and bool(getattr(model, '_inference_speedups', None)) == speedups
+        dets[speedups] = inferencer.predict_raw(reader, window)
+    plain, fast = dets[False], dets[True]
+    assert len(plain) == len(fast) >= 10
+    np.testing.assert_array_equal(plain.labels, fast.labels)
+    # 1e-4 px, plus float32 rounding of coordinates up to 800 px (an ulp is 6e-5 px there; measured up to 4 ulps)
+    np.testing.assert_allclose(plain.bboxes, fast.bboxes, atol=1e-4, rtol=1e-6)
+    np.testing.assert_allclose(plain.scores, fast.scores, atol=1e-4, rtol=0)
+    assert len(np.unique(plain.scores)) == len(plain)  # no ties: the order compared is the model's
+    for k in range(len(plain)):
+        a, b = full_mask(plain, k), full_mask(fast, k)
+        assert a.any() and (a & b).sum() / (a | b).sum() >= 0.99
+
+
+def test_geopackage_reads_back_as_the_geojson(tmp_path):
+    """A small georeferenced GeoTIFF run: ``<stem>.gpkg`` (layer ``detections``) holds the GeoJSON's features:
+    id, class, category_id, score, CRS and the same coordinates (a mask with a hole and a two-part mask included)."""
+    gpd = pytest.importorskip('geopandas', reason='GeoPackage output needs geopandas (requirements/tests.txt)')
+    pytest.importorskip('pyogrio', reason='GeoPackage output needs pyogrio (requirements/tests.txt)')
+    import shapely
+    from rasterio.transform import from_origin
+    from shapely.geometry import shape
+    transform = from_origin(500000.0, 4200000.0, 0.5, 0.5)
+    write_geotiff(tmp_path / 'geo.tif', 900, 1000, transform=transform, crs='EPSG:32633')
+    ring = np.ones((30, 30), bool)
+    ring[10:20, 10:20] = False
+    two_parts = np.zeros((10, 30), bool)
+    two_parts[:, :10] = two_parts[:, 20:] = True
+    objects = [rect(300, 420, 340, 450), (ISAID_CLASSES.index('Harbor'), (100, 100, 130, 130), ring),
+               (ISAID_CLASSES.index('ship'), (850, 700, 880, 710), two_parts)]  # the last straddles a border
+    scores = (0.9, 0.7, 0.55)
+    inferencer, _ = make_inferencer(scene_windows(900, 1000), oracle(objects, lambda k, window: scores[k]))
+    summary = infer_scenes(inferencer, [str(tmp_path / 'geo.tif')], str(tmp_path / 'out'), overlay_max_side=0,
+                           log=lambda *_: None)
+    assert summary['scenes'][0]['geopackage'] and summary['scenes'][0]['detections_after_merge'] == 3
+    geo = json.loads((tmp_path / 'out' / 'geo.geojson').read_text())
+    frame = gpd.read_file(tmp_path / 'out' / 'geo.gpkg', layer='detections', engine='pyogrio')
+    assert frame.crs.to_epsg() == 32633 and len(frame) == len(geo['features']) == 3
+    assert sorted(frame['class']) == sorted(['Small_Vehicle', 'Harbor', 'ship'])
+    for (_, row), feature in zip(frame.iterrows(), geo['features']):
+        props = feature['properties']
+        assert (int(row['id']), row['class'], int(row['category_id'])) == (props['id'], props['class'],
+                                                                          props['category_id'])
+        assert row['score'] == pytest.approx(props['score'], abs=1e-6)
+        expected = shape(feature['geometry'])  # the layer is MultiPolygon (pyogrio promotes a mixed layer)
+        assert row.geometry.equals(expected)
+        np.testing.assert_array_equal(shapely.get_coordinates(row.geometry), shapely.get_coordinates(expected))
+    by_class = dict(zip(frame['class'], frame.geometry))
+    harbor = by_class['Harbor']
+    assert len(harbor.geoms[0].interiors) == 1 and harbor.area == pytest.approx((900 - 100) * 0.25)  # m² at 0.5 m
+    assert len(by_class['ship'].geoms) == 2 and by_class['ship'].area == pytest.approx(200 * 0.25)
+
+
+def test_real_scene_with_a_tiny_random_model_end_to_end(tmp_path, isaid_raw_dir, one_torch_thread, random_r18):
+    """P0003 through tools/infer_scene.py with a random-init ResNet-18 Mask R-CNN (no AP claim)."""
+    sys.path.insert(0, os.path.join(REPO, 'tools'))
+    import infer_scene
+    config, ckpt = random_r18
     image = isaid_raw_dir / 'val' / 'images' / 'P0003.png'
     summary = infer_scene.main([config, str(ckpt), str(image), '--out-dir', str(tmp_path / 'out'), '--device', 'cpu',
                                 '--batch-size', '2', '--num-workers', '1', '--score-thr', '0.05', '--no-progress',

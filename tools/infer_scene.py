@@ -8,7 +8,8 @@ inner window border yields to one from a window that holds the object whole. ``D
 (COCO results in scene pixels, RLE masks) with ``scenes.json``, ``<stem>.geojson`` (map coordinates and CRS when
 the raster is georeferenced), ``<stem>.gpkg`` (with geopandas + pyogrio), ``<stem>_overlay.png`` and
 ``summary.json``; with ``--gt RAW_ISAID_DIR`` also ``eval.json`` (whole-scene segm and bbox AP, iSAID protocol).
-The logic lives in :mod:`mmdet_custom.apis.scene`.
+The model runs with output-preserving speedups (BatchNorm folded, chunked channels_last mask head;
+``--no-speedups`` turns them off). The logic lives in :mod:`mmdet_custom.apis.scene`.
 """
 import argparse
 
@@ -56,6 +57,9 @@ def parse_args(argv=None):
                         '(whole-scene segm and bbox AP, iSAID protocol)')
     parser.add_argument('--overlay-max-side', type=int, default=2048,
                         help='longer side of <stem>_overlay.png in pixels (default: 2048; 0: no overlay)')
+    parser.add_argument('--no-speedups', action='store_true',
+                        help='run the model as built: no BatchNorm folding, no chunked channels_last mask head '
+                        '(the speedups keep the detections, to float rounding)')
     parser.add_argument('--no-gpkg', action='store_true', help='do not write GeoPackages')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     add_cfg_options(parser)
@@ -72,7 +76,8 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.apis.scene import SceneInferencer, infer_scenes
     inferencer = SceneInferencer.from_config(
-        args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options, window=args.window,
+        args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options,
+        speedups=not args.no_speedups, window=args.window,
         overlap=args.overlap, batch_size=args.batch_size, num_workers=args.num_workers, score_thr=args.score_thr,
         max_per_window=args.max_per_window, match=args.match, match_thr=args.match_thr,
         border_margin=args.border_margin, progress=not args.no_progress)

@@ -43,6 +43,8 @@ import time
 
 import numpy as np
 
+from mmdet_custom.utils.cli import run_cli
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
 SOURCES = (('val', 'P0003'), ('train', 'P0005'))
@@ -99,7 +101,8 @@ def build_mosaic(size: int, work_dir: str):
     for split, stem in SOURCES:
         image = cv2.imread(osp.join(root, split, 'images', f'{stem}.png'), cv2.IMREAD_COLOR)
         if image is None:
-            raise SystemExit(f'the iSAID sample {split}/images/{stem}.png is missing under {root}')
+            raise FileNotFoundError(f'the iSAID sample {split}/images/{stem}.png is missing under {root} (set '
+                                    f'MMDET_CUSTOM_SHARED_DATA to the folder holding isaid_devkit)')
         inst = read_isaid_instances(*find_isaid_masks(root, stem))
         sources.append((image, [(int(inst.labels[k]), inst.extents[k], decode_crop(inst.extents[k], inst.counts[k]))
                                 for k in range(len(inst))]))
@@ -342,7 +345,30 @@ def merge_quality(args, png, tif, instances) -> list:
 # ----------------------------------------------------------------------------------------------------------------
 # Model runs, each in a fresh process
 # ----------------------------------------------------------------------------------------------------------------
+class ModelTimer:
+    """Seconds spent inside a model's ``test_step`` (forward, mmdet's post-processing and mask pasting): the rest
+    of a run is the method's own overhead (reading, slicing, mask conversion, merging)."""
+
+    def __init__(self, model):
+        self.seconds, self.calls = 0.0, 0
+        inner = model.test_step
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.calls += 1
+
+        model.test_step = timed
+
+
 def worker(args) -> dict:
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    speedups = 'speedups' if args.speedups else 'no speedups'
     if args.worker == 'sahi':
         import sahi.models.mmdet as sahi_mmdet
         from sahi.models.mmdet import MmdetDetectionModel
@@ -352,6 +378,10 @@ def worker(args) -> dict:
         sahi_mmdet.get_coco_segmentation_from_bool_mask = sahi_polygons_or_box
         model = MmdetDetectionModel(model_path=args.checkpoint, config_path=args.config, device=args.device,
                                     confidence_threshold=args.score_thr, load_at_init=True)
+        detector = model.model.model  # sahi's DetInferencer wrapper -> mmdet's DetInferencer -> the detector
+        if args.speedups:
+            from mmdet_custom.analysis.benchmark import apply_inference_speedups
+            apply_inference_speedups(detector)
 
         def predict(scene):
             return get_sliced_prediction(
@@ -362,6 +392,7 @@ def worker(args) -> dict:
                 verbose=0, batch_size=args.batch_size)
 
         predict(warmup_path(args.scene))
+        timer = ModelTimer(detector)
         reset_peak()
         baseline = rss_mb()
         start = time.perf_counter()
@@ -376,16 +407,17 @@ def worker(args) -> dict:
                                 score=float(item['score']), segmentation=item['segmentation']))
         with open(args.results_out, 'w') as f:
             json.dump(results, f)
-        return dict(method=f'SAHI {sahi_version()} (batch {args.batch_size}: one by one for mmdet)', seconds=elapsed,
-                    windows=num_windows, detections=len(result.object_prediction_list),
+        return dict(method=f'SAHI {sahi_version()} (png, one by one, {speedups})', seconds=elapsed,
+                    model_s=timer.seconds, windows=num_windows, detections=len(result.object_prediction_list),
                     postprocess_s=result.durations_in_seconds.get('postprocess'), baseline_mb=baseline,
-                    peak_mb=peak_mb(), workers_peak_mb=0.0)
+                    peak_mb=peak_mb(), workers_peak_mb=0.0, threads=torch.get_num_threads())
     from mmdet_custom.apis.scene import SceneInferencer, coco_results
     inferencer = SceneInferencer.from_config(args.config, args.checkpoint, device=args.device,
-                                             batch_size=args.batch_size, num_workers=args.num_workers,
-                                             score_thr=args.score_thr, window=args.window, overlap=args.overlap,
-                                             progress=False)
+                                             speedups=args.speedups, batch_size=args.batch_size,
+                                             num_workers=args.num_workers, score_thr=args.score_thr,
+                                             window=args.window, overlap=args.overlap, progress=False)
     inferencer(warmup_path(args.scene)).reader.close()
+    timer = ModelTimer(inferencer.model)
     reset_peak()
     baseline = rss_mb()
     start = time.perf_counter()
@@ -395,10 +427,10 @@ def worker(args) -> dict:
     with open(args.results_out, 'w') as f:
         json.dump(coco_results(result.detections, 1, range(1, len(inferencer.classes) + 1)), f)
     return dict(method=f'ours ({osp.splitext(args.scene)[1][1:]}, batch {args.batch_size}, {args.num_workers} reading '
-                f'worker(s))', seconds=elapsed,
+                f'worker(s), {speedups})', seconds=elapsed, model_s=timer.seconds,
                 windows=result.num_windows,
                 detections=result.merge.after, postprocess_s=result.timings['merge'], baseline_mb=baseline,
-                num_workers=args.num_workers,
+                num_workers=args.num_workers, threads=torch.get_num_threads(),
                 peak_mb=peak_mb(), workers_peak_mb=peak_mb(resource.RUSAGE_CHILDREN))
 
 
@@ -452,13 +484,15 @@ def duplicate_pairs(results: list, height: int, width: int) -> int:
 
 
 def run_worker(args, method: str, scene: str, config: str, checkpoint: str, batch_size: int, size: int,
-               extra=(), duplicates: bool = True, num_workers: int = None) -> dict:
+               extra=(), duplicates: bool = True, num_workers: int = None, speedups: bool = False) -> dict:
     num_workers = args.num_workers if num_workers is None else num_workers
-    results_out = osp.join(args.work_dir, f'results_{method}_{osp.basename(scene)}_b{batch_size}_w{num_workers}.json')
+    results_out = osp.join(args.work_dir, f'results_{method}_{osp.basename(scene)}_b{batch_size}_w{num_workers}'
+                           f'{"_fast" if speedups else ""}.json')
     cmd = [sys.executable, osp.abspath(__file__), '--worker', method, '--scene', scene, '--config', config,
            '--checkpoint', checkpoint, '--size', str(size), '--device', args.device, '--batch-size',
            str(batch_size), '--num-workers', str(num_workers), '--score-thr', str(args.score_thr),
-           '--window', str(args.window), '--overlap', str(args.overlap), '--results-out', results_out, *extra]
+           '--window', str(args.window), '--overlap', str(args.overlap), '--results-out', results_out,
+           '--threads', str(args.threads), *(['--speedups'] if speedups else []), *extra]
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     if proc.returncode != 0:
@@ -475,15 +509,15 @@ def run_worker(args, method: str, scene: str, config: str, checkpoint: str, batc
 def save_random_checkpoint(config: str, path: str) -> None:
     import torch
     from mmdet.registry import MODELS
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     import mmdet_custom  # noqa: F401
+    from mmdet_custom.utils.config import read_config
     from mmdet_custom.utils.isaid_meta import ISAID_CLASSES, ISAID_PALETTE
     init_default_scope('mmdet')
     import logging
     torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(config).model)
+    model = MODELS.build(read_config(config).model)
     logging.disable(logging.INFO)  # init_weights logs every parameter
     try:
         model.init_weights()
@@ -515,6 +549,15 @@ def main(argv=None):
     parser.add_argument('--work-dir', default=osp.join(REPO_ROOT, 'work_dirs', 'bench_scene'))
     parser.add_argument('--skip-model', action='store_true', help='only the merge-quality part')
     parser.add_argument('--timeout', type=int, default=3600, help='seconds per model run')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='torch intra-op threads of every model run (default: 0, torch\'s own choice)')
+    parser.add_argument('--runs', nargs='+', metavar='METHOD:FORMAT:BATCH:WORKERS:SPEEDUPS',
+                        default=['sahi:png:1:0:0', 'sahi:png:1:0:1', 'ours:png:1:0:0', 'ours:tif:B:W:1'],
+                        help='model runs, in this order each round: sahi|ours, png|tif, batch size (B: '
+                        '--batch-size), reading workers (W: --num-workers), speedups 0|1 (default: SAHI as is, SAHI '
+                        'with our speedups applied to its model, ours as SAHI runs (png, batch 1, no speedups), ours '
+                        'as shipped (GeoTIFF, --batch-size, --num-workers, speedups))')
+    parser.add_argument('--speedups', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--worker', choices=('ours', 'sahi', 'ours-oracle', 'sahi-oracle'), help=argparse.SUPPRESS)
     parser.add_argument('--instances', help=argparse.SUPPRESS)
     parser.add_argument('--scene', help=argparse.SUPPRESS)
@@ -563,8 +606,26 @@ def main(argv=None):
         json.dump(report, f, indent=1)
 
 
+def parse_run(spec: str, args) -> tuple:
+    """``METHOD:FORMAT:BATCH:WORKERS:SPEEDUPS`` -> (method, format, batch, workers, speedups)."""
+    from mmdet_custom.utils.errors import UserError
+    parts = spec.split(':')
+    if len(parts) != 5 or parts[0] not in ('sahi', 'ours') or parts[1] not in ('png', 'tif') or \
+            parts[4] not in ('0', '1'):
+        raise UserError(f'--runs {spec}: expected METHOD:FORMAT:BATCH:WORKERS:SPEEDUPS, e.g. ours:tif:2:1:1')
+    try:
+        batch = args.batch_size if parts[2] == 'B' else int(parts[2])
+        workers = args.num_workers if parts[3] == 'W' else int(parts[3])
+    except ValueError as e:
+        raise UserError(f'--runs {spec}: batch and workers are integers (or B, W)') from e
+    if parts[0] == 'sahi' and (parts[1] != 'png' or workers):
+        raise UserError(f'--runs {spec}: SAHI reads the PNG in its own process (sahi:png:BATCH:0:SPEEDUPS)')
+    return parts[0], parts[1], batch, workers, parts[4] == '1'
+
+
 def model_runs(args) -> list:
-    """Part 1: each method in a fresh process, ``--repeats`` rounds in turn; the fastest round of each is kept."""
+    """Part 2: each method in a fresh process, ``--repeats`` rounds in turn; the fastest round of each is kept."""
+    runs = [parse_run(spec, args) for spec in args.runs]
     work = osp.join(args.work_dir, f'mosaic{args.model_size}')
     os.makedirs(work, exist_ok=True)
     png, tif, _ = build_mosaic(args.model_size, work)
@@ -577,31 +638,51 @@ def model_runs(args) -> list:
     if checkpoint is None:
         checkpoint = osp.join(args.work_dir, 'bench_model_random.pth')
         save_random_checkpoint(config, checkpoint)
-    runs = [('sahi', png, 1, 0), ('ours', png, 1, 0), ('ours', tif, 1, 0), ('ours', tif, args.batch_size,
-                                                                               args.num_workers)]
-    best = {}
+    best, rounds = {}, {}
     for _ in range(args.repeats):
         for key in runs:
-            row = run_worker(args, key[0], key[1], config, checkpoint, key[2], args.model_size, num_workers=key[3])
+            method, fmt, batch, workers, speedups = key
+            row = run_worker(args, method, png if fmt == 'png' else tif, config, checkpoint, batch, args.model_size,
+                             num_workers=workers, speedups=speedups)
+            if 'error' not in row:
+                rounds.setdefault(key, []).append(round(row['windows'] / row['seconds'], 3))
+                print(f"  {row['method']}: {row['windows'] / row['seconds']:.3f} windows/s, peak {row['peak_mb']:.0f} "
+                      f"MB, load {os.getloadavg()[0]:.1f}", flush=True)
             if key not in best or 'error' in best[key] or ('error' not in row and
                                                            row['seconds'] < best[key]['seconds']):
                 best[key] = row
-    rows = [best[key] for key in runs]
-    print(f'\nModel run on the {args.model_size} x {args.model_size} mosaic ({osp.basename(config)}, device '
-          f'{args.device}, score_thr {args.score_thr}; fastest of {args.repeats} rounds):\n')
-    print('| method | windows/s | seconds | detections | duplicate pairs (same class, mask IoU >= 0.5) | '
-          'peak RSS MB (reading worker) | RSS growth MB |')
-    print('|---|---|---|---|---|---|---|')
+    rows = []
+    for key in runs:
+        rows.append(dict(best[key], rounds_windows_per_s=rounds.get(key, [])))
+    print(f'\nModel runs on the {args.model_size} x {args.model_size} mosaic ({osp.basename(config)}, device '
+          f'{args.device}, score_thr {args.score_thr}; fastest of {args.repeats} rounds; load average '
+          f'{os.getloadavg()[0]:.1f}):\n')
+    print('| method | windows/s (each round) | s/window: model / rest | detections | duplicate pairs '
+          '(same class, mask IoU >= 0.5) | peak RSS MB, absolute (reading worker) | post-load baseline RSS MB | '
+          'peak growth over baseline MB |')
+    print('|---|---|---|---|---|---|---|---|')
     for row in rows:
         if 'error' in row:
-            print(f"| {row['method']} | failed: {row['error']} | | | | | |")
+            print(f"| {row['method']} | failed: {row['error']} | | | | | | |")
             continue
-        workers = f"({row['workers_peak_mb']:.0f})" if row.get('num_workers') else ''
-        print(f"| {row['method']} | {row['windows'] / row['seconds']:.3f} | {row['seconds']:.1f} | "
-              f"{row['detections']} | {row['duplicate_pairs']} | {row['peak_mb']:.0f} {workers} "
-              f"| {row['peak_mb'] - row['baseline_mb']:.0f} |")
+        workers = f" ({row['workers_peak_mb']:.0f})" if row.get('num_workers') else ''
+        per_window = row['seconds'] / row['windows']
+        model = row['model_s'] / row['windows']
+        each = ', '.join(map(str, row['rounds_windows_per_s']))
+        print(f"| {row['method']} | {row['windows'] / row['seconds']:.3f} ({each}) "
+              f"| {model:.2f} / {per_window - model:.2f} | {row['detections']} | {row['duplicate_pairs']} | "
+              f"{row['peak_mb']:.0f}{workers} | {row['baseline_mb']:.0f} | {row['peak_mb'] - row['baseline_mb']:.0f} |")
+    ok = [r for r in rows if 'error' not in r]
+    sahi = next((r for r in ok if r['method'].startswith('SAHI') and 'no speedups' in r['method']), None)
+    if sahi is not None:
+        for row in ok:
+            if not row['method'].startswith('SAHI'):
+                print(f"{row['method']} vs SAHI as is: {row['seconds'] and sahi['seconds'] / row['seconds']:.2f}x "
+                      f"throughput, {row['peak_mb'] / sahi['peak_mb']:.2f}x peak RSS, "
+                      f"{(row['peak_mb'] - row['baseline_mb']) / max(sahi['peak_mb'] - sahi['baseline_mb'], 1):.2f}x "
+                      f"growth")
     return rows
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)
