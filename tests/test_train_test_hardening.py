@@ -259,6 +259,55 @@ def test_outputs_and_name_map_are_checked_before_inference(trained, patches, tmp
         test(small_cfg(patches, work), str(ckpt), out=str(tmp_path / 'r.json'), format_only=True,
              name_to_ids=str(bad_map))
     assert not work.exists(), 'the runner was built although the run was bound to fail'
+    # --out naming an input of the run (here the test annotations) would overwrite it: refused, the input intact
+    ann = patches / 'annotations' / 'instances_val.json'
+    before = ann.read_bytes()
+    with pytest.raises(UserError, match=r'--out .*instances_val\.json is the test_dataloader\.dataset\.ann_file'):
+        test(small_cfg(patches, work), str(ckpt), out=str(ann), format_only=True)
+    assert ann.read_bytes() == before and not work.exists()
+
+
+def test_raw_prediction_dump_is_whole_or_absent(trained, patches, tmp_path, monkeypatch):
+    """``--out results.pkl``: mmengine's DumpResults opens the file itself (truncating it) and writes the pickle, so a
+    full disk or a kill during the write leaves a truncated pickle where the previous results were;
+    AtomicDumpDetResults writes beside it and leaves the previous file as it was."""
+    import pickle
+
+    from mmdet.evaluation import DumpDetResults
+    from mmengine.fileio.backends.local_backend import LocalBackend
+
+    from mmdet_custom.apis.runner import AtomicDumpDetResults
+
+    def full_disk_put(self, obj, filepath):
+        with open(filepath, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        raise OSError(errno.ENOSPC, 'No space left on device', str(filepath))
+
+    results = [{'img_id': i, 'scores': np.arange(100.0)} for i in range(3)]
+    theirs, ours = tmp_path / 'theirs.pkl', tmp_path / 'ours.pkl'
+    for path in (theirs, ours):
+        path.write_bytes(b'previous results')
+    monkeypatch.setattr(LocalBackend, 'put', full_disk_put)
+    with pytest.raises(OSError, match='No space left'):
+        DumpDetResults(out_file_path=str(theirs)).compute_metrics(results)
+    assert theirs.read_bytes() != b'previous results'  # the defect: the previous file is gone, the new one cut
+    with pytest.raises((EOFError, pickle.UnpicklingError)):
+        pickle.loads(theirs.read_bytes())
+    with pytest.raises(OSError, match='No space left'):
+        AtomicDumpDetResults(out_file_path=str(ours)).compute_metrics(results)
+    assert ours.read_bytes() == b'previous results'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ours.pkl', 'theirs.pkl']  # no temporary file left
+    monkeypatch.undo()
+
+    # through test(): the dump holds the one test image's predictions, masks as RLE
+    _, ckpt = trained
+    test(small_cfg(patches, tmp_path / 'work'), str(ckpt), out=str(ours))
+    (sample, ) = pickle.loads(ours.read_bytes())
+    pred = sample['pred_instances']
+    assert len(pred['scores']) == len(pred['bboxes']) == len(pred['masks']) > 0
+    assert set(pred['masks'][0]) == {'size', 'counts'} and sample['img_path'].endswith('.png')
+    assert 'gt_instances' not in sample and sorted(p.name for p in tmp_path.iterdir()) == ['ours.pkl', 'theirs.pkl',
+                                                                                          'work']
 
 
 def test_metrics_json_holds_null_not_nan(trained, patches, tmp_path, monkeypatch):

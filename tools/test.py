@@ -28,7 +28,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
     parser.add_argument('--out', type=str,
                         help='with --format-only: the COCO results json to write; otherwise dump predictions '
-                        'to a pickle file for offline evaluation')
+                        'to a pickle file for offline evaluation. Written whole or not at all (an existing file is '
+                        'replaced only by a complete one); an input of the run (checkpoint, test ann_file) is refused')
     parser.add_argument('--format-only', action='store_true',
                         help='export results without evaluating (images without labels)')
     parser.add_argument('--score-thr', type=float, default=0.0, help='with --format-only: minimum score kept')

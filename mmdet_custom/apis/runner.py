@@ -25,6 +25,7 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from mmdet.evaluation import DumpDetResults
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
@@ -33,11 +34,12 @@ from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkp
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.config import ConfigKeyError, check_cfg_options, read_config  # noqa: F401  (re-exported)
 from mmdet_custom.utils.errors import UserError
-from mmdet_custom.utils.fileio import dump_json_atomic
+from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
 
 __all__ = [
     'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train',
-    'test', 'check_hooks', 'check_num_classes', 'check_images', 'image_problem', 'check_writable'
+    'test', 'check_hooks', 'check_num_classes', 'check_images', 'image_problem', 'check_writable',
+    'AtomicDumpDetResults'
 ]
 
 
@@ -377,8 +379,87 @@ def train(config: Union[str, Config],
     return runner
 
 
+class AtomicDumpDetResults(DumpDetResults):
+    """mmdet's ``DumpDetResults`` (``--out results.pkl``: raw predictions, masks as RLE), written atomically.
+
+    mmengine's ``DumpResults.compute_metrics`` pickles straight into ``out_file_path``: a run that fails while
+    writing (full disk, an object that does not pickle, a kill) leaves a truncated pickle, over the previous one if
+    there was one. Here the pickle goes to a temporary file beside it that replaces ``out_file_path`` only when
+    complete (:func:`~mmdet_custom.utils.fileio.atomic_path`); on failure the previous file is left as it was.
+    """
+
+    def compute_metrics(self, results: list) -> dict:
+        from mmengine.fileio import dump
+        from mmengine.logging import print_log
+        with atomic_path(self.out_file_path) as tmp:
+            dump(results, tmp, file_format='pkl')
+        print_log(f'Results has been saved to {self.out_file_path}.', logger='current')
+        return {}
+
+
 def _strip_annotations(pipeline: Sequence[dict]) -> list:
     return [t for t in pipeline if t.get('type') != 'LoadAnnotations']
+
+
+def _evaluators(cfg: Config) -> list:
+    evaluators = cfg.get('test_evaluator') or []
+    return evaluators if isinstance(evaluators, list) else [evaluators]
+
+
+def _test_ann_file(cfg: Config) -> str:
+    """``data_root/ann_file`` of the test dataset (inside its wrappers); ``''`` when it has none."""
+    dataset = innermost_dataset_cfg(cfg.test_dataloader.dataset)
+    if not dataset.get('ann_file'):
+        return ''
+    return osp.join(dataset.get('data_root') or '', dataset.ann_file)
+
+
+def _check_test_flags(config: Union[str, Config], cfg: Config, checkpoint: str, out: Optional[str],
+                      format_only: bool, name_to_ids: Optional[str]) -> None:
+    """The checks of :func:`test` that need no model: files exist, ``out`` is of the right kind, writable and no
+    input of the run, ``name_to_ids`` is a valid map."""
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
+    if format_only and (not out or not out.endswith('.json')):
+        raise OptionError(f'--format-only needs --out <file>.json, got {out!r}')
+    if out is not None and not format_only and not out.endswith(('.pkl', '.pickle')):
+        raise OptionError(f'--out without --format-only dumps raw predictions and must be a .pkl, got {out!r}')
+    if out is not None:
+        inputs = [('checkpoint', checkpoint), ('--name-to-ids', name_to_ids), ('test_dataloader.dataset.ann_file',
+                                                                                _test_ann_file(cfg))]
+        inputs += [('config', config if isinstance(config, str) else cfg.filename)]
+        inputs += [(f'test_evaluator.{i}.ann_file', ev.get('ann_file')) for i, ev in enumerate(_evaluators(cfg))]
+        for what, path in inputs:
+            if path and osp.exists(path) and osp.exists(out) and osp.samefile(path, out):
+                raise OptionError(f'--out {out} is the {what} of this run; writing it would replace an input. '
+                                  f'Choose another file. Nothing was run.')
+        check_writable(out, '--out')
+    check_writable(osp.join(cfg.work_dir, 'test_metrics.json'), '--work-dir')
+    if name_to_ids is not None:
+        from .export import load_name_to_ids
+        load_name_to_ids(name_to_ids)
+
+
+def _set_max_per_img(cfg: Config, max_per_img: int) -> None:
+    """Keep ``max_per_img`` detections per image and let the COCO evaluation count that many."""
+    cfg.model.test_cfg.rcnn.max_per_img = max_per_img
+    for ev in _evaluators(cfg):
+        # the iSAID protocol fixes its budgets at the devkit's (1, 10, 1000); others follow max_per_img
+        if ev.get('type') in ('CocoMetric', 'MaxDetsCocoMetric') and ev.get('protocol') != 'isaid':
+            # COCOeval reports AP at its third maxDets and needs exactly three
+            ev.proposal_nums = (100, 300, max_per_img) if max_per_img > 300 else (1, 10, max_per_img)
+
+
+def _export_instead_of_evaluating(cfg: Config, out: str, score_thr: float, name_to_ids: Optional[str],
+                                  drop_border: bool) -> None:
+    """``--format-only``: no ``LoadAnnotations`` in the test pipeline, ``CocoResultsExport`` as the evaluator."""
+    dataset = innermost_dataset_cfg(cfg.test_dataloader.dataset)
+    dataset.pipeline = _strip_annotations(dataset.pipeline)
+    # the test json's categories give each class its category_id (by name); absent: class i -> id i + 1
+    ann_file = _test_ann_file(cfg)
+    cfg.test_evaluator = ConfigDict(type='CocoResultsExport', out_file=out, score_thr=score_thr,
+                                    name_to_ids=name_to_ids, drop_border=drop_border,
+                                    ann_file=ann_file if osp.isfile(ann_file) else None)
 
 
 def test(config: Union[str, Config],
@@ -396,8 +477,9 @@ def test(config: Union[str, Config],
          check_image_files: bool = True) -> Dict[str, Any]:
     """Evaluate ``checkpoint`` on the config's test set and write the metrics as json in the work dir.
 
-    Everything that can be checked before inference is: the checkpoint fits the model, ``out`` can be written,
-    ``name_to_ids`` is a valid map, the test set is not empty, has the model's class count and readable images.
+    Everything that can be checked before inference is: the checkpoint fits the model, ``out`` can be written and
+    is no input of the run, ``name_to_ids`` is a valid map, the test set is not empty, has the model's class count
+    and readable images.
 
     Args:
         config (str | Config): config file or object.
@@ -405,7 +487,9 @@ def test(config: Union[str, Config],
         work_dir (str, optional): where ``test_metrics.json`` and the logs go.
         cfg_options (dict, optional): overrides merged into the config (see :func:`check_cfg_options`).
         out (str, optional): with ``format_only``: the COCO results json to write (image_id, category_id, bbox
-            xywh, score, RLE segmentation); otherwise a ``.pkl`` dump of the raw predictions (mmdet's ``--out``).
+            xywh, score, RLE segmentation); otherwise a ``.pkl`` dump of the raw predictions (mmdet's ``--out``,
+            written atomically by :class:`AtomicDumpDetResults`). Either replaces an existing file only once
+            complete; a failed run leaves it as it was.
         format_only (bool): do not evaluate; export predictions for images without labels. The test pipeline's
             ``LoadAnnotations`` is dropped.
         score_thr (float): with ``format_only``: keep detections scoring at least this.
@@ -425,42 +509,20 @@ def test(config: Union[str, Config],
         ``<work_dir>/test_metrics.json`` (a NaN metric is written as ``null``).
 
     Raises:
-        UserError: ``format_only`` without a ``.json`` ``out``, ``out`` of the wrong kind or not writable, a bad
-            ``name_to_ids`` file, a checkpoint that does not fit (:class:`~mmdet_custom.checkpoint.
-            CheckpointMismatchError`) or is unsafe (:class:`~mmdet_custom.checkpoint.UnsafeCheckpointError`), a
-            dataset problem (:class:`DatasetCheckError`).
+        UserError: ``format_only`` without a ``.json`` ``out``, ``out`` of the wrong kind, not writable or one of
+            the run's inputs (checkpoint, config, ``name_to_ids``, the test ann_file), a bad ``name_to_ids`` file,
+            a checkpoint that does not fit (:class:`~mmdet_custom.checkpoint.CheckpointMismatchError`) or is unsafe
+            (:class:`~mmdet_custom.checkpoint.UnsafeCheckpointError`), a dataset problem
+            (:class:`DatasetCheckError`).
         FileNotFoundError: ``checkpoint`` does not exist.
     """
     cfg = load_config(config, work_dir, cfg_options, launcher)
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-    if format_only and (not out or not out.endswith('.json')):
-        raise OptionError(f'--format-only needs --out <file>.json, got {out!r}')
-    if out is not None and not format_only and not out.endswith(('.pkl', '.pickle')):
-        raise OptionError(f'--out without --format-only dumps raw predictions and must be a .pkl, got {out!r}')
-    if out is not None:
-        check_writable(out, '--out')
-    check_writable(osp.join(cfg.work_dir, 'test_metrics.json'), '--work-dir')
-    if name_to_ids is not None:
-        from .export import load_name_to_ids
-        load_name_to_ids(name_to_ids)
+    _check_test_flags(config, cfg, checkpoint, out, format_only, name_to_ids)
     cfg.load_from = checkpoint
     if max_per_img is not None:
-        cfg.model.test_cfg.rcnn.max_per_img = max_per_img
-        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-        for ev in evaluators:
-            # the iSAID protocol fixes its budgets at the devkit's (1, 10, 1000); others follow max_per_img
-            if ev.get('type') in ('CocoMetric', 'MaxDetsCocoMetric') and ev.get('protocol') != 'isaid':
-                # COCOeval reports AP at its third maxDets and needs exactly three
-                ev.proposal_nums = (100, 300, max_per_img) if max_per_img > 300 else (1, 10, max_per_img)
+        _set_max_per_img(cfg, max_per_img)
     if format_only:
-        dataset = innermost_dataset_cfg(cfg.test_dataloader.dataset)
-        dataset.pipeline = _strip_annotations(dataset.pipeline)
-        # the test json's categories give each class its category_id (by name); absent: class i -> id i + 1
-        ann_file = osp.join(dataset.get('data_root') or '', dataset.get('ann_file') or '')
-        cfg.test_evaluator = ConfigDict(type='CocoResultsExport', out_file=out, score_thr=score_thr,
-                                        name_to_ids=name_to_ids, drop_border=drop_border,
-                                        ann_file=ann_file if osp.isfile(ann_file) else None)
+        _export_instead_of_evaluating(cfg, out, score_thr, name_to_ids, drop_border)
     runner = Runner.from_cfg(cfg)
     check_checkpoint_matches(runner.model, checkpoint, strict=strict, logger=runner.logger)
     dataset = _build_dataset(runner, 'test', cfg)
@@ -468,8 +530,7 @@ def test(config: Union[str, Config],
     if check_image_files:
         check_images(dataset, 'test', logger=runner.logger)
     if out is not None and not format_only:
-        from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+        runner.test_evaluator.metrics.append(AtomicDumpDetResults(out_file_path=out))
     metrics = _json_safe(dict(runner.test()))
     os.makedirs(cfg.work_dir, exist_ok=True)
     dump_json_atomic(metrics, osp.join(cfg.work_dir, 'test_metrics.json'), indent=2)
