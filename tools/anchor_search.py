@@ -1,13 +1,27 @@
-"""Search RPN anchors by exact recall: ``python tools/anchor_search.py CONFIG --trials 200 --study-name NAME``.
+"""Search RPN anchors by exact recall: ``python tools/anchor_search.py CONFIG --trials 200 --study-name NAME
+[--storage URL] [--n-workers K]``.
 
 Optuna TPE over per-level anchor sizes (steps of stride / 2) and the shared ratio set, with the number of anchors
-per location of the config. The config's anchors are the first trial; rerunning with the same ``--storage`` and
-``--study-name`` resumes the study (trials left RUNNING by a killed run are marked FAIL), and several workers may
-share one study: trial ``n`` draws with the seed ``(--seed, n)``, so they never repeat each other. Writes the best
-setting as a config fragment (``--out``), prints a comparison (config / stride-adjusted / data-suggested / best)
-and saves the optimisation history and parameter importances as PNG under ``--work-dir``; both outputs are
-checked before the first trial. The logic lives in :mod:`mmdet_custom.anchor_search`. Input mistakes end with one
-``error:`` line and exit code 2 (``--debug`` shows the traceback).
+per location of the config. The config (read with ``mmdet_custom.utils.config.read_config``: ``--cfg-options`` keys
+are checked) gives the training boxes, the input size and the anchors; the config's anchors are the first trial.
+
+Scaling out: ``--storage`` takes any Optuna RDB URL (``sqlite:///file.db`` on one machine,
+``postgresql://user:password@host/db`` or ``mysql://...`` across machines); ``--n-workers K`` runs K worker
+processes here, and the same command started on other machines with the same ``--storage`` and ``--study-name``
+joins the study. ``--trials N`` are this command's trials, split between its workers. Trial ``n`` draws with the
+seed ``(--seed, n)``, so workers never repeat each other; a killed worker's trial is marked FAIL once its heartbeat
+is ``--grace-period`` seconds old, and rerunning the command resumes the study.
+
+Outputs -- the rule: the fragment (``--out``) and the plots (``--work-dir``) are written once, from the study's best
+trial, by whichever worker finishes last. A worker whose trials ran waits until no other registered worker of the
+study is running (a worker silent for ``--grace-period`` seconds counts as dead, so a killed worker never blocks the
+write), then claims the write with a compare-and-swap on the study record ``fragment``; exactly one claim succeeds,
+and that worker writes atomically (temporary file, then rename) on its machine. A study whose completed trials were
+already written is not written again; ``--trials 0`` rewrites the fragment of a finished study. Every command prints
+the comparison table (config / stride-adjusted / data-suggested / best) and where the fragment was written. Both
+outputs are checked before the first trial. The logic lives in :mod:`mmdet_custom.anchor_search` (the rule in
+:mod:`mmdet_custom.anchor_search.workers`). Input mistakes end with one ``error:`` line and exit code 2 (``--debug``
+shows the traceback); so does a worker of this command that failed or was killed, after the others finished.
 """
 import argparse
 import os.path as osp
@@ -19,11 +33,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Search RPN anchors by exact anchor recall (Optuna TPE)')
     parser.add_argument('config', help='config file path (its train dataset, pipeline and RPN anchors are used)')
     parser.add_argument('--trials', type=int, default=200,
-                        help='trials to run now (added to a resumed study; 0 only reports a resumed study)')
-    parser.add_argument('--storage', default='sqlite:///work_dirs/anchor_search.db', help='Optuna storage URL')
+                        help='trials this command runs (split between its workers; added to a resumed study; 0 only '
+                        'reports a study and rewrites its fragment)')
+    parser.add_argument('--storage', default='sqlite:///work_dirs/anchor_search.db',
+                        help='Optuna RDB URL: sqlite:///file.db (one machine), postgresql://user:pw@host/db or '
+                        'mysql://... (workers on several machines)')
     parser.add_argument('--study-name', default=None, help='study name (default: the config name)')
+    parser.add_argument('--n-workers', type=int, default=1,
+                        help='worker processes on this machine (default 1); other machines join with the same '
+                        '--storage and --study-name')
     parser.add_argument('--out', default=None,
-                        help='config fragment to write (default: configs/_base_/anchors/<study-name>.py)')
+                        help='config fragment to write (default: configs/_base_/anchors/<study-name>.py), by the '
+                        'last worker of the study to finish, on its machine')
     parser.add_argument('--work-dir', default=None,
                         help='folder for the PNG plots (default: work_dirs/anchor_search/<study-name>)')
     parser.add_argument('--seed', type=int, default=0,
@@ -31,27 +52,34 @@ def parse_args(argv=None):
                         'workers of one study never repeat trials and one worker is reproducible')
     parser.add_argument('--weights', nargs='+', default=['pos=0.7', '0.7=0.3'], metavar='IOU=WEIGHT',
                         help='objective = sum of weight x recall@IOU; IOU "pos" is the RPN assigner pos_iou_thr')
+    parser.add_argument('--heartbeat-interval', type=int, default=10,
+                        help='seconds between heartbeats of a running trial and of a worker (default 10)')
+    parser.add_argument('--grace-period', type=int, default=60,
+                        help='seconds without heartbeat after which a trial is failed and a worker counts as dead '
+                        '(default 60)')
     add_cfg_options(parser)
     args = parser.parse_args(argv)
     if args.trials < 0:
         parser.error(f'--trials must be >= 0, got {args.trials}')
+    if args.n_workers < 1:
+        parser.error(f'--n-workers must be >= 1, got {args.n_workers}')
+    if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
+        parser.error(f'--heartbeat-interval must be >= 1 s and --grace-period longer than it, got '
+                     f'{args.heartbeat_interval} and {args.grace_period}')
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmengine.config import Config
-
     from mmdet_custom.anchor_search import (
+        AnchorSearchError,
         check_writable_path,
         format_comparison,
         format_groups,
-        fragment_header,
         parse_weights,
-        save_study_plots,
         search_anchors,
-        write_anchor_fragment,
     )
+    from mmdet_custom.utils.config import read_config
     weights = parse_weights(args.weights)
     study_name = args.study_name or osp.splitext(osp.basename(args.config))[0]
     out = args.out or osp.join('configs', '_base_', 'anchors', f'{study_name}.py')
@@ -59,13 +87,12 @@ def main(argv=None):
     # outputs first: an unwritable place must not be found after all trials
     check_writable_path(out, '--out')
     check_writable_path(work_dir, '--work-dir', is_dir=True)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = read_config(args.config, args.cfg_options)
 
-    result = search_anchors(cfg, args.trials, args.storage, study_name, weights, seed=args.seed)
-    write_anchor_fragment(out, result.best.setting, fragment_header(result, args.storage))
-    plots = save_study_plots(result.study, work_dir)
+    result = search_anchors(cfg, args.trials, args.storage, study_name, weights, seed=args.seed,
+                            n_workers=args.n_workers, out=out, work_dir=work_dir,
+                            heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
+                            log=lambda line: print(line, flush=True))
 
     gt = result.gt
     print(f'\n{len(gt)} boxes in {gt.num_images} images of {gt.source} '
@@ -73,9 +100,18 @@ def main(argv=None):
     print(format_comparison(result.rows))
     print('\nper class and COCO size (box area in network-input pixels):')
     print(format_groups([('config', result.baseline), ('best', result.best)]))
-    print(f'\nwrote {out}')
-    for path in plots:
-        print(f'wrote {path}')
+    frag = result.fragment
+    if frag:
+        who = 'this command' if frag.get('by_me') else f'worker {frag.get("writer", "?").split(":", 1)[-1]}'
+        print(f'\nfragment of trial {frag.get("best_trial")} ({frag.get("complete_trials")} completed trials) '
+              f'written by {who} on {frag.get("host")}: {frag.get("path")}')
+        for path in frag.get('plots', []):
+            print(f'plot: {path}')
+    else:
+        print('\nno fragment written: the study holds no completed trial')
+    if result.errors:
+        raise AnchorSearchError('; '.join(result.errors) + ' (its error is printed above; the other workers '
+                                'finished, and the study resumes with the same command)')
     return result
 
 

@@ -190,19 +190,28 @@ def gt_boxes_from_data_infos(data_infos: Iterable[dict],
 
 
 def _leaf_dataset_cfgs(dataset_cfg: dict, pipeline: Optional[list] = None) -> List[Tuple[dict, list]]:
-    """Unwrap dataset wrappers (Repeat/ClassBalanced/Concat/MultiImageMix): (leaf cfg, its pipeline) pairs.
+    """Unwrap dataset wrappers (Repeat/ClassBalanced/MultiImageMix through
+    :func:`~mmdet_custom.datasets.utils.innermost_dataset_cfg`, Concat here): (leaf cfg, its pipeline) pairs.
 
-    Wrappers only repeat or reweight images; anchor statistics use each image once.
+    Wrappers only repeat or reweight images; anchor statistics use each image once. A leaf without a ``Resize`` of
+    its own takes the pipeline of the nearest wrapper that has one (e.g. ``MultiImageMixDataset``'s).
     """
+    from mmdet_custom.datasets.utils import innermost_dataset_cfg  # here: mmdet_custom.datasets loads mmdet
+
     if 'datasets' in dataset_cfg:
         out = []
         for sub in dataset_cfg['datasets']:
             out += _leaf_dataset_cfgs(sub, dataset_cfg.get('pipeline', pipeline))
         return out
-    if 'dataset' in dataset_cfg:
-        return _leaf_dataset_cfgs(dataset_cfg['dataset'], dataset_cfg.get('pipeline', pipeline))
-    own = dataset_cfg.get('pipeline') or []
-    return [(dataset_cfg, own if any(_is_resize(t) for t in own) or not pipeline else pipeline)]
+    leaf = innermost_dataset_cfg(dataset_cfg)
+    wrapper = dataset_cfg
+    while wrapper is not leaf:  # the wrappers' own pipelines, outermost first (the nearest one wins)
+        pipeline = wrapper.get('pipeline', pipeline)
+        wrapper = wrapper['dataset']
+    if 'datasets' in leaf:  # a ConcatDataset inside a wrapper
+        return _leaf_dataset_cfgs(leaf, pipeline)
+    own = leaf.get('pipeline') or []
+    return [(leaf, own if any(_is_resize(t) for t in own) or not pipeline else pipeline)]
 
 
 def _is_resize(transform) -> bool:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import os.path as osp
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -18,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmdet_custom.utils.fileio import atomic_path
+from mmdet_custom.utils.optuna_storage import redact_url
 from mmdet_custom.utils.tables import plain_table
 
 from .data import AnchorSearchError, GTBoxes
@@ -344,35 +346,38 @@ def check_writable_path(path: str, flag: str, is_dir: bool = False) -> None:
 
 def make_storage(storage, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL,
                  grace_period: Optional[int] = STALE_AFTER):
-    """An Optuna RDB storage with heartbeats for a URL (``sqlite:///...``, ``postgresql://...``); other storage
-    objects are returned as they are.
+    """An Optuna RDB storage with heartbeats for a URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``,
+    see :func:`mmdet_custom.utils.optuna_storage.open_rdb_storage`); other storage objects are returned as they are.
 
     With a heartbeat, a trial whose worker was killed does not stay RUNNING forever: optuna marks it FAIL once its
     heartbeat is ``grace_period`` seconds old (see :func:`open_study`). An in-memory sqlite database gets no
-    heartbeat (it lives and dies with its one process). A missing folder of a sqlite file is created.
+    heartbeat (it lives and dies with its one process). A missing folder of a sqlite file is created; SQLite
+    writers wait up to 60 s for each other's lock.
 
     Raises:
-        AnchorSearchError: the URL is malformed or the database cannot be opened or created (named).
+        AnchorSearchError: the URL is malformed, its driver is missing, or the database cannot be opened or created
+            (named, password hidden).
     """
     if not isinstance(storage, str):
         return storage
-    import optuna
-    import sqlalchemy.exc
+    from mmdet_custom.utils.optuna_storage import StorageError, open_rdb_storage
 
     if storage.startswith('sqlite:///'):
         path = storage[len('sqlite:///'):]
         if path and path != ':memory:':
             check_writable_path(path, '--storage')
-            os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    if storage in ('sqlite://', 'sqlite:///', 'sqlite:///:memory:'):
-        heartbeat_interval = grace_period = None  # one process only; its heartbeat thread would see another database
     try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna since 2.9, and works
-            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_interval,
-                                              grace_period=grace_period)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
-        raise AnchorSearchError(f'--storage {storage}: cannot open the Optuna storage: {e}') from e
+        return open_rdb_storage(storage, heartbeat_interval, grace_period)
+    except StorageError as e:
+        raise AnchorSearchError(str(e)) from e
+
+
+def rdb_backend(study):
+    """The ``RDBStorage`` under a study's (cached) storage, or None for other storages."""
+    import optuna
+    storage = getattr(study, '_storage', None)
+    storage = getattr(storage, '_backend', storage)
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
 
 
 def count_completed_trials(storage, study_name: str) -> int:
@@ -391,7 +396,8 @@ def open_study(storage, study_name: str, space: SearchSpace, weights: Sequence[T
                grace_period: Optional[int] = STALE_AFTER):
     """Create, or load to resume, a maximising TPE study; refuse one made for another search.
 
-    The search space and objective are stored in the study's user attributes when it is created. Trials of an
+    Study creation is atomic in the storage: of several workers starting together exactly one creates it. The
+    search space and objective are stored in the study's user attributes when it is created. Trials of an
     earlier run left RUNNING by a kill (their heartbeat older than ``grace_period`` seconds) are marked FAIL
     (``optuna.storages.fail_stale_trials``), with a warning. The sampler is a
     :class:`~.sampler.TrialSeededTPESampler`: trial ``n`` draws with the seed ``(seed, n)``, so workers sharing a
@@ -412,14 +418,29 @@ def open_study(storage, study_name: str, space: SearchSpace, weights: Sequence[T
             another search space or objective (or, for a study made elsewhere, its trials used other parameter
             distributions).
     """
+    return _open_study(storage, study_name, space, weights, seed, data, heartbeat_interval, grace_period)[0]
+
+
+def _open_study(storage, study_name: str, space: SearchSpace, weights: Sequence[Tuple[float, float]],
+               seed: int = 0, data: str = '', heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL,
+               grace_period: Optional[int] = STALE_AFTER) -> tuple:
+    """:func:`open_study`, and whether this call created the study."""
     import optuna
 
     from .sampler import TrialSeededTPESampler
 
-    url = storage if isinstance(storage, str) else type(storage).__name__
+    url = redact_url(storage) if isinstance(storage, str) else type(storage).__name__
     storage = make_storage(storage, heartbeat_interval, grace_period)
-    study = optuna.create_study(storage=storage, study_name=study_name, direction='maximize',
-                                sampler=TrialSeededTPESampler(seed=seed), load_if_exists=True)
+    sampler = TrialSeededTPESampler(seed=seed)
+    try:  # creation is atomic (unique study name): of several workers starting together, one creates
+        study = optuna.create_study(storage=storage, study_name=study_name, direction='maximize', sampler=sampler)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=study_name, sampler=sampler)
+        created = False
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise AnchorSearchError(f'study {study_name!r} in {url} minimises: it was not made by the anchor '
+                                    f'search; use another --study-name.') from None
     running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, ))]
     if running and heartbeat_interval is not None:
         with warnings.catch_warnings():
@@ -453,7 +474,7 @@ def open_study(storage, study_name: str, space: SearchSpace, weights: Sequence[T
         if data and study.user_attrs.get('data') not in (None, data):
             warnings.warn(f'study {study_name!r} was made on {study.user_attrs.get("data")}, '
                           f'resumed on {data}.')
-    return study
+    return study, created
 
 
 def run_study(study, space: SearchSpace, gt: GTBoxes, weights: Sequence[Tuple[float, float]], n_trials: int,
@@ -482,9 +503,22 @@ def run_study(study, space: SearchSpace, gt: GTBoxes, weights: Sequence[Tuple[fl
     study.optimize(objective, n_trials=n_trials)
 
 
+def best_trial(study):
+    """The study's best trial: the COMPLETE trial of highest objective, the lowest-numbered one among ties (Optuna's
+    ``best_trial`` leaves ties to the database's row order). None without a complete trial."""
+    import optuna
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, ))
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
 @dataclass
 class SearchResult:
-    """Outcome of :func:`search_anchors`."""
+    """Outcome of :func:`search_anchors`.
+
+    ``fragment`` is the study's write record of the fragment (``path``, ``host``, ``writer``, ``best_trial``,
+    ``complete_trials``; ``by_me`` when a worker of this call wrote it), ``{}`` when none was asked or written.
+    ``errors`` lists the workers of this call that did not exit cleanly.
+    """
 
     study: object
     space: SearchSpace
@@ -494,33 +528,160 @@ class SearchResult:
     baseline: Evaluation
     gt: GTBoxes
     config: str = ''
+    fragment: dict = field(default_factory=dict)
+    errors: List[str] = field(default_factory=list)
+
+
+@dataclass
+class _WorkerJob:
+    """What a worker process needs (picklable, for the ``spawn`` start method too)."""
+
+    storage: str
+    study_name: str
+    space: SearchSpace
+    gt: GTBoxes
+    weights: Tuple[Tuple[float, float], ...]
+    seed: int
+    heartbeat_interval: Optional[int]
+    grace_period: Optional[int]
+    out: Optional[str]
+    work_dir: Optional[str]
+    config: str
+    baseline: AnchorSetting
+    force_write: bool
+
+
+def _shares(total: int, n_workers: int) -> List[int]:
+    """``total`` trials split between ``n_workers`` (workers without a trial are left out)."""
+    return [s for s in (total // n_workers + (1 if i < total % n_workers else 0) for i in range(n_workers)) if s]
+
+
+def _evaluation_rows(study, space: SearchSpace, gt: GTBoxes, weights, baseline: AnchorSetting, pos_iou: float,
+                     suggested: Optional[AnchorSetting] = None) -> List[Tuple[str, Evaluation]]:
+    """The comparison rows: config, stride-adjusted, data-suggested (when given) and the study's best."""
+    thresholds = sorted(set(REPORT_IOUS) | {pos_iou})
+    rows = [('config', baseline), ('stride-adjusted', stride_adjusted_anchors(baseline.strides))]
+    rows += [('data-suggested', suggested)] if suggested is not None else []
+    rows.append(('best', space.setting(best_trial(study).params)))
+    return [(name, evaluate(s, gt, weights, thresholds, per_group=name in ('config', 'best'))) for name, s in rows]
+
+
+def _write_outputs(study, job: _WorkerJob) -> dict:
+    """Write the fragment of the study's best trial (atomically) and the plots; return the write record's fields."""
+    import optuna
+    best = best_trial(study)
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, )))
+    best_eval = evaluate(job.space.setting(best.params), job.gt, job.weights)
+    base_eval = evaluate(job.baseline, job.gt, job.weights)
+    result = SearchResult(study, job.space, job.weights, [], best_eval, base_eval, job.gt, job.config)
+    write_anchor_fragment(job.out, best_eval.setting, fragment_header(result, job.storage, best, complete))
+    plots = save_study_plots(study, job.work_dir) if job.work_dir else []
+    return dict(path=osp.abspath(job.out), plots=[osp.abspath(p) for p in plots], best_trial=best.number,
+                objective=best.value, complete_trials=complete)
+
+
+def _run_worker(job: _WorkerJob, key: str, n_trials: int, study=None, log=print) -> dict:
+    """One worker: adopt its registration ``key``, run ``n_trials`` trials, then (with ``job.out``) wait for the
+    running workers and write the fragment if it is the last (see :mod:`.workers`). Returns the write record."""
+    from .workers import DONE, EXITED, FAILED, Registration, wait_for_running_workers, write_fragment_once
+    if study is None:
+        study = open_study(job.storage, job.study_name, job.space, job.weights, job.seed,
+                           heartbeat_interval=job.heartbeat_interval, grace_period=job.grace_period)
+    rdb = rdb_backend(study)
+    if rdb is None:  # a storage object of one process (e.g. optuna's InMemoryStorage): nobody to agree with
+        run_study(study, job.space, job.gt, job.weights, n_trials)
+        return dict(_write_outputs(study, job), by_me=True) if job.out is not None else {}
+    study_id = rdb.get_study_id_from_name(job.study_name)
+    name = key.split(':', 1)[1]
+    registration = Registration(rdb, study_id, key, job.heartbeat_interval, trials=n_trials).start()
+    state = FAILED
+    try:
+        run_study(study, job.space, job.gt, job.weights, n_trials)
+        registration.write(state=DONE)
+        if n_trials:
+            log(f'{name}: ran {n_trials} trial(s)')
+        record = {}
+        if job.out is not None:
+            import optuna
+            grace = job.grace_period if job.heartbeat_interval else 0
+            poll = min(job.heartbeat_interval or 1, max(grace / 4, 0.2))
+            if n_trials and job.heartbeat_interval:
+                if wait_for_running_workers(rdb, study_id, key, grace, poll, log):
+                    with warnings.catch_warnings():  # the dead workers' trials, once their heartbeat is stale
+                        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.fail_stale_trials(study)
+            record = write_fragment_once(
+                rdb, study_id, key,
+                lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, ))),
+                lambda: _write_outputs(study, job), grace, poll, force=job.force_write, log=log)
+            if record.get('by_me'):
+                log(f'{name}: wrote the fragment {record["path"]} from trial {record["best_trial"]} '
+                    f'({record["complete_trials"]} completed trials)')
+        state = EXITED
+        return record
+    finally:
+        registration.stop(state)
+
+
+def _worker_entry(job: _WorkerJob, key: str, n_trials: int) -> None:
+    """Entry point of a worker process: a user error is one ``error:`` line and exit code 2."""
+    from mmdet_custom.utils.errors import UserError
+    try:
+        _run_worker(job, key, n_trials)
+    except UserError as e:
+        print(f'error: {key}: {e}', file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _start_method() -> str:
+    """``fork`` where the platform has it (the workers start at once with the boxes already read); ``spawn``
+    otherwise. The parent closes its database connections before forking and every worker opens its own."""
+    import multiprocessing
+    return 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'
 
 
 def search_anchors(cfg, n_trials: int, storage, study_name: str, weights=DEFAULT_WEIGHTS, seed: int = 0,
-                   gt: Optional[GTBoxes] = None) -> SearchResult:
-    """Search the RPN anchors of an mmdet config (see the module docstring).
+                   gt: Optional[GTBoxes] = None, n_workers: int = 1, out: Optional[str] = None,
+                   work_dir: Optional[str] = None, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL,
+                   grace_period: Optional[int] = STALE_AFTER, log=print) -> SearchResult:
+    """Search the RPN anchors of an mmdet config with ``n_workers`` worker processes (see the module docstring).
+
+    The config's anchors and a data-suggested set are queued as the first trials by the process that creates the
+    study. ``n_trials`` is split between the workers (``n_workers == 1`` runs in this process). Each worker
+    registers in the study; with ``out``, the last worker of the study to finish -- of this call or of others
+    sharing the storage -- writes the fragment of the best trial once, and the plots (see :mod:`.workers`).
 
     Args:
         cfg (mmengine.Config): full config with ``model.rpn_head.anchor_generator``,
             ``model.train_cfg.rpn.assigner.pos_iou_thr`` and ``train_dataloader``.
         n_trials (int): trials to run now (a resumed study adds them to the stored ones); 0 only reports a
-            study that already holds completed trials.
-        storage (str): Optuna storage URL, e.g. ``sqlite:///work_dirs/anchor_search.db`` (see
-            :func:`make_storage`).
+            study that already holds completed trials (and rewrites its fragment when ``out`` is given).
+        storage (str): Optuna storage URL, e.g. ``sqlite:///work_dirs/anchor_search.db`` or
+            ``postgresql://user:password@host/db`` (see :func:`make_storage`).
         study_name (str): study name; an existing study of that name is resumed.
         weights: ``((iou | 'pos', weight), ...)`` of the objective.
         seed (int): base seed of the sampler (trial ``n`` draws with ``(seed, n)``, see :func:`open_study`).
         gt (GTBoxes, optional): boxes; default :func:`~.data.load_gt_boxes` of ``cfg``.
+        n_workers (int): worker processes on this machine. Defaults to 1.
+        out (str, optional): the fragment to write; None writes nothing.
+        work_dir (str, optional): folder of the plots (written with the fragment); None draws none.
+        heartbeat_interval (int, optional): seconds between heartbeats of a trial and of a worker.
+        grace_period (int, optional): seconds without a heartbeat after which a trial is stale and a worker dead.
+        log (callable): prints progress lines.
 
     Returns:
-        SearchResult: the study, the comparison rows and the best setting.
+        SearchResult: the study, the comparison rows, the best setting and the fragment's write record.
 
     Raises:
         AnchorSearchError: (a ``ValueError``) on a config without RPN anchors, bad weights, a negative
-            ``n_trials`` or 0 for a study without completed trials, no boxes, a storage that cannot be opened or a
-            study made for another search.
+            ``n_trials`` or 0 for a study without completed trials, ``n_workers < 1`` or several workers on an
+            in-memory database, no boxes, a storage that cannot be opened, a study made for another search, or,
+            after the others finished, a worker process that failed or was killed.
     """
+    from mmdet_custom.utils.optuna_storage import is_in_memory_sqlite
+
     from .data import load_gt_boxes
+    from .workers import DONE, RUNNING, Registration, new_worker_key
 
     rpn_head = cfg.get('model', {}).get('rpn_head')
     if not rpn_head or 'anchor_generator' not in rpn_head:
@@ -537,26 +698,62 @@ def search_anchors(cfg, n_trials: int, storage, study_name: str, weights=DEFAULT
     baseline = anchor_setting_from_cfg(rpn_head['anchor_generator'])
     if n_trials < 0:
         raise AnchorSearchError(f'--trials must be >= 0, got {n_trials}.')
+    if n_workers < 1:
+        raise AnchorSearchError(f'--n-workers must be >= 1, got {n_workers}.')
+    if n_workers > 1 and (not isinstance(storage, str) or is_in_memory_sqlite(storage)):
+        raise AnchorSearchError(f'--n-workers {n_workers}: worker processes share a study through a database '
+                                f'file or server; {storage} is not one (use e.g. sqlite:///work_dirs/anchors.db).')
     if n_trials == 0 and count_completed_trials(storage, study_name) == 0:
         raise AnchorSearchError(
             f'--trials 0: study {study_name!r} holds no completed trial to report; run at least one trial '
             f'(the config\'s anchors are the first).')
+    if isinstance(storage, str) and is_in_memory_sqlite(storage):
+        heartbeat_interval = grace_period = None
     gt = gt if gt is not None else load_gt_boxes(cfg)
     space = SearchSpace.around(baseline)
     suggested = data_suggested_anchors(gt, baseline, space)
 
     data = f'{gt.source} ({len(gt)} boxes)'
-    study = open_study(storage, study_name, space, weights, seed, data)
-    run_study(study, space, gt, weights, n_trials, enqueue=[('config', baseline), ('data-suggested', suggested)])
+    study, created = _open_study(storage, study_name, space, weights, seed, data, heartbeat_interval, grace_period)
+    roles = {t.user_attrs.get('role') for t in study.get_trials(deepcopy=False)}
+    if n_trials and (created or (study.get_trials(deepcopy=False) and 'config' not in roles)):
+        # the creator queues them (a study made elsewhere, or whose creator died first, gets them on a resume)
+        for role, setting in (('config', baseline), ('data-suggested', suggested)):
+            study.enqueue_trial(space.params(setting), user_attrs={'role': role}, skip_if_exists=True)
 
-    thresholds = sorted(set(REPORT_IOUS) | {pos_iou})
-    best_setting = space.setting(study.best_trial.params)
-    rows = [('config', baseline), ('stride-adjusted', stride_adjusted_anchors(baseline.strides)),
-            ('data-suggested', suggested), ('best', best_setting)]
-    evaluated = [(name, evaluate(s, gt, weights, thresholds, per_group=name in ('config', 'best')))
-                 for name, s in rows]
-    return SearchResult(study, space, weights, evaluated, evaluated[-1][1], evaluated[0][1], gt,
-                        str(cfg.filename or ''))
+    shares = _shares(n_trials, n_workers) or [0]
+    job = _WorkerJob(storage if isinstance(storage, str) else '', study_name, space, gt, weights, seed,
+                     heartbeat_interval, grace_period, out, work_dir, str(cfg.filename or ''), baseline,
+                     force_write=n_trials == 0)
+    errors, record, keys = [], {}, []
+    if len(shares) == 1:
+        record = _run_worker(job, new_worker_key(), shares[0], study=study, log=log)
+    else:
+        import multiprocessing
+        rdb = rdb_backend(study)
+        study_id = rdb.get_study_id_from_name(study_name)
+        keys = [new_worker_key() for _ in shares]
+        for key, share in zip(keys, shares):  # registered before any starts: none can think itself the last
+            Registration(rdb, study_id, key, None, trials=share).write(state=RUNNING if share else DONE)
+        rdb.engine.dispose()  # a forked worker must not share the parent's connections
+        del study
+        ctx = multiprocessing.get_context(_start_method())
+        procs = [ctx.Process(target=_worker_entry, args=(job, key, share), name=f'anchor-search-worker-{i}')
+                 for i, (key, share) in enumerate(zip(keys, shares))]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        errors = [f'worker {key.split(":", 1)[1]} (pid {p.pid}) exited with code {p.exitcode}'
+                  for key, p in zip(keys, procs) if p.exitcode != 0]
+        study = open_study(storage, study_name, space, weights, seed, data, heartbeat_interval, grace_period)
+    if out is not None and not record:
+        from .workers import FRAGMENT_ATTR
+        record = study.user_attrs.get(FRAGMENT_ATTR) or {}
+        record = dict(record, by_me=record.get('writer') in keys) if record.get('state') == 'written' else {}
+    rows = _evaluation_rows(study, space, gt, weights, baseline, pos_iou, suggested)
+    return SearchResult(study, space, weights, rows, rows[-1][1], rows[0][1], gt, str(cfg.filename or ''),
+                        fragment=record, errors=errors)
 
 
 # ----------------------------------------------------------------------------------------------- reports
@@ -613,24 +810,36 @@ def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[st
     return path
 
 
-def fragment_header(result: SearchResult, storage: str) -> List[str]:
-    """Header lines of a written fragment: study, date, objective, recalls, data and trial count."""
+def fragment_header(result: SearchResult, storage: str, best=None, complete: Optional[int] = None) -> List[str]:
+    """Header lines of a written fragment: study (storage password hidden), best trial, date, objective, recalls,
+    data and trial count.
+
+    Args:
+        result (SearchResult): the evaluations of the best and the config's anchors, the study and the boxes.
+        storage (str): the storage URL.
+        best (optuna.trial.FrozenTrial, optional): the best trial (default :func:`best_trial` of the study).
+        complete (int, optional): completed trials (default: counted in the study).
+    """
     import optuna
-    gt, best, base = result.gt, result.best, result.baseline
-    n_done = len(result.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+    gt, best_eval, base = result.gt, result.best, result.baseline
+    best = best if best is not None else best_trial(result.study)
+    if complete is None:
+        complete = len(result.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     recall = lambda ev: ' / '.join(f'{ev.recalls[t]:.4f}' for t in REPORT_IOUS)  # noqa: E731
     resize = gt.resize
     resize_txt = (f'Resize(scale={resize.scale}, keep_ratio={resize.keep_ratio})'
                   if resize is not None and resize.scale is not None else f'{resize}')
     return [
         'RPN anchors found by tools/anchor_search.py (Optuna TPE, exact anchor recall); rerun it, do not edit.',
-        f'study: {result.study.study_name} in {storage}, {n_done} completed trials, written '
-        f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
+        f'study: {result.study.study_name} in {redact_url(storage)}, {complete} completed trials, best trial '
+        f'{best.number if best is not None else "-"}, '
+        f'written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC',
         f'config: {result.config}',
         f'data: {gt.source}: {len(gt)} boxes in {gt.num_images} images, network-input pixels of {resize_txt}',
-        f'objective: {describe_objective(result.weights)} = {best.objective:.4f} '
+        f'objective: {describe_objective(result.weights)} = {best_eval.objective:.4f} '
         f'(config\'s anchors: {base.objective:.4f})',
-        f'recall@{"/".join(f"{t:g}" for t in REPORT_IOUS)}: {recall(best)} (config\'s anchors: {recall(base)})',
+        f'recall@{"/".join(f"{t:g}" for t in REPORT_IOUS)}: {recall(best_eval)} (config\'s anchors: {recall(base)})',
     ]
 
 
@@ -652,7 +861,8 @@ def save_study_plots(study, out_dir: str) -> List[str]:
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         ax = ovm.plot_optimization_history(study)
         path = osp.join(out_dir, 'optimization_history.png')
-        ax.figure.savefig(path, dpi=120, bbox_inches='tight')
+        with atomic_path(path) as tmp:
+            ax.figure.savefig(tmp, dpi=120, bbox_inches='tight')
         plt.close(ax.figure)
         written.append(path)
         values = {t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
@@ -666,7 +876,8 @@ def save_study_plots(study, out_dir: str) -> List[str]:
             warnings.warn(f'parameter importances skipped: {e}')
             return written
         path = osp.join(out_dir, 'param_importances.png')
-        ax.figure.savefig(path, dpi=120, bbox_inches='tight')
+        with atomic_path(path) as tmp:
+            ax.figure.savefig(tmp, dpi=120, bbox_inches='tight')
         plt.close(ax.figure)
         written.append(path)
     return written
