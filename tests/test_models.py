@@ -344,6 +344,37 @@ def test_residual_mask_head_without_stack_passes_the_shortcut():
     assert not torch.allclose(head(x1), head(x2))
 
 
+def test_residual_mask_head_runs_in_chunks_at_test_time_with_the_same_output():
+    torch.manual_seed(0)
+    head = MODELS.build(dict(type='ResidualFCNMaskHead', in_channels=8, conv_out_channels=8, num_classes=2,
+                             test_chunk=3))
+    assert MODELS.build(dict(type='ResidualFCNMaskHead')).test_chunk == 100  # the default
+    for bn in head.modules():  # non-trivial running statistics
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(7, 8, 14, 14)
+    calls = []
+    head.conv_logits.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    head.eval()
+    chunked = head(x)
+    assert calls == [3, 3, 1]  # 7 RoIs in chunks of 3
+    head.test_chunk = None
+    calls.clear()
+    whole = head(x)
+    assert calls == [7]
+    assert chunked.shape == (7, 2, 28, 28) and torch.allclose(chunked, whole, atol=1e-5, rtol=0)
+    assert head(torch.zeros(0, 8, 14, 14)).shape == (0, 2, 28, 28)
+    # training: one batch whatever test_chunk (BN batch statistics over all RoIs)
+    head.test_chunk = 3
+    head.train()
+    calls.clear()
+    head(x)
+    assert calls == [7]
+    with pytest.raises(ValueError, match='test_chunk >= 1'):
+        MODELS.build(dict(type='ResidualFCNMaskHead', test_chunk=0))
+
+
 def test_bbox_head_dropout_only_in_training():
     torch.manual_seed(0)
     cfg = dict(in_channels=8, roi_feat_size=7, fc_out_channels=64, num_classes=3)
