@@ -18,6 +18,7 @@ import os
 import os.path as osp
 import sys
 import time
+import uuid
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmengine.config import Config, ConfigDict
@@ -193,6 +194,8 @@ def build_overfit_cfg(cfg: Config, ann_file: str, num_images: int, work_dir: str
     cfg.load_from, cfg.resume = None, False
     cfg.work_dir = work_dir
     cfg.randomness = ConfigDict(seed=seed)
+    if cfg.get('visualizer') is not None:  # its own, as apis.runner.isolate_visualizer (one per name per process)
+        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
     return cfg
 
 

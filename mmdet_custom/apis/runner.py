@@ -39,7 +39,7 @@ from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
 __all__ = [
     'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train',
     'test', 'check_hooks', 'check_num_classes', 'check_images', 'image_problem', 'check_writable',
-    'AtomicDumpDetResults'
+    'AtomicDumpDetResults', 'isolate_visualizer'
 ]
 
 
@@ -51,6 +51,17 @@ class OptionError(UserError, ValueError):
     """A flag that does not fit the config or the other flags (``--amp``, ``--format-only``, ``--out``)."""
 
 
+def isolate_visualizer(cfg: Config) -> None:
+    """Give the run's visualizer a name of its own (``<name>_<8 hex digits>``).
+
+    mmengine keeps one Visualizer per name in a process: a second run (ablations, the LR range test, notebooks,
+    tests) would reuse the first one's and log its ``scalars.json`` into the first run's work dir, or fail when that
+    folder was temporary and is gone.
+    """
+    if cfg.get('visualizer') is not None:
+        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
+
+
 def load_config(config: Union[str, Config],
                 work_dir: Optional[str] = None,
                 cfg_options: Optional[dict] = None,
@@ -59,10 +70,7 @@ def load_config(config: Union[str, Config],
     cfg = read_config(config, cfg_options)
     cfg.launcher = launcher
     prepare_distributed(cfg)  # gloo on CPU-only machines; refuses sync_bn for timm backbones
-    if cfg.get('visualizer') is not None:
-        # mmengine keeps one Visualizer per name in a process: a second run (ablations, notebooks, tests) would reuse
-        # the first one's and log its scalars.json into the first run's work dir
-        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
+    isolate_visualizer(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
