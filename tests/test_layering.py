@@ -63,6 +63,21 @@ def test_lower_layers_do_not_import_upper_ones():
     assert not violations, '\n'.join(violations)
 
 
+def test_upward_imports_are_found_at_any_depth(tmp_path):
+    """The check sees what a lower layer would import from apis: function-level, relative and package imports."""
+    src = tmp_path / 'probe.py'
+    src.write_text('import os\n'
+                   'def run():\n'
+                   '    from mmdet_custom.apis import train\n'
+                   '    from ...apis.runner import test\n'
+                   '    from .. import converters\n'
+                   '    import mmdet_custom.hpo.study\n'
+                   '    from mmdet_custom import utils\n')
+    found = sorted(_imported_packages(str(src), 'mmdet_custom.analysis.sub.probe'))
+    # `from .. import converters` in mmdet_custom/analysis/sub/ is mmdet_custom.analysis.converters
+    assert found == ['analysis', 'apis', 'apis', 'hpo', 'utils']
+
+
 def _run(code, **env):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, **env}, cwd=osp.dirname(PKG))

@@ -416,7 +416,7 @@ def _evaluators(cfg: Config) -> list:
 
 def _test_ann_file(cfg: Config) -> str:
     """``data_root/ann_file`` of the test dataset (inside its wrappers); ``''`` when it has none."""
-    dataset = innermost_dataset_cfg(cfg.test_dataloader.dataset)
+    dataset = innermost_dataset_cfg((cfg.get('test_dataloader') or {}).get('dataset') or {})
     if not dataset.get('ann_file'):
         return ''
     return osp.join(dataset.get('data_root') or '', dataset.ann_file)
