@@ -3,13 +3,9 @@ pruning, failed trials, a killed worker's trial failed and retried, the budget, 
 import glob
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -259,45 +255,7 @@ def test_sqlite_two_workers_prune_fail_and_resume_after_a_killed_worker(study_in
 
 
 # ------------------------------------------------------------------------------------------------------ PostgreSQL
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_url():
-    """A throw-away PostgreSQL cluster in a temp folder, serving on a free port of 127.0.0.1 only (trust auth)."""
-    initdb = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'))
-    if not initdb:
-        pytest.skip('PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): install the Debian '
-                    'package postgresql')
-    # SQLAlchemy 2.1's default driver for postgresql:// URLs
-    pytest.importorskip('psycopg', reason='the PostgreSQL driver psycopg 3 (pip psycopg[binary]) is not installed')
-    bindir = os.path.dirname(initdb[-1])
-    root = tempfile.mkdtemp(prefix='mmdet_custom_pg_')
-    as_user = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        try:
-            user = pwd.getpwnam('postgres')
-        except KeyError:
-            shutil.rmtree(root)
-            pytest.skip('running as root and no postgres user to run the server as')
-        os.chown(root, user.pw_uid, user.pw_gid)
-        as_user = ['runuser', '-u', 'postgres', '--']
-    data, port = os.path.join(root, 'data'), _free_port()
-    try:
-        subprocess.run(as_user + [f'{bindir}/initdb', '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8',
-                                  '-N'], check=True, capture_output=True, timeout=120)
-        subprocess.run(as_user + [f'{bindir}/pg_ctl', '-D', data, '-l', os.path.join(root, 'server.log'), '-w',
-                                  '-t', '60', '-o', f'-p {port} -k {root} -c listen_addresses=127.0.0.1 -F',
-                                  'start'], check=True, capture_output=True, timeout=120)
-        yield f'postgresql://postgres@127.0.0.1:{port}/postgres'
-    finally:
-        if os.path.exists(os.path.join(data, 'postmaster.pid')):
-            subprocess.run(as_user + [f'{bindir}/pg_ctl', '-D', data, '-m', 'immediate', '-w', 'stop'],
-                           capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+# postgres_url: the throw-away PostgreSQL cluster fixture of tests/conftest.py
 
 
 @pytest.mark.slow  # ~20 s on a free 2-core machine, ~45 s under load
