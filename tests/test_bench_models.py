@@ -83,6 +83,9 @@ def test_parse_spec():
     assert (spec.name, spec.config, spec.speedups, spec.train) == ('fast', 'configs/x.py', True, False)
     spec = bm.parse_spec('torchvision')
     assert spec.config == bm.TORCHVISION and not spec.train
+    spec = bm.parse_spec('configs/x.py+fast+compile')
+    assert (spec.name, spec.config, spec.speedups, spec.compile, spec.train) == ('x +fast +compile', 'configs/x.py',
+                                                                                 True, True, False)
     assert bm.parse_spec('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py').name == 'mask-rcnn_r50_fpn_1x_coco'
     with pytest.raises(FileNotFoundError, match='nope.py'):
         bm.resolve_config('configs/nope.py')
@@ -187,3 +190,47 @@ def test_speedups_keep_the_full_models_detections(one_torch_thread):
         bm.apply_inference_speedups(fast)
     with pytest.raises(ValueError, match='eval mode'):
         bm.apply_inference_speedups(build(True).train())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lighter variants (configs/light): they change the full model on purpose, each only in what its name says
+# ----------------------------------------------------------------------------------------------------------------
+def _build_light(config):
+    """The config's model, random weights (nothing downloaded; no init_weights: mmengine's bookkeeping takes
+    seconds), a CPU-sized test_cfg."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from mmdet_custom.models.builder import disable_pretrained
+    from mmdet_custom.utils.config import read_config
+    register_all_modules(init_default_scope=True)
+    cfg = read_config(str(REPO_ROOT / config))
+    cfg.model.test_cfg.rpn.update(nms_pre=100, max_per_img=50)
+    cfg.model.test_cfg.rcnn.max_per_img = 20
+    torch.manual_seed(0)
+    return MODELS.build(disable_pretrained(cfg.model))
+
+
+@pytest.fixture(scope='module')
+def full_model_params():
+    return sum(p.numel() for p in _build_light(FULL).parameters())
+
+
+@pytest.mark.parametrize('name', list(bm.LIGHT_MODELS))
+def test_light_variant_builds_changes_its_part_and_predicts(name, full_model_params, one_torch_thread):
+    from mmengine.dataset import pseudo_collate
+    config = bm.LIGHT_MODELS[name]
+    assert config in [s.config for s in bm.default_specs()]  # make bench measures it
+    model = _build_light(config)
+    stem = config.split('/')[-1]
+    head = model.roi_head.mask_head
+    expected_channels = 128 if 'fpn128' in stem else 256
+    assert model.neck.out_channels == model.rpn_head.in_channels == head.in_channels == expected_channels
+    assert model.roi_head.bbox_head.in_channels == head.conv_out_channels == expected_channels
+    assert len(head.convs) == (2 if 'mask2conv' in stem else 4)
+    assert model.rpn_head.num_base_priors == (3 if 'anchors3' in stem else 6)
+    frozen = [p.requires_grad for p in model.backbone.timm_model.conv_stem.parameters()]
+    assert frozen == ([False] if 'frozen1' in stem else [True])
+    assert sum(p.numel() for p in model.parameters()) < full_model_params
+    pred = _predict(model.eval(), pseudo_collate(bm._random_samples(64, 1, seed=1)))
+    assert pred.masks.shape[1:] == (64, 64) and len(pred) <= 20

@@ -56,6 +56,13 @@ SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(RE
 #: The config spelling of torchvision's reference model.
 TORCHVISION = 'torchvision:maskrcnn_resnet50_fpn'
 FULL_MODEL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
+#: The lighter variants of the full model (they change its outputs): row label -> config.
+LIGHT_MODELS = {
+    'light: FPN 128 ch': 'configs/light/mask-rcnn_effb0-cbam_attn-fpn128_anchors_1x_isaid.py',
+    'light: mask head 2 convs': 'configs/light/mask-rcnn_effb0-cbam_attn-fpn_mask2conv_anchors_1x_isaid.py',
+    'light: 3 anchors/location': 'configs/light/mask-rcnn_effb0-cbam_attn-fpn_anchors3_1x_isaid.py',
+    'light: all + frozen C2': 'configs/light/mask-rcnn_effb0-cbam-frozen1_attn-fpn128_mask2conv_anchors3_1x_isaid.py',
+}
 #: Inference parts, in table order (training adds backward and optimizer).
 INFER_PARTS = ('backbone+neck', 'rpn', 'roi_heads', 'post')
 TRAIN_PARTS = ('backbone+neck', 'rpn', 'roi_heads', 'backward', 'optimizer', 'other')
@@ -73,17 +80,22 @@ class ModelSpec:
         cfg_options (dict): overrides merged into the config (dotted keys, as ``--cfg-options``).
         speedups (bool): apply :func:`apply_inference_speedups` before the inference phases.
         train (bool): run the training phase (torchvision's model and speedup rows are inference only).
+        compile (bool): ``torch.compile`` the backbone + neck (``model.extract_feat``, inductor, static shapes)
+            for the inference phases; the first (warm-up) call compiles and is reported as ``compile_s``, and the
+            compiled features are compared with the eager ones on the first image (``compile_max_abs_diff``).
     """
     name: str
     config: str
     cfg_options: Dict = field(default_factory=dict)
     speedups: bool = False
     train: bool = True
+    compile: bool = False
 
 
 def default_specs() -> List[ModelSpec]:
     """The default set (``make bench``): stock R50 (reference), the full model, the full model with the inference
-    speedups, EfficientNet-B0 with a plain FPN and no attention, R50 + CBAM (backbone and FPN), torchvision."""
+    speedups, EfficientNet-B0 with a plain FPN and no attention, R50 + CBAM (backbone and FPN), torchvision, and
+    the lighter variants of :data:`LIGHT_MODELS`."""
     return [
         ModelSpec('R50 (stock mmdet)', 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'),
         ModelSpec('full model', FULL_MODEL),
@@ -92,23 +104,26 @@ def default_specs() -> List[ModelSpec]:
                   {'model.backbone.use_cbam': False}),
         ModelSpec('R50 + CBAM', 'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_isaid.py'),
         ModelSpec('torchvision maskrcnn_resnet50_fpn', TORCHVISION, train=False),
-    ]
+    ] + [ModelSpec(name, config) for name, config in LIGHT_MODELS.items()]
 
 
 def parse_spec(text: str) -> ModelSpec:
-    """A :class:`ModelSpec` from the command line form ``[NAME=]CONFIG[+fast]``.
+    """A :class:`ModelSpec` from the command line form ``[NAME=]CONFIG[+fast][+compile]``.
 
-    ``torchvision`` stands for :data:`TORCHVISION`; ``+fast`` applies the inference speedups (inference only).
+    ``torchvision`` stands for :data:`TORCHVISION`; ``+fast`` applies the inference speedups and ``+compile``
+    ``torch.compile`` on the backbone + neck (both inference only).
     """
     name, _, config = text.rpartition('=')
-    speedups = config.endswith('+fast')
-    if speedups:
-        config = config[:-len('+fast')]
+    flags = []
+    while config.endswith(('+fast', '+compile')):
+        config, _, flag = config.rpartition('+')
+        flags.insert(0, flag)
     if config == 'torchvision':
         config = TORCHVISION
     if not name:
-        name = osp.splitext(osp.basename(config.split('::')[-1]))[0] + (' +fast' if speedups else '')
-    return ModelSpec(name, config, speedups=speedups, train=not speedups and config != TORCHVISION)
+        name = osp.splitext(osp.basename(config.split('::')[-1]))[0] + ''.join(f' +{f}' for f in flags)
+    return ModelSpec(name, config, speedups='fast' in flags, compile='compile' in flags,
+                     train=not flags and config != TORCHVISION)
 
 
 def resolve_config(config: str) -> str:
@@ -530,16 +545,14 @@ class PeakMemory:
 # One model, in its own process
 # ----------------------------------------------------------------------------------------------------------------
 def _load_cfg(spec: ModelSpec):
-    from mmengine.config import Config
+    """The spec's config through :func:`~mmdet_custom.utils.config.read_config`: private ``_names`` dropped, the
+    ``cfg_options`` checked (a key the config lacks raises ``ConfigKeyError``; ``+key`` adds one) and merged."""
+    from mmdet_custom.utils.config import read_config
     config = resolve_config(spec.config)
     if '::' in config:
         from mmengine.hub import get_config
-        cfg = get_config(config)
-    else:
-        cfg = Config.fromfile(config)
-    if spec.cfg_options:
-        cfg.merge_from_dict(spec.cfg_options)
-    return cfg
+        config = get_config(config)
+    return read_config(config, spec.cfg_options)
 
 
 def init_weights_quietly(model) -> None:
@@ -667,6 +680,8 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
     # ---- inference
     if spec.speedups and not tv:
         apply_inference_speedups(model)
+    if spec.compile and not tv:
+        result.update(_compile_extract_feat(model, pseudo_collate([test_samples[0]])))
     timer = PartTimer(cuda)
     if tv:
         _wrap_torchvision(model, timer)
@@ -753,6 +768,25 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
             result['profile']['train'] = profile_top_ops(prof, timer.labels, outside='other')
     result['mem_kind'] = memory.kind
     return result
+
+
+def _compile_extract_feat(model, batch) -> Dict:
+    """Replace ``model.extract_feat`` (backbone + neck) by its ``torch.compile`` (inductor) version; compile it on
+    ``batch`` and return ``compile_s`` (the first call) and ``compile_max_abs_diff`` (compiled vs eager features,
+    max over levels)."""
+    import torch
+    eager = model.extract_feat
+    with torch.no_grad():
+        inputs = model.data_preprocessor(batch, False)['inputs']
+        expected = eager(inputs)
+        compiled = torch.compile(eager, dynamic=False)
+        start = time.perf_counter()
+        got = compiled(inputs)
+        compile_s = time.perf_counter() - start
+    model.extract_feat = compiled
+    diff = max(float((a - b).abs().max()) for a, b in zip(expected, got))
+    return dict(compile_s=compile_s, compile_max_abs_diff=diff,
+                compile_max_abs=max(float(a.abs().max()) for a in expected))
 
 
 def _worker_main(argv: Sequence[str]) -> None:
@@ -871,6 +905,8 @@ def run_benchmark(specs: Sequence[ModelSpec],
 
 def _progress(result: Dict) -> str:
     bits = [f'infer @{n} {v["s_per_img"] * 1000:.0f} ms' for n, v in result['infer'].items()]
+    if 'compile_s' in result:
+        bits.append(f'compile {result["compile_s"]:.0f} s (max |diff| {result["compile_max_abs_diff"]:.1e})')
     if result.get('train'):
         bits.append(f'train {result["train"]["img_per_s"]:.3f} img/s')
     return ', '.join(bits)
@@ -948,6 +984,9 @@ def summarize(report: Dict) -> List[Dict]:
                    train_parts={p: _median([r['train']['parts'][p] for r in ok if r.get('train')])
                                 for p in TRAIN_PARTS},
                    repeats_ok=len(ok), errors=[r['error'] for r in runs if 'error' in r],
+                   compile_s=_median([r['compile_s'] for r in ok if 'compile_s' in r]),
+                   compile_max_abs_diff=max([r['compile_max_abs_diff'] for r in ok if 'compile_s' in r],
+                                            default=None),
                    profile=first.get('profile') or {}, mem_kind=first.get('mem_kind'))
         rows.append(row)
     ref = rows[0]['values'] if rows else {}
@@ -1095,6 +1134,11 @@ def format_markdown(report: Dict) -> str:
         table.append([row['name']] + [('-' if row['spreads'].get(k) is None else f'{100 * row["spreads"][k]:.0f} %')
                                       for k in keys] + [str(row['repeats_ok'])])
     out += _md_table(table)
+    compiled = [row for row in rows if row.get('compile_s') is not None]
+    if compiled:
+        out += ['', '## torch.compile (backbone + neck, inductor)', '']
+        out += [f'- {row["name"]}: compiling (first call) {row["compile_s"]:.1f} s; compiled vs eager features '
+                f'max |difference| {row["compile_max_abs_diff"]:.1e}' for row in compiled]
     errors = [(row['name'], e) for row in rows for e in row['errors']]
     if errors:
         out += ['', '## Failed measurements', ''] + [f'- {name}: {e}' for name, e in errors]
