@@ -5,6 +5,10 @@ IoU) + 0.3 x recall@0.7``), computed exactly by :func:`~.recall.max_iou_exact` o
 strides and centre convention. The number of levels, of sizes per level and of ratios stay those of the
 config's anchors (the RPN head's ``num_base_priors`` and its weights layout do not change), and the config's
 anchors are the first trial, so the best setting is never worse than the config's.
+
+Any number of worker processes, on one machine (``n_workers``) or several (the same storage and study name), share
+one study in an Optuna RDB (SQLite, PostgreSQL, MySQL); the fragment is written once, from the best trial, by the
+last worker to finish (the rule is in :mod:`.workers`).
 """
 import datetime
 import json
