@@ -631,7 +631,7 @@ def _worker_entry(job: _WorkerJob, key: str, n_trials: int) -> None:
     """Entry point of a worker process: a user error is one ``error:`` line and exit code 2."""
     from mmdet_custom.utils.errors import UserError
     try:
-        _run_worker(job, key, n_trials)
+        _run_worker(job, key, n_trials, log=lambda line: print(line, flush=True))
     except UserError as e:
         print(f'error: {key}: {e}', file=sys.stderr, flush=True)
         sys.exit(2)
