@@ -345,6 +345,8 @@ def apply_inference_speedups(model, fuse_bn: bool = True, channels_last: bool = 
       contiguous NCHW (mmcv's CPU RoIAlign reads raw NCHW memory and is silently wrong on channels-last input).
     * ``mask_chunk``: the mask head runs on chunks of this many RoIs, in channels_last (None: one batch, NCHW). The
       mask head holds no batch statistics in eval mode, so each RoI's output does not depend on its chunk.
+      (:class:`~mmdet_custom.models.roi_heads.ResidualFCNMaskHead` chunks by itself, ``test_chunk=100``; this adds
+      channels_last and covers any mask head.)
 
     The model must be in eval mode and stay there: the fused model has no BatchNorms left to train.
 
