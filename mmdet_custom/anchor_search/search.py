@@ -617,7 +617,7 @@ def _run_worker(job: _WorkerJob, key: str, n_trials: int, study=None, log=print)
             record = write_fragment_once(
                 rdb, study_id, key,
                 lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, ))),
-                lambda: _write_outputs(study, job), grace, poll, force=job.force_write, log=log)
+                lambda: _write_outputs(study, job), grace, min(poll, 1.0), force=job.force_write, log=log)
             if record.get('by_me'):
                 log(f'{name}: wrote the fragment {record["path"]} from trial {record["best_trial"]} '
                     f'({record["complete_trials"]} completed trials)')
