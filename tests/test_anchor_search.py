@@ -509,6 +509,21 @@ def test_tool_refuses_bad_input_before_any_trial(tmp_path, capsys):
     assert not (tmp_path / 'frag.py').exists()
 
 
+def test_dataset_wrappers_unwrapped_with_the_nearest_pipeline():
+    """Repeat / MultiImageMix wrappers (through datasets.utils.innermost_dataset_cfg) and Concat lists: each leaf once,
+    with its own Resize, else the nearest wrapper's pipeline."""
+    from mmdet_custom.anchor_search.data import _leaf_dataset_cfgs
+    resize, load = dict(type='Resize', scale=(64, 64)), dict(type='LoadImageFromFile')
+    coco = dict(type='CocoDataset', pipeline=[load])
+    assert _leaf_dataset_cfgs(dict(type='RepeatDataset', times=3, dataset=coco)) == [(coco, [load])]
+    mix = dict(type='MultiImageMixDataset', pipeline=[resize], dataset=dict(type='RepeatDataset', dataset=coco))
+    leaves = _leaf_dataset_cfgs(mix)
+    assert leaves == [(coco, [resize])] and leaves[0][0] is coco
+    own = dict(type='CocoDataset', pipeline=[dict(type='Resize', scale=(32, 32))])
+    concat = dict(type='RepeatDataset', dataset=dict(type='ConcatDataset', pipeline=[resize], datasets=[coco, own]))
+    assert _leaf_dataset_cfgs(concat) == [(coco, [resize]), (own, own['pipeline'])]
+
+
 def test_empty_training_set_is_a_clear_error(tmp_path):
     """mmdet's CocoDataset with filter_empty_gt drops every image of a json without annotations."""
     from mmengine import Config

@@ -266,3 +266,26 @@ def test_liveness_by_observed_beats(monkeypatch):
     clock[0] += 3.0
     assert monitor.alive('w', 6)            # silent for exactly the grace period: still alive
     assert monitor.alive('x', None)         # another worker, first seen now
+
+
+def test_tool_refuses_cfg_option_typos_and_shared_in_memory_studies(toy_config, tmp_path, capsys):
+    """The config is read through read_config (unknown --cfg-options keys refused); several workers need a database
+    that processes share. One error line, exit 2, nothing written."""
+    from mmdet_custom.utils.cli import run_cli
+    main = runpy.run_path(str(TOOL))['main']
+
+    def run(*extra):
+        args = [str(toy_config), '--study-name', 's', '--out', str(tmp_path / 'frag.py'), '--work-dir',
+                str(tmp_path / 'plots'), '--trials', '2', *extra]
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and 'Traceback' not in err and err.count('\n') == 1, err
+        return err
+
+    db = tmp_path / 'never.db'
+    err = run('--storage', f'sqlite:///{db}', '--cfg-options', 'model.rpn_head.anchor_generatr.strides=[4]')
+    assert 'anchor_generatr' in err and 'anchor_generator' in err  # names the typo and the closest key
+    err = run('--storage', 'sqlite:///:memory:', '--n-workers', '2')
+    assert '--n-workers 2' in err and 'sqlite:///:memory:' in err
+    assert not db.exists() and not (tmp_path / 'frag.py').exists()

@@ -726,8 +726,8 @@ def search_anchors(cfg, n_trials: int, storage, study_name: str, weights=DEFAULT
             study.enqueue_trial(space.params(setting), user_attrs={'role': role}, skip_if_exists=True)
 
     shares = _shares(n_trials, n_workers) or [0]
-    job = _WorkerJob(storage if isinstance(storage, str) else '', study_name, space, gt, weights, seed,
-                     heartbeat_interval, grace_period, out, work_dir, str(cfg.filename or ''), baseline,
+    job = _WorkerJob(storage if isinstance(storage, str) else type(storage).__name__, study_name, space, gt,
+                     weights, seed, heartbeat_interval, grace_period, out, work_dir, str(cfg.filename or ''), baseline,
                      force_write=n_trials == 0)
     errors, record, keys = [], {}, []
     if len(shares) == 1:
