@@ -607,7 +607,8 @@ def _run_worker(job: _WorkerJob, key: str, n_trials: int, study=None, log=print)
         record = {}
         if job.out is not None:
             import optuna
-            grace = job.grace_period if job.heartbeat_interval else 0
+            # optuna's default grace period is 2 heartbeat intervals
+            grace = (job.grace_period or 2 * job.heartbeat_interval) if job.heartbeat_interval else 0
             poll = min(job.heartbeat_interval or 1, max(grace / 4, 0.2))
             if n_trials and job.heartbeat_interval:
                 if wait_for_running_workers(rdb, study_id, key, grace, poll, log):
