@@ -18,13 +18,13 @@ import os
 import os.path as osp
 import sys
 import time
-import uuid
 from typing import Dict, List, Optional, Sequence, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.hooks import EarlyStoppingHook
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
+from mmdet_custom.utils.config import isolate_visualizer
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
@@ -194,8 +194,7 @@ def build_overfit_cfg(cfg: Config, ann_file: str, num_images: int, work_dir: str
     cfg.load_from, cfg.resume = None, False
     cfg.work_dir = work_dir
     cfg.randomness = ConfigDict(seed=seed)
-    if cfg.get('visualizer') is not None:  # its own, as apis.runner.isolate_visualizer (one per name per process)
-        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
+    isolate_visualizer(cfg)  # one Visualizer per name per process
     return cfg
 
 

@@ -22,7 +22,6 @@ import os
 import os.path as osp
 import tempfile
 import time
-import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmdet.evaluation import DumpDetResults
@@ -32,7 +31,12 @@ from mmengine.runner import Runner
 from mmdet_custom.apis.distributed import prepare_distributed
 from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
-from mmdet_custom.utils.config import ConfigKeyError, check_cfg_options, read_config  # noqa: F401  (re-exported)
+from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
+    ConfigKeyError,
+    check_cfg_options,
+    isolate_visualizer,
+    read_config,
+)
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
 
@@ -49,17 +53,6 @@ class DatasetCheckError(UserError, ValueError):
 
 class OptionError(UserError, ValueError):
     """A flag that does not fit the config or the other flags (``--amp``, ``--format-only``, ``--out``)."""
-
-
-def isolate_visualizer(cfg: Config) -> None:
-    """Give the run's visualizer a name of its own (``<name>_<8 hex digits>``).
-
-    mmengine keeps one Visualizer per name in a process: a second run (ablations, the LR range test, notebooks,
-    tests) would reuse the first one's and log its ``scalars.json`` into the first run's work dir, or fail when that
-    folder was temporary and is gone.
-    """
-    if cfg.get('visualizer') is not None:
-        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
 
 
 def load_config(config: Union[str, Config],

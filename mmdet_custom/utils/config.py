@@ -12,13 +12,14 @@ but at each file, so a child could not read them.) mmengine's own ``_base_``, ``
 """
 import difflib
 import os.path as osp
+import uuid
 from typing import Any, Dict, Iterator, Mapping, Optional, Union
 
 from mmengine.config import Config
 
 from mmdet_custom.utils.errors import UserError
 
-__all__ = ['ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'read_config']
+__all__ = ['ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'isolate_visualizer', 'read_config']
 
 MMENGINE_RESERVED = ('_base_', '_scope_', '_delete_', '_deprecation_')
 
@@ -140,3 +141,14 @@ def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, A
         source = config if isinstance(config, str) else (getattr(cfg, 'filename', None) or '')
         cfg.merge_from_dict(check_cfg_options(cfg, cfg_options, source))
     return cfg
+
+
+def isolate_visualizer(cfg: Config) -> None:
+    """Give the run's visualizer a name of its own (``<name>_<8 hex digits>``).
+
+    mmengine keeps one Visualizer per name in a process: a second run (ablations, the LR range test, notebooks,
+    tests) would reuse the first one's and log its ``scalars.json`` into the first run's work dir, or fail when that
+    folder was temporary and is gone.
+    """
+    if cfg.get('visualizer') is not None:
+        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
