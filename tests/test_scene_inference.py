@@ -343,6 +343,11 @@ def test_cli_reports_user_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and 'checkpoint not found' in err and 'missing.pth' in err
     assert 'Traceback' not in err and not (tmp_path / 'out').exists()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(infer_scene.main, [config, str(tmp_path / 'missing.pth'), str(tmp_path / 'a.png'), '--out-dir',
+                                   str(tmp_path / 'out'), '--threads', '-1'])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and '--threads must be >= 0' in err and 'Traceback' not in err
 
 
 # ----------------------------------------------------------------------------------------------------------------
