@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
+from mmdet_custom.utils.optuna_storage import StorageError, open_rdb_storage, redact_url  # noqa: F401  (redact_url re-exported)
 
 from .space import check_space, json_safe, load_space, suggest_options
 from .trial import ensure_val_loss_hook, run_trial, trial_config
@@ -99,37 +100,14 @@ class StudySpec:
                              f'machine, postgresql://user:password@host:5432/db for workers on several')
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and the summary)."""
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split('@')[-1] if '@' in url else url
-
-
 def _storage(spec: StudySpec):
-    import optuna
+    """The study's RDBStorage (``utils.optuna_storage``: SQLite lock wait, heartbeats, driver hints)."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
-    engine_kwargs = {}
-    if spec.storage.startswith('sqlite'):  # several processes on one file: wait for the lock instead of failing
-        engine_kwargs = dict(connect_args=dict(timeout=60))
     try:
-        with warnings.catch_warnings():  # heartbeats and their retry callback are 'experimental' in Optuna 5
-            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                spec.storage, engine_kwargs=engine_kwargs, heartbeat_interval=spec.heartbeat_interval,
-                grace_period=spec.grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry))
-    except ImportError as e:  # optuna's message for a missing driver names no driver
-        cause = e.__cause__ or e
-        raise StudyError(f'--storage {redact_url(spec.storage)}: the database driver is not installed ({cause}); '
-                         f'for postgresql:// URLs pip install "psycopg[binary]" (or write postgresql+psycopg2:// '
-                         f'with psycopg2), for mysql:// pip install mysqlclient (or mysql+pymysql:// with '
-                         f'PyMySQL)') from e
-    except Exception as e:  # sqlalchemy.exc.OperationalError / ArgumentError: wrong host, port, password, URL
-        raise StudyError(f'--storage {redact_url(spec.storage)} cannot be opened: '
-                         f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from e
+        return open_rdb_storage(spec.storage, spec.heartbeat_interval, spec.grace_period,
+                                RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry))
+    except StorageError as e:
+        raise StudyError(str(e)) from e
 
 
 def _pruner(spec: StudySpec):
