@@ -446,7 +446,14 @@ def test_trial_of_a_killed_worker_is_marked_failed_on_resume(tmp_path):
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.5)  # the heartbeat thread records the third trial as it starts
+    # Optuna's heartbeat thread records the third trial a moment after it starts; a trial killed before its first
+    # beat is never found stale, so kill only once the beat is stored (a fixed sleep was flaky under load)
+    import sqlite3
+    with sqlite3.connect(tmp_path / 'killed.db', timeout=60) as db:
+        while not db.execute("SELECT 1 FROM trial_heartbeats h JOIN trials t ON t.trial_id = h.trial_id "
+                             "WHERE t.state = 'RUNNING'").fetchone():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     states = [t.state for t in optuna.load_study(study_name='killed', storage=storage).trials]
