@@ -129,6 +129,36 @@ def smoke_raw(tmp_path_factory) -> Converted:
     return Converted(out, generate_smoke_dataset(str(out), SMOKE_SPLITS, size=192, seed=3))
 
 
+class Trained(NamedTuple):
+    """A tiny model trained once per session (read-only for tests: copy the work dir before writing into it)."""
+    config: Path       # the resolved config it trained with, dumped (for the command lines)
+    work_dir: Path     # logs (vis_data/scalars.json holds the losses and the validation's coco/* metrics)
+    checkpoint: Path   # work_dir / 'iter_2.pth' (weights + dataset_meta, no optimizer state)
+
+
+@pytest.fixture(scope='session')
+def tiny_trained(isaid_256, tmp_path_factory) -> Trained:
+    """The smoke model (ResNet-18, 128-channel FPN, random init; tests/helpers.py ``tiny_isaid_cfg``: 128 px,
+    batch 1, 100 proposals) trained 2 iterations on the ``isaid_256`` patches through ``mmdet_custom.apis.train``,
+    validated once at its end on 1 val patch, one checkpoint: for the tests that need "a trained checkpoint and its
+    work dir", not a training of their own."""
+    from helpers import tiny_isaid_cfg
+
+    from mmdet_custom.apis import train
+    root = tmp_path_factory.mktemp('tiny_trained')
+    cfg = tiny_isaid_cfg(isaid_256.root, root / 'work')
+    cfg.val_dataloader.dataset.indices = 1
+    cfg.dump(str(root / 'tiny.py'))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert runner.iter == 2
+    return Trained(root / 'tiny.py', root / 'work', root / 'work' / 'iter_2.pth')
+
+
 @pytest.fixture(autouse=True)
 def _restore_environ():
     """Each test gets the session's environment back: tools run in-process (``runpy``) set variables for their own

@@ -84,6 +84,7 @@ def _variant_cfg(tmp_path):
 
 def test_mask_rcnn_with_stride_adjusted_anchors_trains_and_predicts(tmp_path):
     """The fragment in a variant of the root config: RPN on P2..P6 with 6 anchors per location, RoI on P2..P5."""
+    from helpers import shrink_for_cpu
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
@@ -92,10 +93,9 @@ def test_mask_rcnn_with_stride_adjusted_anchors_trains_and_predicts(tmp_path):
     cfg = _variant_cfg(tmp_path)
     assert 'scales' not in cfg.model.rpn_head.anchor_generator          # _delete_ dropped the stock keys
     assert cfg.model.neck.num_outs == len(cfg.model.rpn_head.anchor_generator.strides) == 5
-    # ResNet-18 keeps the test fast; the RPN, anchors and RoI heads are the root config's
-    cfg.model.backbone.update(depth=18, init_cfg=None)
-    cfg.model.neck.in_channels = [64, 128, 256, 512]
-    cfg.model.test_cfg.rcnn.max_per_img = 5     # masks of 1000 random detections would take a minute
+    # ResNet-18, 100 proposals, 64 RoIs keep the test fast; the RPN, anchors and RoI heads are the root config's;
+    # 5 detections: masks of 1000 random detections would take a minute
+    shrink_for_cpu(cfg, iters=None, max_dets=5)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     rpn = model.rpn_head

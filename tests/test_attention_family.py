@@ -4,8 +4,6 @@ Module tests check values against hand-computed results or mmdet's own modules (
 every new config forward + backward on a real shared image (a DSB2018 cell image for the cells configs, an iSAID
 crop for the iSAID configs), and the R101 + attention cells config trains 2 iterations on the converted DSB images.
 """
-import copy
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import load_config
 from mmdet.models.necks import BFP, FPN
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.registry import MODELS
@@ -45,14 +44,10 @@ EFFV2_FRAGMENT = REPO_ROOT / 'configs' / '_base_' / 'models' / 'effv2_backbones.
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
-@functools.lru_cache(maxsize=None)
-def _parsed(path: Path) -> Config:
-    return Config.fromfile(str(path))
-
-
-def _load(path: Path) -> Config:
-    """The config at ``path``, parsed once per session (mmengine takes ~1 s per file); a copy, free to modify."""
-    return copy.deepcopy(_parsed(Path(path)))
+def _load(path: Path, resolved: bool = True) -> Config:
+    """The config at ``path`` as the tools see it (fragments' private ``_name`` parts dropped; raw with
+    ``resolved=False``), parsed once per session (tests/helpers.py); a copy, free to modify."""
+    return load_config(path, resolved)
 
 
 def _build(cfg: dict) -> nn.Module:
@@ -263,21 +258,21 @@ def effv2m():
 
 
 def test_efficientnetv2_m_strides_and_channels(effv2m):
-    fragment = _load(EFFV2_FRAGMENT)
-    assert effv2m.out_indices == (1, 2, 3, 4) == fragment.effv2m_backbone.out_indices
+    fragment = _load(EFFV2_FRAGMENT, resolved=False)  # the fragment's private parts
+    assert effv2m.out_indices == (1, 2, 3, 4) == fragment._effv2m_backbone.out_indices
     assert effv2m.strides == [4, 8, 16, 32]
-    assert effv2m.out_channels == [48, 80, 176, 512] == fragment.effv2m_channels
+    assert effv2m.out_channels == [48, 80, 176, 512] == fragment._effv2m_channels
     with torch.no_grad():
         outs = effv2m(torch.rand(1, 3, 67, 67))  # TF 'same' padding: ceil(67 / stride)
     assert [tuple(o.shape) for o in outs] == [(1, 48, 17, 17), (1, 80, 9, 9), (1, 176, 5, 5), (1, 512, 3, 3)]
 
     small = TimmCBAMBackbone('tf_efficientnetv2_s', use_cbam=False)
-    assert small.strides == [4, 8, 16, 32] and small.out_channels == fragment.effv2s_channels == [48, 64, 160, 256]
+    assert small.strides == [4, 8, 16, 32] and small.out_channels == fragment._effv2s_channels == [48, 64, 160, 256]
     assert sum(p.numel() for p in small.parameters()) < 0.5 * sum(p.numel() for p in effv2m.parameters())
 
 
 # ------------------------------------------------------------------------------------------------- configs
-def _cells_sample(cells_dir, size=192):
+def _cells_sample(cells_dir, size=128):
     """The first DSB2018 image (top-left ``size`` x ``size`` crop) and its nuclei, as one training sample."""
     import tifffile
     folder = sorted((cells_dir / 'train').iterdir())[0]
@@ -287,7 +282,7 @@ def _cells_sample(cells_dir, size=192):
     return image, masks, np.zeros(len(masks), np.int64)
 
 
-def _isaid_sample(isaid_raw_dir, size=192):
+def _isaid_sample(isaid_raw_dir, size=128):
     """A ``size`` x ``size`` crop of iSAID val P0003 around its instances, masks from the devkit's id image and
     classes from its colour image."""
     from PIL import Image
@@ -332,11 +327,6 @@ def _data(image, masks, labels):
     return dict(inputs=[inputs], data_samples=[sample])
 
 
-def _cut_work(model_cfg):
-    model_cfg.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
-    model_cfg.train_cfg.rcnn.sampler.num = 32
-
-
 def test_family_lists_every_attention_config():
     # tests/test_configs.py leaves every configs/attention/ file to the one-step test below
     assert sorted(CELLS_CONFIGS + ISAID_CONFIGS) == sorted(p.name for p in FAMILY.glob('*.py'))
@@ -346,13 +336,12 @@ def test_family_lists_every_attention_config():
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if 'effv2m' in n else n
                                   for n in CELLS_CONFIGS + ISAID_CONFIGS])
 def test_config_builds_and_trains_one_step_on_a_real_image(name, request):
-    """Build with random init (nothing read or downloaded), one loss + backward on a real 192 x 192 image: finite
+    """Build with random init (nothing read or downloaded), one loss + backward on a real 128 x 128 crop: finite
     losses, gradients in the backbone, and in the new modules' branches where the config has them."""
-    from mmdet_custom.analysis.model_stats import disable_pretrained
-    cfg = _load(FAMILY / name)
-    model_cfg = disable_pretrained(cfg.model)
+    from helpers import shrink_for_cpu
+    cfg = shrink_for_cpu(_load(FAMILY / name), resnet_depth=None, rois=32, iters=None)  # 100 proposals, 32 RoIs
+    model_cfg = cfg.model
     assert 'Pretrained' not in str(model_cfg)
-    _cut_work(model_cfg)
     if model_cfg.backbone.type == 'TimmCBAMBackbone':
         # random weights have no BatchNorm statistics: with norm_eval (right for pretrained weights) activations
         # grow through EfficientNetV2-M's 50-odd blocks to ~1e6 losses; normalise with batch statistics instead
@@ -397,7 +386,7 @@ def _flat(d, prefix=''):
 
 def _diff(parent, child):
     a, b = _flat(_load(parent).to_dict()), _flat(_load(child).to_dict())
-    return {k: b.get(k) for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not k.startswith('eff')}
+    return {k: b.get(k) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
 
 
 MODULES = {'model.neck.type': 'TransformerFPN', 'model.roi_head.mask_head.type': 'ECADCNMaskHead'}
@@ -430,24 +419,16 @@ def test_r101_attention_cells_config_trains_two_iterations(cells_converted, tmp_
     """The R101 + attention cells config, unchanged but for CPU-sized work, trains 2 iterations on the converted
     DSB2018 images: finite losses logged, and the zero-initialised fusion scale has moved (the new branches
     learn)."""
-    from helpers import cpu_run_cfg
+    from helpers import shrink_for_cpu, use_data_root
 
-    from mmdet_custom.analysis.model_stats import disable_pretrained
     from mmdet_custom.apis import train
 
-    data = cells_converted.root  # DSB2018, val_fraction=0.2, seed=0 (read only: training writes to work_dir)
-    cfg = _load(FAMILY / CELLS_CONFIGS[1])
-    cfg = cpu_run_cfg(cfg, tmp_path / 'work')
-    # cpu_run_cfg swaps in ResNet-18: keep the config's ResNet-101 (random init, nothing downloaded)
-    cfg.model.backbone.depth = 101
-    cfg.model.neck.in_channels = [256, 512, 1024, 2048]
-    disable_pretrained(cfg.model)
-    cfg.train_dataloader.batch_size = 1
-    cfg.train_cfg.val_interval = 3  # training only (validation of this config: tests/test_configs.py, test_cells.py)
-    cfg.default_hooks.checkpoint = None  # a 250 MB file is not under test here
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.data_root = str(data)
-    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = str(data / 'annotations' / 'instances_val.json')
+    # the config's ResNet-101 (random init, nothing downloaded), batch 1 at half the native 256 x 320, no validation
+    # (the validation of this config: tests/test_configs.py, test_cells.py) and no checkpoint (a 250 MB file is not
+    # under test here)
+    cfg = shrink_for_cpu(_load(FAMILY / CELLS_CONFIGS[1]), tmp_path / 'work', resnet_depth=None, batch_size=1,
+                         image_size=(160, 160), checkpoint_interval=None)
+    use_data_root(cfg, cells_converted.root)  # DSB2018, val_fraction=0.2, seed=0 (read only: training writes work_dir)
     runner = train(cfg)
     assert runner.iter == 2
     model = runner.model

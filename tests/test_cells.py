@@ -14,7 +14,7 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 import torch
-from helpers import cpu_run_cfg
+from helpers import shrink_for_cpu, use_data_root
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from PIL import Image
@@ -356,10 +356,8 @@ def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, cells_converte
     (tmp_path / 'test_image_name_to_ids.json').write_text(json.dumps(records))
     convert_cells_test(test_src, tmp_path / 'test_image_name_to_ids.json', data)
 
-    cfg = cpu_run_cfg(Config.fromfile(CELLS_CONFIG), tmp_path / 'work')
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.data_root = str(data)
-    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = str(data / 'annotations' / 'instances_val.json')
+    # ResNet-18, 2 iterations, no validation during training (the test below evaluates the checkpoint)
+    cfg = use_data_root(shrink_for_cpu(Config.fromfile(CELLS_CONFIG), tmp_path / 'work'), data)
     runner = train(cfg)
     assert runner.iter == 2
     checkpoint = tmp_path / 'work' / 'iter_2.pth'

@@ -7,7 +7,7 @@ import shutil
 from collections import Counter
 
 import pytest
-from helpers import cpu_run_cfg
+from helpers import shrink_for_cpu
 
 from mmdet_custom.converters.coco_subset import COCO_SUBSET_CLASSES, convert_coco_subset, subset_coco
 
@@ -95,7 +95,7 @@ def test_convert_writes_atomically_and_cli(tiny_coco_dir, tmp_path):
 
 @pytest.mark.slow
 def test_mask_rcnn_trains_and_tests_on_the_subset(tiny_coco_dir, tmp_path):
-    """configs/coco_subset: 2 training iterations then COCO evaluation, on the subset of tiny_coco at 256 px."""
+    """configs/coco_subset: 2 training iterations then COCO evaluation, on the subset of tiny_coco at 128 px."""
     from mmengine.config import Config
 
     from mmdet_custom.apis import test, train
@@ -103,17 +103,13 @@ def test_mask_rcnn_trains_and_tests_on_the_subset(tiny_coco_dir, tmp_path):
     stats = convert_coco_subset(tiny_coco_dir / 'instances_train2017_small.json', ann, drop_empty=True)
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'coco_subset', 'mask-rcnn_r50_fpn_1x_coco-subset.py'))
     assert cfg.train_dataloader.dataset.metainfo.classes == COCO_SUBSET_CLASSES
-    # CPU-sized (tests/helpers.py), 256 px instead of 1333x800, 2 evaluation images
-    cpu_run_cfg(cfg, tmp_path / 'work')
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg[name]
-        loader.dataset.update(data_root=str(tiny_coco_dir), ann_file=str(ann),
-                              data_prefix=dict(img='train_2017_small/'))
-        for transform in loader.dataset.pipeline:
-            if transform.type == 'Resize':
-                transform.scale = (256, 256)
-    cfg.val_dataloader.dataset.indices = cfg.test_dataloader.dataset.indices = 2
-    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = str(ann)
+    # CPU-sized (tests/helpers.py): 128 px instead of 1333x800, no validation during training, 2 test images
+    shrink_for_cpu(cfg, tmp_path / 'work', image_size=(128, 128))
+    for name in ('train_dataloader', 'test_dataloader'):
+        cfg[name].dataset.update(data_root=str(tiny_coco_dir), ann_file=str(ann),
+                                 data_prefix=dict(img='train_2017_small/'))
+    cfg.test_dataloader.dataset.indices = 2
+    cfg.test_evaluator.ann_file = str(ann)
 
     runner = train(cfg)
     assert runner.iter == 2 and len(runner.train_dataloader.dataset) == stats['images']

@@ -8,18 +8,10 @@ import sys
 
 import pytest
 import torch
-from helpers import tiny_isaid_cfg
+from helpers import load_config, tiny_isaid_cfg
 from recipe_tools_helpers import REPO_ROOT
 
 TESTS = REPO_ROOT / 'tests'
-
-
-@pytest.fixture(scope='module')
-def isaid_patches(isaid_raw_dir, tmp_path_factory):
-    from mmdet_custom.converters.isaid import convert_isaid
-    out = tmp_path_factory.mktemp('isaid_patches_dist')
-    convert_isaid(str(isaid_raw_dir), str(out), splits=('train', 'val'), show_progress=False)
-    return out
 
 
 def free_port() -> int:
@@ -40,7 +32,6 @@ def test_sync_bn_refused_for_timm_backbones():
     # why: mmengine's conversion (Runner.wrap_model with cfg.sync_bn) turns timm's BatchNorm+activation layers
     # into plain SyncBatchNorm: the activations are gone and the network computes something else
     import timm
-    from mmengine.config import Config
     from mmengine.model import convert_sync_batchnorm
     from timm.layers import BatchNormAct2d
 
@@ -54,12 +45,12 @@ def test_sync_bn_refused_for_timm_backbones():
     assert n_act > 0 and not any(isinstance(m, BatchNormAct2d) for m in net.modules())
     assert not torch.allclose(before, after, atol=1e-2)
 
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'))
+    cfg = load_config('configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py', resolved=False)
     check_sync_bn(cfg)  # no sync_bn: nothing to refuse
     cfg.sync_bn = 'torch'
     with pytest.raises(DistributedSetupError, match='TimmCBAMBackbone.*activation'):
         check_sync_bn(cfg)
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'))
+    cfg = load_config('configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py', resolved=False)
     cfg.sync_bn = 'torch'
     check_sync_bn(cfg)  # mmdet's ResNet: plain BatchNorm, converted correctly
 
@@ -72,7 +63,8 @@ def test_usage_without_arguments():
 
 
 @pytest.mark.slow  # ~25 s on a free 2-core machine, 66 s under load
-def test_two_cpu_processes_average_gradients_and_rank0_checkpoint_tests(isaid_patches, tmp_path):
+def test_two_cpu_processes_average_gradients_and_rank0_checkpoint_tests(isaid_converted, tmp_path):
+    isaid_patches = isaid_converted.root  # the devkit-default windows (conftest), shared with other modules
     work, probe = tmp_path / 'work', tmp_path / 'probe'
     probe.mkdir()
     cfg = tiny_isaid_cfg(isaid_patches, work)

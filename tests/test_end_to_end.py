@@ -1,10 +1,12 @@
-"""The main job on real iSAID: convert -> train 2 iterations -> save -> resume -> test (segm mAP) -> refusal."""
+"""The main job on real iSAID: convert (conftest's devkit-default ``isaid_converted``) -> train 2 iterations -> save
+-> resume -> test (segm mAP) -> refusal."""
 import json
 import runpy
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import shrink_for_cpu, use_data_root
 from mmengine.config import Config
 
 from mmdet_custom.apis import test as run_test
@@ -14,48 +16,29 @@ from mmdet_custom.checkpoint import UnsafeCheckpointError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_CONFIG = str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py')
 
-
-@pytest.fixture(scope='module')
-def isaid_patches(isaid_raw_dir, tmp_path_factory):
-    from mmdet_custom.converters.isaid import convert_isaid
-    out = tmp_path_factory.mktemp('isaid_patches')
-    convert_isaid(str(isaid_raw_dir), str(out), splits=('train', 'val'), patch_size=800, overlap=200,
-                  show_progress=False)
-    return out
+pytestmark = pytest.mark.slow  # 3 runners, 3 iterations, 2 checkpoints with optimizer state: ~30 s on 2 cores
 
 
-def small_cpu_config(data_root, max_iters=2, scale=(256, 256)) -> Config:
-    """The root config, unchanged but for data location, random init, input size and a 2-iteration loop."""
-    cfg = Config.fromfile(ROOT_CONFIG)
-    cfg.model.backbone.init_cfg = None
-    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        loader.num_workers, loader.persistent_workers = 0, False
-        loader.dataset.data_root = str(data_root) + '/'
-        for t in loader.dataset.pipeline:
-            if t['type'] == 'Resize':
-                t['scale'] = scale
-    cfg.train_dataloader.batch_size = 1
-    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = f'{data_root}/annotations/instances_val.json'
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
-    # no validation during these 2-3 iterations (an iteration loop validates at its end); testing is checked below
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
-    cfg.default_hooks.logger.interval = 1
-    cfg.log_processor.by_epoch = False
-    return cfg
+def small_cpu_config(data_root, max_iters=2, scale=(128, 128)) -> Config:
+    """The root config with a ResNet-18 (random init) and CPU-sized RoI work (tests/helpers.py), on ``data_root``:
+    batch 1 at ``scale``, a ``max_iters``-iteration loop without validation (testing is checked below), SGD at a
+    constant lr, one checkpoint with optimizer state at the end (the resume reads it)."""
+    cfg = shrink_for_cpu(Config.fromfile(ROOT_CONFIG), image_size=scale, iters=max_iters, batch_size=1,
+                         save_optimizer=True)
+    return use_data_root(cfg, data_root)
 
 
-def test_train_save_resume_test_refuse(isaid_patches, tmp_path):
-    work = tmp_path / 'work'
-    runner = train(small_cpu_config(isaid_patches, max_iters=2), work_dir=str(work))
+def test_train_save_resume_test_refuse(isaid_converted, tmp_path):
+    data, work = isaid_converted.root, tmp_path / 'work'
+    runner = train(small_cpu_config(data, max_iters=2), work_dir=str(work))
     assert runner.iter == 2
     ckpt2 = work / 'iter_2.pth'
     assert ckpt2.is_file()
-    weights2 = torch.load(ckpt2, weights_only=True)['state_dict']
+    saved2 = torch.load(ckpt2, weights_only=True)
+    weights2 = saved2['state_dict']
 
     # resume: the loop continues at iteration 2 with the saved optimizer state, and finishes at 3
-    runner = train(small_cpu_config(isaid_patches, max_iters=3), work_dir=str(work), resume=str(ckpt2))
+    runner = train(small_cpu_config(data, max_iters=3), work_dir=str(work), resume=str(ckpt2))
     assert runner.iter == 3
     assert (work / 'iter_3.pth').is_file()
     resumed = torch.load(work / 'iter_3.pth', weights_only=True)
@@ -66,21 +49,22 @@ def test_train_save_resume_test_refuse(isaid_patches, tmp_path):
     # ... through the command line users run (tools/test.py CONFIG CKPT)
     test_dir = tmp_path / 'test'
     config_file = tmp_path / 'small_cpu_config.py'
-    small_cpu_config(isaid_patches).dump(str(config_file))
+    small_cpu_config(data).dump(str(config_file))
     tools_test = runpy.run_path(str(REPO_ROOT / 'tools' / 'test.py'))
     tools_test['main']([str(config_file), str(work / 'iter_3.pth'), '--work-dir', str(test_dir),
-                        '--max-per-img', '100'])
+                        '--max-per-img', '20'])
     metrics = json.loads((test_dir / 'test_metrics.json').read_text())
     for key in ('coco/segm_mAP', 'coco/segm_mAP_50', 'coco/segm_mAP_75', 'coco/segm_mAP_s', 'coco/bbox_mAP'):
         assert key in metrics and 0.0 <= metrics[key] <= 1.0
 
     # a checkpoint that carries a foreign pickled object is refused before anything is built from it
+    # (the checkpoint's own meta with the object added, and one of its weights: the refusal reads no weight)
     evil = tmp_path / 'evil.pth'
-    ckpt = torch.load(ckpt2, weights_only=True)
-    ckpt['meta']['note'] = _Payload(str(tmp_path / 'ran.txt'))
-    torch.save(ckpt, evil)
+    first = next(iter(weights2))
+    meta = dict(saved2['meta'], note=_Payload(str(tmp_path / 'ran.txt')))
+    torch.save(dict(meta=meta, state_dict={first: weights2[first]}), evil)
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
-        run_test(small_cpu_config(isaid_patches), str(evil), work_dir=str(tmp_path / 'evil_test'), max_per_img=100)
+        run_test(small_cpu_config(data), str(evil), work_dir=str(tmp_path / 'evil_test'), max_per_img=20)
     assert not (tmp_path / 'ran.txt').exists()
 
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import load_config
 from mmdet.registry import HOOKS, METRICS, PARAM_SCHEDULERS, TRANSFORMS
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks
@@ -32,7 +33,7 @@ VARIANT_AUG = osp.join(REPO, 'configs', 'recipes', 'mask-rcnn_r50_fpn_hv-color-c
 
 
 def fragment(name: str) -> Config:
-    return Config.fromfile(osp.join(RECIPES, name))
+    return load_config(osp.join(RECIPES, name), resolved=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -164,13 +165,13 @@ def test_nan_skip_hook_with_amp_optim_wrapper(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------------------
 def test_variant_configs_merge_fragments():
     init_default_scope('mmdet')
-    cfg = Config.fromfile(VARIANT_COSINE)
+    cfg = load_config(VARIANT_COSINE, resolved=False)
     assert cfg.param_scheduler == fragment('warmup_cosine.py')._warmup_cosine_param_scheduler
     assert [h.type for h in cfg.custom_hooks] == ['NanSkipHook', 'EarlyStoppingHook']
     assert [b.type for b in cfg.visualizer.vis_backends] == ['LocalVisBackend', 'TensorboardVisBackend']
     assert cfg.visualizer.type == 'DetLocalVisualizer'  # merged into the parent's visualizer, not replacing it
     assert [m.type for m in cfg.val_evaluator] == ['MaxDetsCocoMetric', 'DiceIoUMetric']
-    root = Config.fromfile(osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_r50_fpn_1x_isaid.py'))
+    root = load_config(osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_r50_fpn_1x_isaid.py'), resolved=False)
     assert cfg.val_evaluator[0] == root.val_evaluator  # the parent's COCO metric, unchanged
     assert cfg.test_evaluator == cfg.val_evaluator
     assert cfg.model.roi_head.mask_head.num_classes == 15  # the rest comes from the root config
@@ -179,13 +180,13 @@ def test_variant_configs_merge_fragments():
     assert (hooks[1].monitor, hooks[1].rule, hooks[1].patience) == ('coco/segm_mAP', 'greater', 5)
     METRICS.build(cfg.val_evaluator[1])
 
-    cfg = Config.fromfile(VARIANT_AUG)
+    cfg = load_config(VARIANT_AUG, resolved=False)
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert [t.type for t in pipeline] == ['LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'Albu',
                                           'RandomApply', 'PackDetInputs']
     assert [t.type for t in cfg.train_pipeline] == [t.type for t in pipeline]
-    assert cfg.val_dataloader.dataset.pipeline == Config.fromfile(
-        osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_r50_fpn_1x_isaid.py')).val_dataloader.dataset.pipeline
+    root = load_config(osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_r50_fpn_1x_isaid.py'), resolved=False)
+    assert cfg.val_dataloader.dataset.pipeline == root.val_dataloader.dataset.pipeline
     for t in pipeline:
         TRANSFORMS.build(t)
     assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'ReduceOnPlateauLR']
