@@ -213,6 +213,7 @@ KILLED_WORKER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # ~25 s on a free 2-core machine: the tool's start (~15 s: imports, checks), 4 trials, plots
 def test_sqlite_two_workers_prune_fail_and_resume_after_a_killed_worker(study_inputs, tmp_path):
     config, space = study_inputs
     work, storage = tmp_path / 'study', f'sqlite:///{tmp_path / "study.db"}'
