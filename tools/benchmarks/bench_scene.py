@@ -1,6 +1,6 @@
 """Whole-scene inference against SAHI: same model, same windows, same machine, one run.
 
-``python tools/benchmarks/bench_scene.py [--size 6000] [--model-size 3000] [--repeats 2] [--device cpu]``
+``python tools/benchmarks/bench_scene.py [--size 6000] [--model-size 6000] [--repeats 2] [--threads N] [--device cpu]``
 
 Needs ``sahi`` (``pip install -r requirements/bench.txt``). Scenes are mosaics of the real iSAID images under
 ``../shared/data/isaid_devkit`` (or ``$MMDET_CUSTOM_SHARED_DATA``) that have masks (val P0003, train P0005), tiled
@@ -16,13 +16,19 @@ an overlap of 200 px for both; the script checks they equal SAHI's ``get_slice_b
    IoU >= 0.5), segm/bbox AP (iSAID protocol) and the merge time.
 2. **Model runs** (``--model-size`` mosaic): the same detector (``--config``; default a ResNet-18 Mask R-CNN with
    128-channel FPN and heads at 800 px, random init, up to 100 detections per window: CPU-sized; speed and memory do
-   not depend on the weights) on the same windows, each method in its own fresh process, ``--repeats`` rounds in
-   turn, the fastest round kept: SAHI's ``get_sliced_prediction`` (its defaults, without the extra full-image pass so
-   that the windows are the same) on the PNG; :class:`SceneInferencer` on the PNG and on the GeoTIFF, batch 1 and
-   ``--batch-size``. Reported: windows per second (model load excluded), duplicate pairs left in the output (same
-   class, mask IoU >= 0.5), the peak RSS of the run (``VmHWM`` reset after loading and a warm-up on an 800 px
-   corner; a reading worker's peak in brackets, mostly pages shared with its parent) and its growth over the RSS
-   at the start of the run (this project trims the C heap per batch, so its starting RSS is lower: compare peaks).
+   not depend on the weights) on the same windows, each run in its own fresh process, ``--repeats`` rounds in turn
+   (the rounds interleave the methods, so machine load hits all of them), the fastest round kept. ``--runs`` lists
+   them; by default: SAHI's ``get_sliced_prediction`` (its defaults, without the extra full-image pass so that the
+   windows are the same) on the PNG, as is and with :func:`~mmdet_custom.analysis.benchmark.apply_inference_speedups`
+   applied to the detector it built; :class:`SceneInferencer` as shipped (GeoTIFF read window by window,
+   ``--batch-size``, ``--num-workers``, speedups).
+   Reported: windows per second (model load and a warm-up window excluded), seconds per window inside the model's
+   ``test_step`` (forward, mmdet's post-processing, mask pasting) and outside it (the method's own overhead:
+   reading, slicing, mask conversion, merging), duplicate pairs left in the output (same class, mask IoU >= 0.5),
+   and memory: the **absolute peak RSS** of the run (``VmHWM`` reset after loading and the warm-up; a reading
+   worker's peak in brackets, mostly pages shared with its parent), the **post-load baseline** (RSS when the
+   timed run starts) and the **growth** of the peak over that baseline (this project trims the C heap per batch, so
+   its baseline is lower: compare absolute peaks across methods, growth within one).
 
 SAHI 0.12.8 aborts a whole scene with ``ValueError: Invalid segmentation mask.`` when a window's mask is not empty
 but has no contour of 3 points or more (a one-pixel line or a single pixel: the sliver an object cut by a window
@@ -366,6 +372,8 @@ class ModelTimer:
 
 def worker(args) -> dict:
     import torch
+
+    from mmdet_custom.apis.scene.inferencer import release_free_memory
     if args.threads:
         torch.set_num_threads(args.threads)
     speedups = 'speedups' if args.speedups else 'no speedups'
@@ -393,6 +401,7 @@ def worker(args) -> dict:
 
         predict(warmup_path(args.scene))
         timer = ModelTimer(detector)
+        release_free_memory()  # both methods start from a trimmed heap: growth counts all a run needs
         reset_peak()
         baseline = rss_mb()
         start = time.perf_counter()
@@ -418,6 +427,7 @@ def worker(args) -> dict:
                                              window=args.window, overlap=args.overlap, progress=False)
     inferencer(warmup_path(args.scene)).reader.close()
     timer = ModelTimer(inferencer.model)
+    release_free_memory()
     reset_peak()
     baseline = rss_mb()
     start = time.perf_counter()
@@ -531,8 +541,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--size', type=int, default=6000,
                         help='mosaic side of the merge-quality part in pixels (default: 6000)')
-    parser.add_argument('--model-size', type=int, default=3000,
-                        help='mosaic side of the model runs in pixels (default: 3000: 25 windows, CPU-sized)')
+    parser.add_argument('--model-size', type=int, default=6000,
+                        help='mosaic side of the model runs in pixels (default: 6000: 100 windows; 3000 has 25)')
     parser.add_argument('--repeats', type=int, default=2, help='rounds of model runs; the fastest is kept')
     parser.add_argument('--skip-quality', action='store_true', help='only the model runs')
     parser.add_argument('--no-eval', action='store_true',
@@ -552,11 +562,11 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=0,
                         help='torch intra-op threads of every model run (default: 0, torch\'s own choice)')
     parser.add_argument('--runs', nargs='+', metavar='METHOD:FORMAT:BATCH:WORKERS:SPEEDUPS',
-                        default=['sahi:png:1:0:0', 'sahi:png:1:0:1', 'ours:png:1:0:0', 'ours:tif:B:W:1'],
+                        default=['sahi:png:1:0:0', 'sahi:png:1:0:1', 'ours:tif:B:W:1'],
                         help='model runs, in this order each round: sahi|ours, png|tif, batch size (B: '
                         '--batch-size), reading workers (W: --num-workers), speedups 0|1 (default: SAHI as is, SAHI '
-                        'with our speedups applied to its model, ours as SAHI runs (png, batch 1, no speedups), ours '
-                        'as shipped (GeoTIFF, --batch-size, --num-workers, speedups))')
+                        'with our speedups applied to its model, ours as shipped (GeoTIFF, --batch-size, '
+                        '--num-workers, speedups); ours:png:1:0:0 runs ours as SAHI does)')
     parser.add_argument('--speedups', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--worker', choices=('ours', 'sahi', 'ours-oracle', 'sahi-oracle'), help=argparse.SUPPRESS)
     parser.add_argument('--instances', help=argparse.SUPPRESS)
@@ -638,6 +648,11 @@ def model_runs(args) -> list:
     if checkpoint is None:
         checkpoint = osp.join(args.work_dir, 'bench_model_random.pth')
         save_random_checkpoint(config, checkpoint)
+    # one resolved config file for both methods (SAHI reads it with mmengine, ours with read_config)
+    from mmdet_custom.utils.config import read_config
+    resolved = osp.join(args.work_dir, 'bench_model_resolved.py')
+    read_config(config).dump(resolved)
+    config = resolved
     best, rounds = {}, {}
     for _ in range(args.repeats):
         for key in runs:
