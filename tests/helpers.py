@@ -170,13 +170,13 @@ def use_data_root(cfg, data_root, splits=None):
     return cfg
 
 
-def tiny_isaid_cfg(data_root, work_dir, scale=(128, 128)):
+def tiny_isaid_cfg(data_root, work_dir, scale=(128, 128), iters=2, val_interval=2):
     """The CPU smoke config (ResNet-18, 128-channel FPN, random init) on iSAID patches under ``data_root``, cut by
-    :func:`shrink_for_cpu` to a ``scale`` input, batch 1 and a 2-iteration run that validates at its end and saves
-    one checkpoint; validation and test use the val split."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(str(SMOKE_CONFIG))
-    shrink_for_cpu(cfg, work_dir, image_size=scale, batch_size=1, val_interval=2)
+    :func:`shrink_for_cpu` to a ``scale`` input, batch 1 and an ``iters``-iteration run that validates every
+    ``val_interval`` iterations (default: at its end) and saves one checkpoint at its end; validation and test use
+    the val split."""
+    cfg = load_config(SMOKE_CONFIG, resolved=False)
+    shrink_for_cpu(cfg, work_dir, image_size=scale, iters=iters, val_interval=val_interval)
     for name in LOADERS:
         cfg[name].batch_size = 1
     return use_data_root(cfg, data_root, splits=dict(train_dataloader='train', val_dataloader='val',
