@@ -549,8 +549,9 @@ def main(argv=None):
                         help='merge-quality part: speed and memory only (no matching against the ground truth)')
     parser.add_argument('--window', type=int, default=800)
     parser.add_argument('--overlap', type=int, default=200)
-    parser.add_argument('--batch-size', type=int, default=2)
-    parser.add_argument('--num-workers', type=int, default=1)
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='windows per model call of ours (B in --runs; default: 1, infer_scene\'s CPU default)')
+    parser.add_argument('--num-workers', type=int, default=1, help='reading workers of ours (W in --runs; default: 1)')
     parser.add_argument('--score-thr', type=float, default=0.05)
     parser.add_argument('--max-per-img', type=int, default=100, help='detections per window of the default model')
     parser.add_argument('--device', default='cpu')
