@@ -39,7 +39,7 @@ bench-models: install
 bench-anchors: install
 	$(PY) tools/benchmarks/bench_anchor_recall.py
 
-# whole-scene inference vs SAHI (benchmark-only extra: requirements/bench.txt)
+# whole-scene inference vs SAHI (benchmark-only extra: requirements/bench.txt); about 20-30 min on 2 CPU cores
 bench-scene: install
 	$(PY) -m pip install -q -r requirements/bench.txt
 	$(PY) tools/benchmarks/bench_scene.py

@@ -15,6 +15,7 @@ setup(
     python_requires='>=3.10',
     # torch and mmcv are installed by scripts/install.sh (mmcv 2.1.0 must be built against the local torch)
     install_requires=read_requirements('requirements/runtime.txt'),
-    extras_require={'wandb': read_requirements('requirements/optional.txt'),
+    extras_require={'wandb': [r for r in read_requirements('requirements/optional.txt') if r.startswith('wandb')],
+                    'geo': [r for r in read_requirements('requirements/optional.txt') if not r.startswith('wandb')],
                     'tests': read_requirements('requirements/tests.txt')},
 )
