@@ -48,11 +48,9 @@ def test_expand_configs_and_parent(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def isaid_patches(isaid_raw_dir, tmp_path_factory):
-    from mmdet_custom.converters.isaid import convert_isaid
-    out = tmp_path_factory.mktemp('isaid_patches')
-    convert_isaid(str(isaid_raw_dir), str(out), splits=('train', 'val'), show_progress=False)
-    return out
+def isaid_patches(isaid_converted):
+    """train + val at the devkit's default windows (conftest's session conversion; read-only)."""
+    return isaid_converted.root
 
 
 def test_ablate_cli_two_iterations(isaid_patches, tmp_path, capsys, one_torch_thread):

@@ -31,11 +31,9 @@ def _read_csv(path):
 
 
 @pytest.fixture(scope='module')
-def isaid_patches(isaid_raw_dir, tmp_path_factory):
-    from mmdet_custom.converters.isaid import convert_isaid
-    out = tmp_path_factory.mktemp('isaid_analysis')
-    convert_isaid(isaid_raw_dir, out, splits=('train', 'val'), patch_size=PATCH, overlap=0, show_progress=False)
-    return out
+def isaid_patches(isaid_256):
+    """train + val in PATCH (256) px patches without overlap (conftest's session conversion; read-only)."""
+    return isaid_256.root
 
 
 @pytest.fixture(scope='module')

@@ -126,6 +126,38 @@ def test_exact_equals_brute_force_real_isaid(isaid_raw_dir):
     assert n_checked == 131 + 59    # P0005 (train) and P0003 (val) of the devkit sample
 
 
+def _max_iou_mmdet(boxes, img_shape, anchors):
+    """The reference in mmdet's own terms: every prior of the generator the config builds
+    (``TASK_UTILS.build(anchors.generator_cfg()).grid_priors``) against every box by mmdet's ``bbox_overlaps``."""
+    import torch
+    from mmdet.registry import TASK_UTILS
+    from mmdet.structures.bbox import bbox_overlaps
+
+    import mmdet_custom.models  # noqa: F401  (registers PerLevelAnchorGenerator)
+    from mmdet_custom.anchor_search.recall import grid_counts
+    generator = TASK_UTILS.build(anchors.generator_cfg())
+    featmap_sizes = [tuple(int(v) for v in grid_counts(img_shape, s)) for s in anchors.strides]
+    priors = torch.cat(generator.grid_priors(featmap_sizes, dtype=torch.float64, device='cpu'))
+    return bbox_overlaps(torch.as_tensor(boxes, dtype=torch.float64), priors).max(dim=1).values.numpy()
+
+
+def test_exact_equals_mmdet_grid_priors_and_bbox_overlaps_real_isaid(isaid_raw_dir):
+    """The exact recall against mmdet's generator + bbox_overlaps on the real boxes (mmdet makes its base anchors
+    in float32, hence 1e-6 rather than the float64 brute force's 1e-9)."""
+    resize = ResizeSpec(scale=(800, 800), keep_ratio=True)
+    n_checked = 0
+    for _, _, width, height, boxes, _ in isaid_instances(isaid_raw_dir):
+        new_w, new_h, sx, sy = resize.output_size(width, height)
+        scaled = boxes * [sx, sy, sx, sy]
+        shape = np.array([math.ceil(new_h / 32) * 32, math.ceil(new_w / 32) * 32])
+        for anchors in (SEED_ANCHORS, MMDET_ANCHORS):
+            reference = _max_iou_mmdet(scaled, shape, anchors)
+            assert reference.min() < 0.5 < reference.max()
+            np.testing.assert_allclose(max_iou_exact(scaled, shape, anchors), reference, atol=1e-6)
+        n_checked += len(boxes)
+    assert n_checked == 131 + 59
+
+
 def test_recall_table_hand_computed():
     ious = np.array([0.9, 0.69, 0.7, 0.4, 0.75])
     labels = np.array([0, 0, 1, 1, 1])

@@ -104,33 +104,12 @@ def _flatten(d, prefix='', leaves=()):
     return out
 
 
-def _batch(num_classes, num_images=2, size=128, seed=0):
-    """``num_images`` random uint8 images of ``size`` x ``size`` with 2-3 boxes and rectangular masks each."""
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-
-    rng = np.random.default_rng(seed)
-    inputs, samples = [], []
-    for i in range(num_images):
-        n = 2 + i % 2
-        x0 = rng.integers(0, size // 2, n)
-        y0 = rng.integers(0, size // 2, n)
-        w = rng.integers(8, size // 2, n)
-        h = rng.integers(8, size // 2, n)
-        boxes = np.stack([x0, y0, x0 + w, y0 + h], 1).astype(np.float32)
-        masks = np.zeros((n, size, size), np.uint8)
-        for j, (a, b, c, d) in enumerate(boxes.astype(int)):
-            masks[j, b:d, a:c] = 1
-        sample = DetDataSample(metainfo=dict(
-            img_id=i, img_shape=(size, size), ori_shape=(size, size), scale_factor=(1.0, 1.0)))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.from_numpy(boxes),
-            labels=torch.from_numpy(rng.integers(0, num_classes, n)).long(),
-            masks=BitmapMasks(masks, size, size))
-        inputs.append(torch.from_numpy(rng.integers(0, 256, (3, size, size), dtype=np.uint8)))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
+def _batch(num_classes, num_images=2, size=128):
+    """mmdet's own test batch (``mmdet.testing.demo_mm_inputs``): ``num_images`` random uint8 images of ``size`` x
+    ``size`` with 2-3 random boxes and their masks each (fixed seed)."""
+    from mmdet.testing import demo_mm_inputs
+    return demo_mm_inputs(batch_size=num_images, image_shapes=(3, size, size),
+                          num_items=[2 + i % 2 for i in range(num_images)], num_classes=num_classes, with_mask=True)
 
 
 @pytest.mark.parametrize('config', ONE_STEP_CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in ONE_STEP_CONFIGS])

@@ -41,11 +41,9 @@ OTHER_ANCHORS = {'model.rpn_head.anchor_generator.ratios': [0.5, 1.0, 2.0, 4.0]}
 # fixtures
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def patches(isaid_raw_dir, tmp_path_factory):
-    from mmdet_custom.converters.isaid import convert_isaid
-    out = tmp_path_factory.mktemp('isaid_hardening')
-    convert_isaid(isaid_raw_dir, out, splits=('train', 'val'), patch_size=256, overlap=0, show_progress=False)
-    return out
+def patches(isaid_256):
+    """train + val in 256 px patches without overlap (conftest's session conversion; read-only)."""
+    return isaid_256.root
 
 
 def small_cfg(data_root, work_dir):
