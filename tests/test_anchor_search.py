@@ -111,21 +111,6 @@ def test_exact_equals_brute_force_random(anchors):
     np.testing.assert_array_equal(max_iou_exact(boxes, shapes, anchors, num_threads=2), exact)
 
 
-def test_exact_equals_brute_force_real_isaid(isaid_raw_dir):
-    resize = ResizeSpec(scale=(800, 800), keep_ratio=True)
-    n_checked = 0
-    for stem, _, width, height, boxes, _ in isaid_instances(isaid_raw_dir):
-        new_w, new_h, sx, sy = resize.output_size(width, height)
-        scaled = boxes * [sx, sy, sx, sy]
-        shape = np.array([math.ceil(new_h / 32) * 32, math.ceil(new_w / 32) * 32])
-        for anchors in (SEED_ANCHORS, MMDET_ANCHORS):
-            exact = max_iou_exact(scaled, shape, anchors)
-            brute = max_iou_brute_force(scaled, shape, anchors)
-            assert np.abs(exact - brute).max() <= 1e-9, stem
-        n_checked += len(boxes)
-    assert n_checked == 131 + 59    # P0005 (train) and P0003 (val) of the devkit sample
-
-
 def _max_iou_mmdet(boxes, img_shape, anchors):
     """The reference in mmdet's own terms: every prior of the generator the config builds
     (``TASK_UTILS.build(anchors.generator_cfg()).grid_priors``) against every box by mmdet's ``bbox_overlaps``."""
@@ -141,21 +126,23 @@ def _max_iou_mmdet(boxes, img_shape, anchors):
     return bbox_overlaps(torch.as_tensor(boxes, dtype=torch.float64), priors).max(dim=1).values.numpy()
 
 
-def test_exact_equals_mmdet_grid_priors_and_bbox_overlaps_real_isaid(isaid_raw_dir):
-    """The exact recall against mmdet's generator + bbox_overlaps on the real boxes (mmdet makes its base anchors
-    in float32, hence 1e-6 rather than the float64 brute force's 1e-9)."""
+def test_exact_equals_brute_force_and_mmdet_real_isaid(isaid_raw_dir):
+    """The exact recall on the real boxes against the float64 brute force (1e-9) and against mmdet's own generator
+    + bbox_overlaps (1e-6: mmdet makes its base anchors in float32)."""
     resize = ResizeSpec(scale=(800, 800), keep_ratio=True)
     n_checked = 0
-    for _, _, width, height, boxes, _ in isaid_instances(isaid_raw_dir):
+    for stem, _, width, height, boxes, _ in isaid_instances(isaid_raw_dir):
         new_w, new_h, sx, sy = resize.output_size(width, height)
         scaled = boxes * [sx, sy, sx, sy]
         shape = np.array([math.ceil(new_h / 32) * 32, math.ceil(new_w / 32) * 32])
         for anchors in (SEED_ANCHORS, MMDET_ANCHORS):
+            exact = max_iou_exact(scaled, shape, anchors)
+            assert np.abs(exact - max_iou_brute_force(scaled, shape, anchors)).max() <= 1e-9, stem
             reference = _max_iou_mmdet(scaled, shape, anchors)
             assert reference.min() < 0.5 < reference.max()
-            np.testing.assert_allclose(max_iou_exact(scaled, shape, anchors), reference, atol=1e-6)
+            np.testing.assert_allclose(exact, reference, atol=1e-6, err_msg=stem)
         n_checked += len(boxes)
-    assert n_checked == 131 + 59
+    assert n_checked == 131 + 59    # P0005 (train) and P0003 (val) of the devkit sample
 
 
 def test_recall_table_hand_computed():
