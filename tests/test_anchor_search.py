@@ -567,3 +567,23 @@ def test_empty_training_set_is_a_clear_error(tmp_path):
     cfg.train_dataloader.dataset.filter_cfg.filter_empty_gt = False
     with pytest.raises(AnchorSearchError, match=r'no_boxes\.json: no ground-truth boxes to measure anchors on'):
         load_gt_boxes(cfg)
+
+
+def test_run_study_drops_a_queued_trial_another_worker_reported_first():
+    """SQLite has no row locks, so two workers can pop the same queued trial; the one that reports second gets
+    Optuna's UpdateFinishedTrialError. Its copy is dropped with a warning and it still runs its own share."""
+    import optuna
+
+    class Study:
+        calls = 0
+
+        def optimize(self, objective, n_trials):
+            assert n_trials == 1
+            self.calls += 1
+            if self.calls == 1:
+                raise optuna.exceptions.UpdateFinishedTrialError('Trial#0 has already finished and can not be updated.')
+
+    study = Study()
+    with pytest.warns(UserWarning, match='reported first'):
+        run_study(study, None, None, (), 3)
+    assert study.calls == 4    # the dropped copy + 3 trials of its own

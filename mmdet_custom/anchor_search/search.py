@@ -504,7 +504,22 @@ def run_study(study, space: SearchSpace, gt: GTBoxes, weights: Sequence[Tuple[fl
             trial.set_user_attr(f'recall@{iou:g}', value)
         return result.objective
 
-    study.optimize(objective, n_trials=n_trials)
+    import optuna
+
+    # One trial per call, counting the trials this worker completed. On SQLite (no row locks) two workers can pop
+    # the same queued trial (the config's anchors, the data-suggested set): the one that reports second gets
+    # UpdateFinishedTrialError; its copy is dropped, the other's result stands, and it goes on with a new trial.
+    done, taken = 0, 0
+    while done < n_trials:
+        try:
+            study.optimize(objective, n_trials=1)
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            taken += 1
+            if taken > 10:
+                raise
+            warnings.warn(f'{e} Another worker ran the same queued trial and reported first; this copy is dropped.')
+            continue
+        done += 1
 
 
 def best_trial(study):
