@@ -205,6 +205,8 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
         UserError: a trial failed with a user error that every trial would repeat (a bad space key, a metric the
             validation does not give, a dataset problem): the worker stops and names it.
     """
+    import optuna
+
     spec.check()
     base_cfg = _base_config(spec)
     space = load_space(spec.space)
@@ -227,7 +229,13 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
         counts = count_trials(study)
         if counts['waiting'] == 0 and counts['counted'] >= spec.n_trials:
             break
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            # the trial was finished elsewhere: on SQLite (no row locks) two workers can pop the same queued trial,
+            # and a trial whose heartbeat was late past --grace-period is failed (and retried) by another worker.
+            # This copy's result is dropped; the worker goes on.
+            warnings.warn(f'{e} It was finished by another worker; this copy is dropped.')
         ran += 1
         if fatal:
             raise fatal[0]
