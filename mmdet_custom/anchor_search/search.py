@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmdet_custom.utils.fileio import atomic_path
-from mmdet_custom.utils.optuna_storage import redact_url
+from mmdet_custom.utils.optuna_storage import optimize_one, redact_url
 from mmdet_custom.utils.tables import plain_table
 
 from .data import AnchorSearchError, GTBoxes
@@ -504,22 +504,17 @@ def run_study(study, space: SearchSpace, gt: GTBoxes, weights: Sequence[Tuple[fl
             trial.set_user_attr(f'recall@{iou:g}', value)
         return result.objective
 
-    import optuna
-
-    # One trial per call, counting the trials this worker completed. On SQLite (no row locks) two workers can pop
-    # the same queued trial (the config's anchors, the data-suggested set): the one that reports second gets
-    # UpdateFinishedTrialError; its copy is dropped, the other's result stands, and it goes on with a new trial.
+    # one trial per call, counting the trials this worker completed (a queued trial another worker reported first
+    # does not count: see optimize_one)
     done, taken = 0, 0
     while done < n_trials:
-        try:
-            study.optimize(objective, n_trials=1)
-        except optuna.exceptions.UpdateFinishedTrialError as e:
+        if optimize_one(study, objective):
+            done += 1
+        else:
             taken += 1
             if taken > 10:
-                raise
-            warnings.warn(f'{e} Another worker ran the same queued trial and reported first; this copy is dropped.')
-            continue
-        done += 1
+                raise AnchorSearchError(f'study {study.study_name!r}: {taken} trials of this worker were finished by '
+                                        f'other workers first; check that the workers share a database that locks.')
 
 
 def best_trial(study):

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
-from mmdet_custom.utils.optuna_storage import StorageError, open_rdb_storage, redact_url  # noqa: F401  (redact_url re-exported)
+from mmdet_custom.utils.optuna_storage import StorageError, open_rdb_storage, optimize_one, redact_url  # noqa: F401  (redact_url re-exported)
 
 from .space import check_space, json_safe, load_space, suggest_options
 from .trial import ensure_val_loss_hook, run_trial, trial_config
@@ -205,8 +205,6 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
         UserError: a trial failed with a user error that every trial would repeat (a bad space key, a metric the
             validation does not give, a dataset problem): the worker stops and names it.
     """
-    import optuna
-
     spec.check()
     base_cfg = _base_config(spec)
     space = load_space(spec.space)
@@ -229,13 +227,7 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
         counts = count_trials(study)
         if counts['waiting'] == 0 and counts['counted'] >= spec.n_trials:
             break
-        try:
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        except optuna.exceptions.UpdateFinishedTrialError as e:
-            # the trial was finished elsewhere: on SQLite (no row locks) two workers can pop the same queued trial,
-            # and a trial whose heartbeat was late past --grace-period is failed (and retried) by another worker.
-            # This copy's result is dropped; the worker goes on.
-            warnings.warn(f'{e} It was finished by another worker; this copy is dropped.')
+        optimize_one(study, objective, catch=(Exception,), gc_after_trial=True)  # one finished elsewhere: dropped
         ran += 1
         if fatal:
             raise fatal[0]

@@ -13,7 +13,7 @@ from typing import Optional
 
 from .errors import UserError
 
-__all__ = ['StorageError', 'redact_url', 'is_in_memory_sqlite', 'open_rdb_storage']
+__all__ = ['StorageError', 'redact_url', 'is_in_memory_sqlite', 'open_rdb_storage', 'optimize_one']
 
 
 class StorageError(UserError, ValueError):
@@ -88,3 +88,21 @@ def open_rdb_storage(url: str, heartbeat_interval: Optional[int] = None, grace_p
     except Exception as e:  # sqlalchemy.exc.OperationalError / ArgumentError: wrong host, port, password, URL
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise StorageError(f'{flag} {redact_url(url)} cannot be opened: {first}') from e
+
+
+def optimize_one(study, objective, **optimize_kwargs) -> bool:
+    """Run one trial of ``study`` (``study.optimize(objective, n_trials=1, **optimize_kwargs)``) for a worker that
+    shares it; False when another worker finished that trial first.
+
+    Workers sharing a study can end up on the same trial: on SQLite (no row locks) two of them can pop the same
+    queued trial, and a trial whose heartbeat came later than the grace period is failed (and retried) by another
+    worker. The one that reports second gets Optuna's ``UpdateFinishedTrialError``; its copy is dropped with a
+    warning, the other's result stands, and the worker goes on.
+    """
+    import optuna
+    try:
+        study.optimize(objective, n_trials=1, **optimize_kwargs)
+    except optuna.exceptions.UpdateFinishedTrialError as e:
+        warnings.warn(f'{e} Another worker reported first on this trial; this copy is dropped.')
+        return False
+    return True
