@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmdet_custom.utils.fileio import atomic_path
-from mmdet_custom.utils.optuna_storage import optimize_one, redact_url
+from mmdet_custom.utils.optuna_storage import fail_stale_trials, optimize_one, redact_url
 from mmdet_custom.utils.tables import plain_table
 
 from .data import AnchorSearchError, GTBoxes
@@ -447,9 +447,7 @@ def _open_study(storage, study_name: str, space: SearchSpace, weights: Sequence[
                                     f'search; use another --study-name.') from None
     running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, ))]
     if running and heartbeat_interval is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        fail_stale_trials(study)
         failed = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, ))
                   if t.number in running]
         if failed:
@@ -622,9 +620,7 @@ def _run_worker(job: _WorkerJob, key: str, n_trials: int, study=None, log=print)
             poll = min(job.heartbeat_interval or 1, max(grace / 4, 0.2))
             if n_trials and job.heartbeat_interval:
                 if wait_for_running_workers(rdb, study_id, key, grace, poll, log):
-                    with warnings.catch_warnings():  # the dead workers' trials, once their heartbeat is stale
-                        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.fail_stale_trials(study)
+                    fail_stale_trials(study)  # the dead workers' trials, once their heartbeat is stale
             record = write_fragment_once(
                 rdb, study_id, key,
                 lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, ))),

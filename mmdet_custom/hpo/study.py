@@ -20,13 +20,18 @@ import multiprocessing
 import os
 import os.path as osp
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
-from mmdet_custom.utils.optuna_storage import StorageError, open_rdb_storage, optimize_one, redact_url  # noqa: F401  (redact_url re-exported)
+from mmdet_custom.utils.optuna_storage import (  # noqa: F401  (redact_url re-exported)
+    StorageError,
+    fail_stale_trials,
+    open_rdb_storage,
+    optimize_one,
+    redact_url,
+)
 
 from .space import check_space, json_safe, load_space, suggest_options
 from .trial import ensure_val_loss_hook, run_trial, trial_config
@@ -176,13 +181,6 @@ def count_trials(study) -> Dict[str, int]:
     return c
 
 
-def _fail_stale(study) -> None:
-    import optuna
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
 def _base_config(spec: StudySpec):
     from mmdet_custom.apis.runner import read_config
     cfg = read_config(spec.config, spec.cfg_options)
@@ -223,7 +221,7 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
 
     ran = 0
     while max_trials is None or ran < max_trials:
-        _fail_stale(study)
+        fail_stale_trials(study)
         counts = count_trials(study)
         if counts['waiting'] == 0 and counts['counted'] >= spec.n_trials:
             break
@@ -295,7 +293,7 @@ def run_study(spec: StudySpec, n_workers: int = 1, best_config: Optional[str] = 
     check_space(space, base_cfg)
     os.makedirs(spec.work_dir, exist_ok=True)
     study = open_study(spec)
-    _fail_stale(study)  # first: the retries of dead workers' trials are queued before new parameter sets
+    fail_stale_trials(study)  # first: the retries of dead workers' trials are queued before new parameter sets
     for params in spec.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
     counts = count_trials(study)

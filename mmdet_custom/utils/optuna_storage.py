@@ -13,7 +13,7 @@ from typing import Optional
 
 from .errors import UserError
 
-__all__ = ['StorageError', 'redact_url', 'is_in_memory_sqlite', 'open_rdb_storage', 'optimize_one']
+__all__ = ['StorageError', 'redact_url', 'is_in_memory_sqlite', 'open_rdb_storage', 'optimize_one', 'fail_stale_trials']
 
 
 class StorageError(UserError, ValueError):
@@ -106,3 +106,13 @@ def optimize_one(study, objective, **optimize_kwargs) -> bool:
         warnings.warn(f'{e} Another worker reported first on this trial; this copy is dropped.')
         return False
     return True
+
+
+def fail_stale_trials(study) -> None:
+    """``optuna.storages.fail_stale_trials(study)``: RUNNING trials whose heartbeat is older than the storage's grace
+    period (their worker was killed) become FAIL. Optuna still calls heartbeats experimental; its warning is
+    silenced here."""
+    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
