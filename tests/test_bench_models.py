@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmdet_custom.analysis import benchmark as bm
+from mmdet_custom.models import speedups
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
@@ -181,15 +182,15 @@ def test_speedups_keep_the_full_models_detections(one_torch_thread):
     reference = _predict(build(False), batch)  # mmcv RoIAlign, nothing optimised
     fast = build(True)
     _same_detections(reference, _predict(fast, batch))
-    assert bm.fuse_conv_bn(copy.deepcopy(fast)) > 40  # the backbone's and the mask head's BNs fold
-    bm.apply_inference_speedups(fast, mask_chunk=16)  # 40 detections -> 3 chunks
+    assert speedups.fuse_conv_bn(copy.deepcopy(fast)) > 40  # the backbone's and the mask head's BNs fold
+    speedups.apply_inference_speedups(fast, mask_chunk=16)  # 40 detections -> 3 chunks
     assert not any(isinstance(m, _BatchNorm) for m in fast.modules())
     assert fast.backbone.timm_model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
     _same_detections(reference, _predict(fast, batch))
     with pytest.raises(ValueError, match='already'):
-        bm.apply_inference_speedups(fast)
+        speedups.apply_inference_speedups(fast)
     with pytest.raises(ValueError, match='eval mode'):
-        bm.apply_inference_speedups(build(True).train())
+        speedups.apply_inference_speedups(build(True).train())
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ an overlap of 200 px for both; the script checks they equal SAHI's ``get_slice_b
    not depend on the weights) on the same windows, each run in its own fresh process, ``--repeats`` rounds in turn
    (the rounds interleave the methods, so machine load hits all of them), the fastest round kept. ``--runs`` lists
    them; by default: SAHI's ``get_sliced_prediction`` (its defaults, without the extra full-image pass so that the
-   windows are the same) on the PNG, as is and with :func:`~mmdet_custom.analysis.benchmark.apply_inference_speedups`
+   windows are the same) on the PNG, as is and with :func:`~mmdet_custom.models.speedups.apply_inference_speedups`
    applied to the detector it built; :class:`SceneInferencer` as shipped (GeoTIFF read window by window,
    ``--batch-size``, ``--num-workers``, speedups).
    Reported: windows per second (model load and a warm-up window excluded), seconds per window inside the model's
@@ -388,7 +388,7 @@ def worker(args) -> dict:
                                     confidence_threshold=args.score_thr, load_at_init=True)
         detector = model.model.model  # sahi's DetInferencer wrapper -> mmdet's DetInferencer -> the detector
         if args.speedups:
-            from mmdet_custom.analysis.benchmark import apply_inference_speedups
+            from mmdet_custom.models.speedups import apply_inference_speedups
             apply_inference_speedups(detector)
 
         def predict(scene):

@@ -139,7 +139,7 @@ class SceneInferencer:
             checkpoint (str, optional): its weights (None: random init).
             device (str, optional): 'cpu', 'cuda', ... (None: 'cuda' when available).
             cfg_options (dict, optional): ``--cfg-options`` (unknown keys refused).
-            speedups (bool): apply :func:`mmdet_custom.analysis.benchmark.apply_inference_speedups` (BatchNorm
+            speedups (bool): apply :func:`mmdet_custom.models.speedups.apply_inference_speedups` (BatchNorm
                 folded into the convs, the mask head in chunks of 100 RoIs, channels_last): the same detections to
                 float rounding, faster. Defaults to True.
             **kwargs: the window / merge settings of :class:`SceneInferencer`.
@@ -160,7 +160,7 @@ class SceneInferencer:
                                 'classes')
             model.dataset_meta = dict(classes=classes, palette=None)
         if speedups:
-            from mmdet_custom.analysis.benchmark import apply_inference_speedups
+            from mmdet_custom.models.speedups import apply_inference_speedups
             apply_inference_speedups(model)
         return cls(model, **kwargs)
 
