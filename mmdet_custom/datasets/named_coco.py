@@ -2,6 +2,7 @@
 import copy
 from typing import List
 
+import numpy as np
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path
@@ -84,6 +85,7 @@ class NamedCocoDataset(CocoDataset):
             raise CategoryMismatchError(
                 f"{self.ann_file}: {len(unlisted)} annotation(s) have a category_id that 'categories' does not list "
                 f'(first: {unlisted[0]!r}; listed ids: {sorted(listed)}); they would be dropped silently')
+        self._check_coordinates(data['annotations'])
         if self.test_mode:
             return
         names = [cat['name'] for cat in data['categories']]
@@ -96,6 +98,24 @@ class NamedCocoDataset(CocoDataset):
                 f'({len(data["annotations"])} annotations; the json names: {names}; expected names: '
                 f'{list(self.metainfo["classes"])}). Training on it would run with zero box and mask losses and '
                 f'learn nothing: check the file (e.g. the right split, category names spelled as the classes).')
+
+    def _check_coordinates(self, annotations: list) -> None:
+        """Refuse a NaN / infinite / non-numeric ``bbox`` or polygon coordinate (json allows ``NaN``): mmdet would
+        drop such a box silently or train on it (its IoU with every anchor is NaN)."""
+        for ann in annotations:
+            fields = [('bbox', ann.get('bbox', []))]
+            seg = ann.get('segmentation')
+            if isinstance(seg, list):
+                fields += [(f'segmentation[{k}]', poly) for k, poly in enumerate(seg)]
+            for field, values in fields:
+                try:
+                    ok = bool(np.isfinite(np.asarray(values, dtype=np.float64)).all())
+                except (TypeError, ValueError):
+                    ok = False
+                if not ok:
+                    raise UserError(f"{self.ann_file}: annotation id {ann.get('id')!r} (image_id "
+                                    f"{ann.get('image_id')!r}): '{field}' holds a NaN, infinite or non-numeric "
+                                    f'coordinate ({str(values)[:80]}); fix or remove the annotation')
 
     def filter_data(self) -> List[dict]:
         """``CocoDataset.filter_data``; in training mode, a filter that leaves no image is an error.

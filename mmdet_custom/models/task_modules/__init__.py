@@ -1,3 +1,4 @@
+from .assigners import SparseMaxIoUAssigner
 from .prior_generators import PerLevelAnchorGenerator
 
-__all__ = ['PerLevelAnchorGenerator']
+__all__ = ['PerLevelAnchorGenerator', 'SparseMaxIoUAssigner']

@@ -1,0 +1,3 @@
+from .loading import LoadCompactAnnotations
+
+__all__ = ['LoadCompactAnnotations']
