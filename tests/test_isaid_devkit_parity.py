@@ -61,6 +61,41 @@ def test_patch_names_match_devkit(devkit_default, reference, split):
     assert summary[split]['masks'] == 'devkit' and summary.skipped_splits == {}
 
 
+# the reference jsons are the devkit's output on its whole sample splits, restricted to P0005 / P0003: P0005's
+# patches are numbered from 16 there (the patches of the sample's earlier train images come first), P0003's from 0.
+# Our conversion of P0005 alone numbers from 0.
+REFERENCE_FIRST_ID = {'train': 16, 'val': 0}
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_image_ids_match_devkit(devkit_default, reference, split):
+    """Image ids, not only names: results exported against our json are scored against the devkit's, and an id
+    that names another patch there makes a correct prediction a false positive."""
+    _, _, coco = devkit_default
+    ours = {img['file_name']: img['id'] for img in coco[split]['images']}
+    ref = {img['file_name']: img['id'] - REFERENCE_FIRST_ID[split] for img in reference[split]['images']}
+    assert ours == ref
+    assert sorted(ours.values()) == list(range(4))  # 0..N-1, as the devkit: not 1..N
+    # objects per image id: each annotation sits on the same image id in both jsons
+    per_image = collections.Counter(a['image_id'] for a in coco[split]['annotations'])
+    ref_per_image = collections.Counter(a['image_id'] - REFERENCE_FIRST_ID[split]
+                                        for a in reference[split]['annotations'])
+    assert per_image == ref_per_image and len(per_image) == 4
+
+
+def test_results_made_on_our_json_score_against_the_devkit_json(devkit_default, isaid_reference_dir):
+    """The offline recipe: results exported with our val json's image ids (here its objects as perfect predictions,
+    categories mapped by name), scored against the devkit's own json."""
+    from mmdet_custom.evaluation.functional import evaluate_coco_results
+    _, _, coco = devkit_default
+    ref_path = isaid_reference_dir / 'instancesonly_filtered_val.json'
+    ref_ids = {c['name']: c['id'] for c in json.loads(ref_path.read_text())['categories']}
+    names = {c['id']: c['name'] for c in coco['val']['categories']}
+    results = [dict(image_id=a['image_id'], category_id=ref_ids[names[a['category_id']]], score=1.0, bbox=a['bbox'])
+               for a in coco['val']['annotations']]
+    assert evaluate_coco_results(str(ref_path), results, ['bbox'])['bbox_mAP'] == 1.0
+
+
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_instances_match_devkit(devkit_default, reference, split):
     _, summary, coco = devkit_default

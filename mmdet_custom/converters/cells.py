@@ -377,6 +377,8 @@ def convert_cells(root: PathLike,
                      osp.join('annotations', 'instances_val.json')):
             _remove(osp.join(tmp, part))
         images, annotations, dropped, unlabelled = [], [], 0, []
+        # ids from 1 (COCO's convention), unlike the iSAID converter's 0..N-1: no reference json numbers these images
+        # (the iSAID one must match the devkit's), and the test images keep the ids of the user's name -> id map
         for img_id, (folder, (image_path, label_paths)) in enumerate(zip(folders, files), start=1):
             rgb = read_image(image_path)
             height, width = rgb.shape[:2]

@@ -120,6 +120,8 @@ def subset_coco(coco: dict, classes: Sequence[str] = COCO_SUBSET_CLASSES, drop_e
             categories (the available names are listed), a class is given twice or no class is given.
     """
     check_coco(coco, source)
+    # image and annotation ids stay the source's (only categories are renumbered): an image of the subset is the
+    # source's image of the same id, so per-image results and lists carry over between the two
     classes = list(classes)
     if not classes:
         raise CocoSubsetError('classes (--classes) must not be empty')

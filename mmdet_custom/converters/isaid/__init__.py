@@ -18,10 +18,10 @@ numbers:
   comparable).
 
 Differences from the devkit, on purpose: categories are always ids 1..K by *name* in ``classes`` order (the devkit
-lists only the classes present, in order of first appearance); image and annotation ids start at 1 (pycocotools
-treats an annotation id 0 as unmatched); the devkit ignores instance numbers below 1000 (never seen in iSAID) and
-crashes on a coloured pixel of no class, we keep every non-zero id and report the file and pixel; 16-bit id masks
-are read as 16-bit.
+lists only the classes present, in order of first appearance); annotation ids start at 1 (pycocotools treats an
+annotation id 0 as unmatched), while image ids are the devkit's, 0..N-1 in patch order; the devkit ignores instance
+numbers below 1000 (never seen in iSAID) and crashes on a coloured pixel of no class, we keep every non-zero id and
+report the file and pixel; 16-bit id masks are read as 16-bit.
 
 Layout read by :func:`convert_isaid`::
 

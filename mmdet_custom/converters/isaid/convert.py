@@ -179,7 +179,10 @@ def _write_patches(patches: List[_Patch], folder: str, desc: str, show_progress:
 
 def _coco_dict(patches: List[_Patch], classes: Sequence[str], info: dict) -> dict:
     images, annotations = [], []
-    for image_id, patch in enumerate(patches, start=1):
+    # image ids from 0 in patch order, as the devkit's instancesonly_filtered_<split>.json: results exported against
+    # our json then score against the devkit's. Annotation ids start at 1 instead: pycocotools' matching reads an
+    # annotation id 0 as "unmatched"
+    for image_id, patch in enumerate(patches):
         y0, y1, x0, x1 = patch.window
         images.append(dict(id=image_id, file_name=patch.file_name, height=y1 - y0, width=x1 - x0,
                            source_file=osp.basename(patch.image_path), window=list(patch.window)))
@@ -331,7 +334,8 @@ def convert_isaid(raw_dir: PathLike,
     Defaults reproduce the devkit (``preprocess/split.py`` + ``preprocess/preprocess.py``, Waqas Zamir et al.,
     iSAID, CVPR-W 2019): 800 x 800 windows with overlap 200 (an image with a side <= 800 kept whole), images P1527
     and P1530 skipped, the devkit's polygons, instances of area <= 10 px or with a contour of <= 2 points dropped,
-    every patch kept. Categories are always written as ids 1..K by name in ``classes`` order.
+    every patch kept; image ids 0..N-1 in the devkit's (natural) patch order. Categories are always written as ids
+    1..K by name in ``classes`` order, annotation ids from 1.
 
     Args:
         raw_dir (str | PathLike): root of the raw devkit layout (``<raw_dir>/<split>/images``).
