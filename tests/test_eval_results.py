@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,62 @@ def test_protocols_and_iou_types(main, devkit_val, tmp_path):
         main([str(devkit_val), str(results), '--iou-type', 'segm'])
 
 
-@pytest.mark.parametrize('case', ['missing', 'malformed', 'not_a_list', 'unknown_class', 'out_is_input'])
+def _renumbered(results: list, shift: int) -> list:
+    return [dict(r, image_id=r['image_id'] + shift) for r in results]
+
+
+def test_results_numbered_from_1_against_the_devkit_json_are_refused(main, devkit_val, tmp_path):
+    """Results exported against a json numbering the patches 1..N, scored against the devkit's (0..N-1)."""
+    from mmdet_custom.evaluation.functional import ImageNumberingError
+    gt = json.loads(devkit_val.read_text())
+    assert sorted(img['id'] for img in gt['images']) == [0, 1, 2, 3]
+    results = tmp_path / 'results.json'
+    # every patch has detections: the last one's id (4) is none of the ground truth's
+    results.write_text(json.dumps(_renumbered(_results(gt), 1)))
+    with pytest.raises(ImageNumberingError, match=r'results\.json: field image_id: \d+ of the 4 image ids .* not in '
+                       r'.*instancesonly_filtered_val\.json .*every image_id - 1 is: the results number the images '
+                       r'from 1, the ground truth from 0'):
+        main([str(devkit_val), str(results)])
+
+
+def test_shifted_numbering_without_results_on_the_last_patch_is_refused(main, devkit_val, tmp_path, monkeypatch):
+    """The silent variant: the last patch has no detection, so every shifted id still names a patch."""
+    from mmdet_custom.evaluation.functional import ImageNumberingError, coco_eval, evaluate_coco_results
+    gt = json.loads(devkit_val.read_text())
+    perfect = [r for r in _results(gt) if r['image_id'] != 3]  # perfect on patches 0..2, nothing on patch 3
+    shifted = _renumbered(perfect, 1)
+    assert {r['image_id'] for r in shifted} == {1, 2, 3}
+    results = tmp_path / 'results.json'
+    results.write_text(json.dumps(shifted))
+    with pytest.raises(ImageNumberingError, match=r'results\.json: field image_id: the detections fit the objects of '
+                       r'.*when each is read as image_id - 1 \((\d+) of \1 top detections .*; as they are: \d+ of '
+                       r'\d+; its image 0 has no result\)'):
+        main([str(devkit_val), str(results)])
+    # the same results numbered as the ground truth: evaluated, precision 1 and the objects of patches 0..2 found
+    # (those of patch 3 missed)
+    assert evaluate_coco_results(str(devkit_val), perfect, ['bbox'])['bbox_mAP_50'] == pytest.approx(0.75, abs=0.03)
+    # what the check prevents: without it the shifted results score ~0, without a word
+    monkeypatch.setattr(coco_eval, 'check_result_image_ids', lambda *args: None)
+    assert evaluate_coco_results(str(devkit_val), shifted, ['segm', 'bbox'])['segm_mAP'] < 0.01
+
+
+def test_boxes_outside_their_image_are_refused(devkit_val, tmp_path):
+    """Ids that name images of another size: most boxes reach past the image their id names."""
+    from mmdet_custom.evaluation.functional import ImageNumberingError, evaluate_coco_results
+    gt = json.loads(devkit_val.read_text())
+    far = [dict(image_id=0, category_id=8, score=0.9, bbox=[900.0 + 10 * k, 1000.0, 20.0, 10.0]) for k in range(12)]
+    with pytest.raises(ImageNumberingError, match=r'field image_id: 10 of 10 boxes .* reach past the width/height'):
+        evaluate_coco_results(str(devkit_val), far, ['bbox'])
+    # a model's random boxes inside the images, on the right ids: evaluated (no refusal), AP ~0
+    rng = np.random.default_rng(0)
+    noise = [dict(image_id=img['id'], category_id=9, score=float(rng.random()),
+                  bbox=[float(v) for v in (*rng.uniform(0, 700, 2), *rng.uniform(5, 90, 2))])
+             for img in gt['images'] for _ in range(100)]
+    assert evaluate_coco_results(str(devkit_val), noise, ['bbox'])['bbox_mAP'] < 0.05
+
+
+@pytest.mark.parametrize('case', ['missing', 'malformed', 'not_a_list', 'unknown_class', 'out_is_input',
+                                  'shifted_ids'])
 def test_bad_input_is_one_error_line_naming_the_file(devkit_val, tmp_path, case):
     gt, results = str(devkit_val), tmp_path / 'results.json'
     results.write_text('[]')
@@ -84,6 +140,8 @@ def test_bad_input_is_one_error_line_naming_the_file(devkit_val, tmp_path, case)
         extra = ['--classes', 'ship', 'plane']
     elif case == 'out_is_input':
         extra = ['--out', str(results)]
+    elif case == 'shifted_ids':  # numbered 1..N against the devkit's 0..N-1
+        results.write_text(json.dumps(_renumbered(_results(json.loads(devkit_val.read_text())), 1)))
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run([sys.executable, str(TOOL), gt, str(results), *extra], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=120)

@@ -9,7 +9,9 @@ summary numbers per IoU type and the per-class AP table, and writes them with ``
 key names (``segm_mAP``, ``segm_mAP_50``, ... ``bbox_mAP_l``, the recalls ``segm_AR@1000`` ..., and each class's
 AP ``segm_<class>_precision``); NaN is written as ``null``. See
 :func:`mmdet_custom.evaluation.functional.evaluate_coco_results`. A missing or malformed file ends with one
-``error:`` line naming it and exit code 2 (``--debug`` shows the traceback). Needs neither torch nor mmdet.
+``error:`` line naming it and exit code 2 (``--debug`` shows the traceback); so do results whose ``image_id`` follows
+another numbering of the images than GT_JSON's (e.g. patches numbered from 1 against the devkit's 0: see
+:mod:`mmdet_custom.evaluation.functional.image_ids`), which would otherwise score ~0. Needs neither torch nor mmdet.
 """
 import argparse
 import os

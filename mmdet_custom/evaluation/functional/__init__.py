@@ -24,6 +24,7 @@ from .coco_eval import (
     summary_items,
     summary_names,
 )
+from .image_ids import ImageNumberingError, check_result_image_ids
 from .masks import encode_mask, touches_border
 from .results import load_name_to_ids, parse_name_to_ids, predictions_to_coco_results
 
@@ -33,5 +34,5 @@ __all__ = [
     'evaluate_coco_results', 'format_summary', 'format_tables', 'get_protocol', 'load_coco_gt', 'load_coco_results',
     'metrics_to_json', 'read_results', 'reports_to_dict', 'size_band', 'summary_items', 'summary_names',
     'encode_mask', 'touches_border', 'load_name_to_ids', 'parse_name_to_ids',
-    'predictions_to_coco_results'
+    'predictions_to_coco_results', 'ImageNumberingError', 'check_result_image_ids'
 ]

@@ -38,7 +38,9 @@ What is done here that plain pycocotools does not do, and why:
   ``COCOeval``: the same ``eval['precision' | 'recall']`` arrays, checked equal on real iSAID results with 1000
   detections per image (``tests/test_eval_backend.py``; ``make bench-eval`` times both).
 * **Inputs are checked**: a malformed file or entry, a detection on an image the ground truth does not have, or an
-  RLE of another size than its image raises :class:`~mmdet_custom.utils.errors.UserError` naming the file.
+  RLE of another size than its image raises :class:`~mmdet_custom.utils.errors.UserError` naming the file; so do
+  results numbered against another numbering of the images (ids one off, which pycocotools scores ~0 without a
+  word when every id still names an image; see :mod:`.image_ids`).
 
 Nothing here imports torch or mmdet (with ``MMDET_CUSTOM_NO_REGISTER=1`` set before the first import of
 ``mmdet_custom``, importing this costs about a second).
@@ -59,6 +61,7 @@ from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import load_json
 
 from .categories import category_ids_by_name
+from .image_ids import check_result_image_ids
 
 #: Labels of the four size bands, in ``areaRng`` order.
 AREA_LABELS = ('all', 'small', 'medium', 'large')
@@ -484,8 +487,9 @@ def evaluate_coco_results(gt: Union[str, os.PathLike, COCO], results: Union[str,
         convention); when nothing at all was detected every number is 0.
 
     Raises:
-        UserError: missing or malformed files or entries, unknown category names (see :func:`load_coco_gt`,
-            :func:`load_coco_results`, :func:`~.categories.category_ids_by_name`).
+        UserError: missing or malformed files or entries, unknown category names, results whose image ids follow
+            another numbering than the ground truth's (see :func:`load_coco_gt`, :func:`load_coco_results`,
+            :func:`~.categories.category_ids_by_name`, :func:`~.image_ids.check_result_image_ids`).
         ValueError: an unknown protocol or IoU type, or budgets other than (1, 10, 1000) with ``'isaid'``.
 
     Example:
@@ -518,6 +522,7 @@ def evaluate_coco_reports(gt, results, iou_types: Sequence[str] = ('segm', 'bbox
     results, res_source = read_results(results, results_name or 'results json')
     gt_source = gt_name or ('ground truth' if isinstance(gt, COCO) else os.fspath(gt))
     coco_gt = load_coco_gt(gt, iou_types, what=gt_source)
+    check_result_image_ids(coco_gt, results, res_source, gt_source)
     return [_evaluate_loaded(coco_gt, gt_source, results, res_source, iou_type, proto, classes, budgets, iou_thrs,
                              backend) for iou_type in iou_types]
 
