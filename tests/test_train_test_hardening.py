@@ -244,6 +244,31 @@ def test_checkpoint_of_another_model_is_refused_unless_not_strict(trained, patch
     assert 'does not fit the config' in logs and '--strict false' in logs
 
 
+def test_two_runs_in_the_same_second_keep_their_own_logs(trained, patches, tmp_path, monkeypatch):
+    """mmengine names a run ``<config>_<timestamp to the second>`` and reuses the logger of a name: a second run
+    within the same second logged into the first run's work dir and left none in its own. The runner's clock is
+    frozen here, so that both runs get the same timestamp whatever the machine's speed."""
+    import time
+    import types
+
+    import mmengine.runner.runner as mmengine_runner
+    frozen = time.time()
+    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith('_')})
+    clock.time = lambda: frozen
+    monkeypatch.setattr(mmengine_runner, 'time', clock)
+    _, ckpt = trained
+    first, second = tmp_path / 'first_run', tmp_path / 'second_run'
+    for work in (first, second):
+        assert 'coco/segm_mAP' in test(small_cfg(patches, work), str(ckpt))
+    logs = [list(work.glob('*/*.log')) for work in (first, second)]
+    assert [len(found) for found in logs] == [1, 1]  # before: none in the second run's work dir
+    assert logs[0][0].name == logs[1][0].name  # <timestamp>.log: the same second
+    for (log, ), work, other in zip(logs, (first, second), (second, first)):
+        text = log.read_text()
+        assert f"work_dir = '{work}'" in text and str(other) not in text  # its own config dump, not the other's
+        assert 'Load checkpoint from' in text and text.count('Config:') == 1
+
+
 def test_outputs_and_name_map_are_checked_before_inference(trained, patches, tmp_path):
     _, ckpt = trained
     blocker = tmp_path / 'a_file'

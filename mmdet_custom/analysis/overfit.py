@@ -24,7 +24,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.hooks import EarlyStoppingHook
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
-from mmdet_custom.utils.config import isolate_visualizer
+from mmdet_custom.utils.config import isolate_run
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
@@ -194,7 +194,7 @@ def build_overfit_cfg(cfg: Config, ann_file: str, num_images: int, work_dir: str
     cfg.load_from, cfg.resume = None, False
     cfg.work_dir = work_dir
     cfg.randomness = ConfigDict(seed=seed)
-    isolate_visualizer(cfg)  # one Visualizer per name per process
+    isolate_run(cfg)  # one Visualizer, logger and message hub per name per process
     return cfg
 
 

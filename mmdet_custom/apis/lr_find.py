@@ -198,10 +198,10 @@ def lr_range_test(config: Union[str, Any],
     from mmengine.config import ConfigDict
     from mmengine.runner import Runner
 
-    from mmdet_custom.apis.runner import isolate_visualizer
+    from mmdet_custom.apis.runner import isolate_run
     from mmdet_custom.utils.config import read_config
     cfg = read_config(config, cfg_options)
-    isolate_visualizer(cfg)  # its work dir is temporary: a later run in this process must not log there
+    isolate_run(cfg)  # its work dir is temporary: a later run in this process must not log there
     gamma = (end / start) ** (1.0 / (iters - 1))
     cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None

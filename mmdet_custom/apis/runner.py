@@ -34,6 +34,7 @@ from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
     ConfigKeyError,
     check_cfg_options,
+    isolate_run,
     isolate_visualizer,
     read_config,
 )
@@ -43,7 +44,7 @@ from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
 __all__ = [
     'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train',
     'test', 'check_hooks', 'check_num_classes', 'check_images', 'image_problem', 'check_writable',
-    'AtomicDumpDetResults', 'isolate_visualizer'
+    'AtomicDumpDetResults', 'isolate_run', 'isolate_visualizer'
 ]
 
 
@@ -63,7 +64,7 @@ def load_config(config: Union[str, Config],
     cfg = read_config(config, cfg_options)
     cfg.launcher = launcher
     prepare_distributed(cfg)  # gloo on CPU-only machines; refuses sync_bn for timm backbones
-    isolate_visualizer(cfg)
+    isolate_run(cfg)  # its own logger, message hub and visualizer, even beside a run started in the same second
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

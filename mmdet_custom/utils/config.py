@@ -19,7 +19,10 @@ from mmengine.config import Config
 
 from mmdet_custom.utils.errors import UserError
 
-__all__ = ['ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'isolate_visualizer', 'read_config']
+__all__ = [
+    'ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'isolate_run', 'isolate_visualizer',
+    'read_config'
+]
 
 MMENGINE_RESERVED = ('_base_', '_scope_', '_delete_', '_deprecation_')
 
@@ -152,3 +155,17 @@ def isolate_visualizer(cfg: Config) -> None:
     """
     if cfg.get('visualizer') is not None:
         cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
+
+
+def isolate_run(cfg: Config) -> None:
+    """Give the run's mmengine instances names of their own: the visualizer's (:func:`isolate_visualizer`) and the
+    experiment's, ``<experiment_name or config file stem>_<8 hex digits>`` (mmengine then appends the timestamp).
+
+    mmengine names a run ``<config file stem>_<timestamp to the second>`` and keys its logger, message hub and
+    default scope by that name, reusing an instance of the same name: a second run in the same process within the
+    same second (train then test in a script, an ablation, tests) got the first run's logger, so its log went to
+    the first run's work dir (or failed when that folder was temporary and gone) and its own work dir had none.
+    """
+    isolate_visualizer(cfg)
+    base = cfg.get('experiment_name') or (osp.splitext(osp.basename(cfg.filename))[0] if cfg.filename else 'run')
+    cfg.experiment_name = f'{base}_{uuid.uuid4().hex[:8]}'
