@@ -530,7 +530,8 @@ def test_geopackage_reads_back_as_the_geojson(tmp_path):
     assert len(by_class['ship'].geoms) == 2 and by_class['ship'].area == pytest.approx(200 * 0.25)
 
 
-def test_real_scene_with_a_tiny_random_model_end_to_end(tmp_path, isaid_raw_dir, one_torch_thread, random_r18):
+def test_real_scene_with_a_tiny_random_model_end_to_end(tmp_path, isaid_raw_dir, one_torch_thread, random_r18,
+                                                        capsys):
     """P0003 through tools/infer_scene.py with a random-init ResNet-18 Mask R-CNN (no AP claim)."""
     sys.path.insert(0, os.path.join(REPO, 'tools'))
     import infer_scene
@@ -539,8 +540,12 @@ def test_real_scene_with_a_tiny_random_model_end_to_end(tmp_path, isaid_raw_dir,
     summary = infer_scene.main([config, str(ckpt), str(image), '--out-dir', str(tmp_path / 'out'), '--device', 'cpu',
                                 '--batch-size', '2', '--num-workers', '1', '--score-thr', '0.05', '--no-progress',
                                 '--gt', str(isaid_raw_dir), '--cfg-options', 'model.test_cfg.rcnn.max_per_img=20'])
+    last = capsys.readouterr().out.strip().splitlines()[-1]  # names the output folder and its files
     scene = summary['scenes'][0]
     assert scene['windows'] == 4 and 0 < scene['detections_after_merge'] <= scene['detections_before_merge'] <= 80
     res = COCO(str(tmp_path / 'out' / 'scenes.json')).loadRes(str(tmp_path / 'out' / 'results.json'))
     assert all(a['segmentation']['size'] == [1023, 1147] for a in res.dataset['annotations'])
     assert 'segm_mAP' in summary['eval']['metrics']
+    assert last.startswith(f'written to {tmp_path / "out"}: ')
+    assert set(last.split(': ', 1)[1].split(', ')) >= {'eval.json', 'results.json', 'scenes.json', 'summary.json',
+                                                       'P0003.geojson'}

@@ -269,6 +269,20 @@ def test_two_runs_in_the_same_second_keep_their_own_logs(trained, patches, tmp_p
         assert 'Load checkpoint from' in text and text.count('Config:') == 1
 
 
+def test_cli_names_its_outputs_last(trained, config_file, tmp_path, capsys, monkeypatch):
+    from mmengine.runner import Runner
+    _, ckpt = trained
+    monkeypatch.setattr(Runner, 'test', lambda self: {'coco/segm_mAP': 0.5})
+    out = tmp_path / 'preds.pkl'
+    metrics = tool_main('test.py')([str(config_file), str(ckpt), '--work-dir', str(tmp_path / 'work'), '--out',
+                                    str(out)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == (f'written: metrics {tmp_path / "work" / "test_metrics.json"}, log {metrics.log_dir}, '
+                    f'predictions {out}')
+    assert json.loads((tmp_path / 'work' / 'test_metrics.json').read_text()) == {'coco/segm_mAP': 0.5}
+    assert os.path.dirname(metrics.log_dir) == str(tmp_path / 'work')
+
+
 def test_outputs_and_name_map_are_checked_before_inference(trained, patches, tmp_path):
     _, ckpt = trained
     blocker = tmp_path / 'a_file'

@@ -8,13 +8,17 @@ inner window border yields to one from a window that holds the object whole. ``D
 (COCO results in scene pixels, RLE masks) with ``scenes.json``, ``<stem>.geojson`` (map coordinates and CRS when
 the raster is georeferenced), ``<stem>.gpkg`` (with geopandas + pyogrio), ``<stem>_overlay.png`` and
 ``summary.json``; with ``--gt RAW_ISAID_DIR`` also ``eval.json`` (whole-scene segm and bbox AP, iSAID protocol).
+The last line printed names the folder and its files.
 The model runs with output-preserving speedups (BatchNorm folded, chunked channels_last mask head;
 ``--no-speedups`` turns them off). The logic lives in :mod:`mmdet_custom.apis.scene`.
 """
 import argparse
+import os
 
 from mmdet_custom.utils.cli import add_cfg_options, run_cli
 from mmdet_custom.utils.errors import UserError
+
+_LISTED = 8  # output files named in the last line
 
 
 def _value_range(values):
@@ -97,9 +101,13 @@ def main(argv=None):
         overlap=args.overlap, batch_size=batch_size, num_workers=args.num_workers, score_thr=args.score_thr,
         max_per_window=args.max_per_window, match=args.match, match_thr=args.match_thr,
         border_margin=args.border_margin, progress=not args.no_progress)
-    return infer_scenes(inferencer, args.inputs, args.out_dir, gt_dir=args.gt, bands=args.bands,
-                        value_range=args.value_range, overlay_max_side=args.overlay_max_side,
-                        geopackage=not args.no_gpkg)
+    summary = infer_scenes(inferencer, args.inputs, args.out_dir, gt_dir=args.gt, bands=args.bands,
+                           value_range=args.value_range, overlay_max_side=args.overlay_max_side,
+                           geopackage=not args.no_gpkg)
+    files = sorted(f for f in os.listdir(args.out_dir) if not f.startswith('.'))  # not this project's marker
+    listed = ', '.join(files[:_LISTED]) + (f' and {len(files) - _LISTED} more' if len(files) > _LISTED else '')
+    print(f'written to {args.out_dir}: {listed}')
+    return summary
 
 
 if __name__ == '__main__':

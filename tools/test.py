@@ -2,10 +2,10 @@
 
 Prints bbox and segm AP, AP50, AP75, APs/APm/APl and the per-class AP table (CocoMetric, classwise) and writes the
 metrics to ``<work_dir>/test_metrics.json`` (NaN as ``null``). With ``--format-only --out results.json`` it exports
-COCO results (bbox xywh, score, RLE segmentation) for images without labels instead. Before inference it refuses a
-checkpoint that does not fit the config's model (``--strict false`` tests it anyway, with a warning), an ``--out``
-that cannot be written, a malformed ``--name-to-ids`` and missing or unreadable test images. The logic lives in
-:func:`mmdet_custom.apis.test`.
+COCO results (bbox xywh, score, RLE segmentation) for images without labels instead. Its last line names the files
+written (metrics, log folder, ``--out``). Before inference it refuses a checkpoint that does not fit the config's
+model (``--strict false`` tests it anyway, with a warning), an ``--out`` that cannot be written, a malformed
+``--name-to-ids`` and missing or unreadable test images. The logic lives in :func:`mmdet_custom.apis.test`.
 """
 import argparse
 
@@ -54,10 +54,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.apis import test
-    return test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options, out=args.out,
-                format_only=args.format_only, score_thr=args.score_thr, max_per_img=args.max_per_img,
-                name_to_ids=args.name_to_ids, drop_border=args.drop_border, launcher=args.launcher,
-                strict=args.strict, check_image_files=not args.no_image_check)
+    metrics = test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options,
+                   out=args.out, format_only=args.format_only, score_thr=args.score_thr,
+                   max_per_img=args.max_per_img, name_to_ids=args.name_to_ids, drop_border=args.drop_border,
+                   launcher=args.launcher, strict=args.strict, check_image_files=not args.no_image_check)
+    written = [f'metrics {metrics.metrics_file}', f'log {metrics.log_dir}']
+    if metrics.out is not None:
+        written.append(f'{"results" if args.format_only else "predictions"} {metrics.out}')
+    print('written: ' + ', '.join(written))
+    return metrics
 
 
 if __name__ == '__main__':

@@ -44,7 +44,7 @@ from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
 __all__ = [
     'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train',
     'test', 'check_hooks', 'check_num_classes', 'check_images', 'image_problem', 'check_writable',
-    'AtomicDumpDetResults', 'isolate_run', 'isolate_visualizer'
+    'AtomicDumpDetResults', 'TestMetrics', 'isolate_run', 'isolate_visualizer'
 ]
 
 
@@ -399,6 +399,18 @@ class AtomicDumpDetResults(DumpDetResults):
         return {}
 
 
+class TestMetrics(dict):
+    """:func:`test`'s result: the metrics (a dict), plus where the run wrote them: ``work_dir``, ``metrics_file``
+    (``<work_dir>/test_metrics.json``), ``log_dir`` (mmengine's ``<work_dir>/<timestamp>``, with the log) and
+    ``out`` (the ``out`` file, or None)."""
+    __test__ = False  # not a pytest test class, whatever module imports it
+
+    def __init__(self, metrics: Mapping, work_dir: str, log_dir: str, out: Optional[str] = None):
+        super().__init__(metrics)
+        self.work_dir, self.log_dir, self.out = work_dir, log_dir, out
+        self.metrics_file = osp.join(work_dir, 'test_metrics.json')
+
+
 def _strip_annotations(pipeline: Sequence[dict]) -> list:
     return [t for t in pipeline if t.get('type') != 'LoadAnnotations']
 
@@ -507,8 +519,9 @@ def test(config: Union[str, Config],
         check_image_files (bool): check every test image's existence and header first. Defaults to True.
 
     Returns:
-        dict: the metrics (e.g. ``coco/segm_mAP``, ``coco/segm_mAP_50``), also written to
-        ``<work_dir>/test_metrics.json`` (a NaN metric is written as ``null``).
+        TestMetrics: the metrics (a dict, e.g. ``coco/segm_mAP``, ``coco/segm_mAP_50``), also written to
+        ``<work_dir>/test_metrics.json`` (a NaN metric is written as ``null``), with the paths written
+        (``metrics_file``, ``log_dir``, ``out``).
 
     Raises:
         UserError: ``format_only`` without a ``.json`` ``out``, ``out`` of the wrong kind, not writable or one of
@@ -533,9 +546,9 @@ def test(config: Union[str, Config],
         check_images(dataset, 'test', logger=runner.logger)
     if out is not None and not format_only:
         runner.test_evaluator.metrics.append(AtomicDumpDetResults(out_file_path=out))
-    metrics = _json_safe(dict(runner.test()))
+    metrics = TestMetrics(_json_safe(dict(runner.test())), cfg.work_dir, runner.log_dir, out)
     os.makedirs(cfg.work_dir, exist_ok=True)
-    dump_json_atomic(metrics, osp.join(cfg.work_dir, 'test_metrics.json'), indent=2)
+    dump_json_atomic(dict(metrics), metrics.metrics_file, indent=2)
     return metrics
 
 
