@@ -7,8 +7,9 @@ DEMO_DIR ?= work_dirs/demo
 DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --img-size 800 --repeats 3
+DENSE_ARGS ?=
 
-.PHONY: install demo test lint bench bench-anchors bench-models bench-scene clean
+.PHONY: install demo test lint bench bench-anchors bench-models bench-eval bench-dense bench-scene clean
 
 install:
 	VENV=$(VENV) bash scripts/install.sh
@@ -26,7 +27,12 @@ test: lint
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: install bench-anchors bench-models bench-eval
+bench: install bench-anchors bench-models bench-eval bench-dense
+
+# dense patches (100 to 3,000 objects): one training step, mmdet's assigner + bitmaps vs ours, steps above 20 GiB
+# stopped; about 30 min on 2 CPU cores
+bench-dense: install
+	$(PY) tools/benchmarks/bench_dense.py $(DENSE_ARGS) --out-md work_dirs/bench/dense.md --out-json work_dirs/bench/dense.json
 
 # evaluation of 1000-detection results: pycocotools vs faster-coco-eval (time, speed-up, identical numbers)
 bench-eval: install

@@ -43,13 +43,14 @@ def _rcnn_stages(rcnn):
 def _resize_to(pipeline, image_size, insert=False):
     """Every ``Resize`` of ``pipeline`` to a fixed ``image_size`` (keep_ratio kept); with ``insert``, a pipeline
     without one (native-resolution training, e.g. the cells config) gets one after its ``LoadAnnotations``."""
+    from mmdet_custom.utils.config import is_annotation_loader
     resizes = [t for t in pipeline if t.get('type') == 'Resize']
     for t in resizes:
         t.pop('scale_factor', None)
         t['scale'] = tuple(image_size)
         t.setdefault('keep_ratio', True)
     if not resizes and insert:
-        after = next((i + 1 for i, t in enumerate(pipeline) if t.get('type') == 'LoadAnnotations'), 1)
+        after = next((i + 1 for i, t in enumerate(pipeline) if is_annotation_loader(t)), 1)
         pipeline.insert(after, dict(type='Resize', scale=tuple(image_size), keep_ratio=True))
 
 

@@ -166,3 +166,26 @@ def test_ten_thousand_objects_assign_with_bounded_memory():
     assert result.gt_inds.shape == (priors.shape[0], )
     matched = torch.unique(result.gt_inds[result.gt_inds > 0])
     assert len(matched) > 9000  # nearly every object gets a positive anchor (some are outside or have zero area)
+
+
+def test_dense_dataset_writer_gives_n_valid_objects_per_patch(tmp_path):
+    data = write_dense_dataset(str(tmp_path), 1239, img_size=800, num_images=2)
+    coco = json.loads(open(data['ann_file']).read())
+    assert [sum(a['image_id'] == i for a in coco['annotations']) for i in (0, 1)] == [1239, 1239]
+    for ann in coco['annotations']:
+        x, y, w, h = ann['bbox']
+        xs, ys = ann['segmentation'][0][0::2], ann['segmentation'][0][1::2]
+        assert w > 0 and h > 0 and 0 <= x and x + w <= 800 and 0 <= y and y + h <= 800
+        assert max(min(xs), 0) == x and max(min(ys), 0) == y  # the box is the polygon's extent, clipped
+
+
+@pytest.mark.slow
+def test_bench_dense_stops_a_step_above_the_memory_cap(tmp_path):
+    """A step whose process passes --max-gib is killed and reported, not left to take the machine down."""
+    from mmdet_custom.analysis.dense_bench import format_markdown, run_dense_benchmark
+    report = run_dense_benchmark({'R50': ROOT_CONFIG}, objects=[10], variants=['ours'], max_gib=0.2, img_size=64,
+                                 batch=1, progress=lambda line: None)
+    row, = report['rows']
+    assert row['stopped'] == 'stopped above 0.2 GiB' and 'peak_gib' not in row
+    assert row['max_rss_seen_gib'] > 0.2
+    assert '| R50 | 10 |  | stopped above 0.2 GiB |  |' in format_markdown(report)

@@ -10,7 +10,7 @@ _base_ = [
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=_base_.backend_args),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadCompactAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(800, 800), keep_ratio=True),
     *_base_._aug_flip_hv_color_cutout,  # replaces the parent's horizontal-only RandomFlip
     dict(type='PackDetInputs')

@@ -31,6 +31,7 @@ from mmengine.dataset import Compose, pseudo_collate
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.models.builder import build_model
+from mmdet_custom.utils.config import is_annotation_loader
 from mmdet_custom.utils.errors import UserError
 
 from ._io import save_image
@@ -118,7 +119,7 @@ def layer_grad_cams(scorer: torch.nn.Module, layer: torch.nn.Module, inputs: tor
 
 def _test_pipeline(cfg: Config) -> Compose:
     # an arbitrary image has no annotations to load
-    return Compose([t for t in get_test_pipeline_cfg(cfg) if t['type'] != 'LoadAnnotations'])
+    return Compose([t for t in get_test_pipeline_cfg(cfg) if not is_annotation_loader(t)])
 
 
 def _class_index(classes: Sequence[str], target_class: Union[str, int], source: str = 'the model') -> int:

@@ -34,6 +34,7 @@ from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
     ConfigKeyError,
     check_cfg_options,
+    is_annotation_loader,
     isolate_run,
     isolate_visualizer,
     read_config,
@@ -412,7 +413,7 @@ class TestMetrics(dict):
 
 
 def _strip_annotations(pipeline: Sequence[dict]) -> list:
-    return [t for t in pipeline if t.get('type') != 'LoadAnnotations']
+    return [t for t in pipeline if not is_annotation_loader(t)]
 
 
 def _evaluators(cfg: Config) -> list:

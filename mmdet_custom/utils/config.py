@@ -20,8 +20,8 @@ from mmengine.config import Config
 from mmdet_custom.utils.errors import UserError
 
 __all__ = [
-    'ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'isolate_run', 'isolate_visualizer',
-    'read_config'
+    'ANNOTATION_LOADERS', 'ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'is_annotation_loader',
+    'isolate_run', 'isolate_visualizer', 'read_config'
 ]
 
 MMENGINE_RESERVED = ('_base_', '_scope_', '_delete_', '_deprecation_')
@@ -169,3 +169,15 @@ def isolate_run(cfg: Config) -> None:
     isolate_visualizer(cfg)
     base = cfg.get('experiment_name') or (osp.splitext(osp.basename(cfg.filename))[0] if cfg.filename else 'run')
     cfg.experiment_name = f'{base}_{uuid.uuid4().hex[:8]}'
+
+
+#: Pipeline steps that load ground truth: mmdet's, and the compact one that keeps polygons
+#: (``mmdet_custom.datasets.transforms.LoadCompactAnnotations``).
+ANNOTATION_LOADERS = ('LoadAnnotations', 'LoadCompactAnnotations')
+
+
+def is_annotation_loader(step: Mapping) -> bool:
+    """Whether a pipeline step config (``dict(type=...)``, type a name, scoped name or class) loads annotations."""
+    kind = step.get('type', '')
+    name = kind.__name__ if isinstance(kind, type) else str(kind)
+    return name.split('.')[-1] in ANNOTATION_LOADERS

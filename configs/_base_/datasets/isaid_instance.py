@@ -9,9 +9,11 @@ dataset_type = 'ISAIDInstanceDataset'
 data_root = 'data/isaid/'
 backend_args = None
 
+# Masks stay polygons (LoadCompactAnnotations, mmdet's LoadAnnotations with poly2mask=False that never drops an RLE
+# mask): a bitmap per object costs 640 KB at 800x800, ~0.8 GB on a dense patch of 1,239 objects.
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadCompactAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=(800, 800), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
@@ -19,7 +21,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='Resize', scale=(800, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadCompactAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]

@@ -8,6 +8,7 @@ import torch
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import DefaultScope
 
+from mmdet_custom.utils.config import is_annotation_loader
 from mmdet_custom.utils.errors import UserError
 
 from .reader import SceneReader
@@ -29,7 +30,7 @@ def build_window_pipeline(cfg) -> Compose:
     if not pipeline:
         raise UserError('the config has neither test_dataloader.dataset.pipeline nor test_pipeline: whole-scene '
                         'inference reuses the test pipeline')
-    pipeline = [t for t in pipeline if 'LoadAnnotations' not in str(t.get('type', ''))]
+    pipeline = [t for t in pipeline if not is_annotation_loader(t)]
     loads = [i for i, t in enumerate(pipeline) if str(t.get('type', '')).split('.')[-1] == 'LoadImageFromFile']
     if not loads:
         raise UserError(f'the test pipeline has no LoadImageFromFile to feed windows through: '

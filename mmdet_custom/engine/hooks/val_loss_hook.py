@@ -9,6 +9,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
+from mmdet_custom.utils.config import is_annotation_loader
 from mmdet_custom.utils.errors import UserError
 
 #: Transforms after which ``LoadAnnotations`` would read ground truth in another frame than the image's.
@@ -35,7 +36,7 @@ def loss_pipeline(pipeline: Sequence[dict]) -> List[dict]:
         ValLossConfigError: when the pipeline has no ``LoadAnnotations`` (no ground truth, no loss).
     """
     steps = [copy.deepcopy(dict(t)) for t in pipeline]
-    loads = [i for i, t in enumerate(steps) if str(t.get('type', '')).split('.')[-1] == 'LoadAnnotations']
+    loads = [i for i, t in enumerate(steps) if is_annotation_loader(t)]
     if not loads:
         raise ValLossConfigError('ValLossHook: the validation pipeline has no LoadAnnotations, so there is no ground '
                                  'truth to compute losses with. Add dict(type=\'LoadAnnotations\', with_bbox=True, '
