@@ -7,7 +7,8 @@ a test that writes into one copies it first (``shutil.copytree``).
 
 Markers (registered in pytest.ini, ``--strict-markers``): ``needs_data`` is put on every test that uses one of the
 data fixtures below (directly or through another fixture); ``slow`` marks tests that take over ~10 s on an idle CPU.
-``-m 'not slow'`` gives the quick loop, ``-m 'not needs_data'`` what runs without ../shared/data.
+``-m 'not slow'`` gives the quick loop, ``-m 'not needs_data'`` what runs without ../shared/data. ``cuda`` marks
+the tests that need a GPU (tests/test_cuda.py): without a usable one they are skipped, the reason saying why.
 """
 import glob
 import os
@@ -36,9 +37,16 @@ def _require(sub: str) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
+    no_cuda = None
     for item in items:
         if DATA_FIXTURES.intersection(getattr(item, 'fixturenames', ())):
             item.add_marker(pytest.mark.needs_data)
+        if item.get_closest_marker('cuda') is not None:
+            if no_cuda is None:  # asked once, only when a cuda test is collected
+                from mmdet_custom.utils.device import cuda_problem
+                no_cuda = cuda_problem() or ''
+            if no_cuda:
+                item.add_marker(pytest.mark.skip(reason=f'cuda: {no_cuda}'))
 
 
 class Converted(NamedTuple):

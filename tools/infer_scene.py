@@ -15,7 +15,7 @@ The model runs with output-preserving speedups (BatchNorm folded, chunked channe
 import argparse
 import os
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_device, run_cli
 from mmdet_custom.utils.errors import UserError
 
 _LISTED = 8  # output files named in the last line
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument('--max-per-window', type=int, default=1000,
                         help='detections kept per window, highest scores first (default: 1000, the iSAID budget '
                         'per image; the scene has no cap)')
-    parser.add_argument('--device', default=None, help="'cpu', 'cuda', 'cuda:1' (default: cuda when available)")
+    add_device(parser)
     parser.add_argument('--match', choices=('iou', 'ios'), default='iou',
                         help='duplicate test inside the overlap of two windows: mask IoU or intersection over the '
                         'smaller mask (default: iou)')

@@ -5,11 +5,13 @@ metrics to ``<work_dir>/test_metrics.json`` (NaN as ``null``). With ``--format-o
 COCO results (bbox xywh, score, RLE segmentation) for images without labels instead. Its last line names the files
 written (metrics, log folder, ``--out``). Before inference it refuses a checkpoint that does not fit the config's
 model (``--strict false`` tests it anyway, with a warning), an ``--out`` that cannot be written, a malformed
-``--name-to-ids`` and missing or unreadable test images. The logic lives in :func:`mmdet_custom.apis.test`.
+``--name-to-ids`` and missing or unreadable test images. ``--device cpu|cuda|cuda:N`` sets the runner's device
+(default: mmengine's, the GPU when one is visible); a CUDA device without a usable GPU is refused at once. The logic
+lives in :func:`mmdet_custom.apis.test`.
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_device, add_launcher, parse_with_launcher, run_cli
 
 
 def _bool(text: str) -> bool:
@@ -46,6 +48,7 @@ def parse_args(argv=None):
     parser.add_argument('--no-strict', dest='strict', action='store_false', help='the same as --strict false')
     parser.add_argument('--no-image-check', action='store_true',
                         help='skip the check of every test image (exists, readable header) before inference')
+    add_device(parser)  # None: mmengine's choice (cuda when a GPU is visible); launched ranks take cuda:LOCAL_RANK
     add_cfg_options(parser)
     add_launcher(parser)
     return parse_with_launcher(parser, argv)
@@ -54,10 +57,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.apis import test
-    metrics = test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options,
-                   out=args.out, format_only=args.format_only, score_thr=args.score_thr,
-                   max_per_img=args.max_per_img, name_to_ids=args.name_to_ids, drop_border=args.drop_border,
-                   launcher=args.launcher, strict=args.strict, check_image_files=not args.no_image_check)
+    from mmdet_custom.utils.device import DeviceError, use_device
+    if args.launcher != 'none' and args.device not in (None, 'cuda'):
+        raise DeviceError(f'--device {args.device} with --launcher {args.launcher}: each launched process takes the '
+                          'GPU of its LOCAL_RANK; leave --device out or pass cuda')
+    with use_device(args.device):
+        metrics = test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options,
+                       out=args.out, format_only=args.format_only, score_thr=args.score_thr,
+                       max_per_img=args.max_per_img, name_to_ids=args.name_to_ids, drop_border=args.drop_border,
+                       launcher=args.launcher, strict=args.strict, check_image_files=not args.no_image_check)
     written = [f'metrics {metrics.metrics_file}', f'log {metrics.log_dir}']
     if metrics.out is not None:
         written.append(f'{"results" if args.format_only else "predictions"} {metrics.out}')

@@ -11,6 +11,8 @@ from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
+from mmdet_custom.utils.device import check_device
+
 __all__ = ['build_model', 'disable_pretrained', 'default_device']
 
 
@@ -50,8 +52,7 @@ def disable_pretrained(cfg: Union[dict, list]) -> Union[dict, list]:
 
 def default_device() -> str:
     """'cuda' when a GPU is visible, else 'cpu'."""
-    import torch
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return check_device(None)
 
 
 def build_model(config: Any,
@@ -81,7 +82,10 @@ def build_model(config: Any,
         FileNotFoundError: ``config`` is a path that does not exist, or ``checkpoint`` does not exist.
         KeyError: the config has no ``model``.
         ConfigKeyError: an unknown ``cfg_options`` key.
+        DeviceError: ``device`` cannot be used here, e.g. 'cuda' without a GPU (checked first, with the reason:
+            :func:`mmdet_custom.utils.device.check_device`).
     """
+    device = check_device(device)
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.registry import init_default_scope
@@ -101,4 +105,4 @@ def build_model(config: Any,
         dataset_meta = dataset_meta or ckpt.get('meta', {}).get('dataset_meta')
     model.cfg = cfg
     model.dataset_meta = dict(dataset_meta or {})
-    return model.to(device or default_device()).eval()
+    return model.to(device).eval()

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
+from .device import check_device
 from .errors import UserError
 
 #: Exception types reported as a user mistake (message only, exit code 2).
@@ -27,6 +28,23 @@ def add_cfg_options(parser: argparse.ArgumentParser) -> None:
         '--cfg-options', nargs='+', action=DictAction,
         help='override some settings in the used config, the key-value pair in xxx=yyy format will be merged into '
         'config file.')
+
+
+def add_device(parser: argparse.ArgumentParser, default: Optional[str] = None) -> None:
+    """Add ``--device`` ('cpu', 'cuda', 'cuda:N'), checked while parsing (:func:`~.device.check_device`).
+
+    ``--device cuda`` without a usable GPU ends the tool at once with one ``error:`` line that says why (no GPU
+    visible, a driver too old for torch's CUDA, a CPU-only torch) and what to do, exit code 2.
+
+    Args:
+        parser (argparse.ArgumentParser): the tool's parser.
+        default (str, optional): the device without the flag; None: 'cuda' when a GPU is visible, else 'cpu'
+            (resolved where the tool builds its model).
+    """
+    when = 'cuda when a GPU is visible, else cpu' if default is None else default
+    parser.add_argument('--device', default=default, type=check_device,
+                        help=f"'cpu', 'cuda' or 'cuda:N' (default: {when}); a CUDA device without a usable GPU is "
+                        'refused at once, with the reason')
 
 
 def add_launcher(parser: argparse.ArgumentParser) -> None:

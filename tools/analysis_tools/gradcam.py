@@ -6,7 +6,7 @@ score recomputed on its box; see :mod:`mmdet_custom.analysis.gradcam`.
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_device, run_cli
 
 
 def parse_args(argv=None):
@@ -19,7 +19,7 @@ def parse_args(argv=None):
                         help='dotted module name, e.g. backbone.layer4 or neck.fpn_convs.0')
     parser.add_argument('--num-preds', type=int, default=3, help='detections explained, highest score first')
     parser.add_argument('--output-dir', required=True, help='folder of the PNGs')
-    parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
+    add_device(parser)
     add_cfg_options(parser)
     return parser.parse_args(argv)
 

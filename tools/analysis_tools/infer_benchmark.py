@@ -15,7 +15,7 @@ runs, time by model part, ratios to stock R50, the machine's load) use ``tools/b
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_device, run_cli
 
 
 def parse_args(argv=None):
@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('--num-warmup', type=int, default=2, help='untimed steps per batch size')
     parser.add_argument('--max-iter', type=int, default=5, help='timed steps per batch size')
     parser.add_argument('--split', choices=['train', 'val', 'test'], default='test', help='images of this split')
-    parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
+    add_device(parser)
     parser.add_argument('--out', default=None, help='also write the rows as json')
     add_cfg_options(parser)
     return parser.parse_args(argv)

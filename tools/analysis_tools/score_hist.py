@@ -6,7 +6,7 @@
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_device, run_cli
 
 
 def parse_args(argv=None):
@@ -18,7 +18,7 @@ def parse_args(argv=None):
     parser.add_argument('--num-images', type=int, default=None, help='only the first N images (default: all)')
     parser.add_argument('--bins', type=int, default=50, help='histogram bins on [0, 1]')
     parser.add_argument('--top-classes', type=int, default=5, help='classes drawn as their own lines')
-    parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
+    add_device(parser)
     add_cfg_options(parser)
     return parser.parse_args(argv)
 

@@ -6,7 +6,7 @@ The logic lives in :func:`mmdet_custom.analysis.visualize.visualize_predictions`
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_device, run_cli
 
 
 def parse_args(argv=None):
@@ -18,7 +18,7 @@ def parse_args(argv=None):
     parser.add_argument('--indices', type=int, nargs='+', help='dataset indices to draw instead')
     parser.add_argument('--show-score-thr', type=float, default=0.3, help='score threshold of drawn predictions')
     parser.add_argument('--split', choices=['train', 'val', 'test'], default='test', help='dataloader to draw from')
-    parser.add_argument('--device', default=None, help="'cpu' or 'cuda[:i]' (default: cuda when available)")
+    add_device(parser)
     add_cfg_options(parser)
     return parser.parse_args(argv)
 

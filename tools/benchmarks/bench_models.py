@@ -14,7 +14,7 @@ spread over the repeats and warns when the machine's load exceeded its cores. Wh
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_device, run_cli
 
 
 def parse_args(argv=None):
@@ -25,7 +25,7 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=3, help='processes per model, interleaved (default 3)')
     parser.add_argument('--steps', type=int, default=1, help='timed steps per phase and process (default 1)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed steps before each phase (default 1)')
-    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda[:i]' (default cpu)")
+    add_device(parser, 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch threads per process (default: torch)')
     parser.add_argument('--dets', type=int, nargs='+', default=[100, 1000],
                         help='detection budgets (test_cfg.rcnn.max_per_img) of the inference phases')

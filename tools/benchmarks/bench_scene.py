@@ -49,7 +49,7 @@ import time
 
 import numpy as np
 
-from mmdet_custom.utils.cli import run_cli
+from mmdet_custom.utils.cli import add_device, run_cli
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
@@ -554,7 +554,7 @@ def main(argv=None):
     parser.add_argument('--num-workers', type=int, default=1, help='reading workers of ours (W in --runs; default: 1)')
     parser.add_argument('--score-thr', type=float, default=0.05)
     parser.add_argument('--max-per-img', type=int, default=100, help='detections per window of the default model')
-    parser.add_argument('--device', default='cpu')
+    add_device(parser, 'cpu')
     parser.add_argument('--config', help='model config (default: the CPU-sized ResNet-18 model, random init)')
     parser.add_argument('--checkpoint', help='checkpoint of --config (default: random init, saved here)')
     parser.add_argument('--work-dir', default=osp.join(REPO_ROOT, 'work_dirs', 'bench_scene'))
