@@ -13,6 +13,7 @@ from mmdet_custom.anchor_search import (
     ResizeSpec,
     SearchSpace,
     data_suggested_anchors,
+    fragment_name,
     gt_boxes_from_data_infos,
     max_iou_brute_force,
     max_iou_exact,
@@ -24,10 +25,12 @@ from mmdet_custom.anchor_search import (
     stride_adjusted_anchors,
     write_anchor_fragment,
 )
+from mmdet_custom.utils.config import read_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_CONFIG = REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r50_fpn_1x_isaid.py'
 STRIDE_ADJUSTED = REPO_ROOT / 'configs' / '_base_' / 'anchors' / 'isaid_stride_adjusted.py'
+ANCHORS_STEP = REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r50_fpn_anchors_1x_isaid.py'
 SEED_ANCHORS = AnchorSetting((4, 8, 16, 32, 64), ((8, 16), (16, 32), (32, 64), (64, 128), (128, 256)),
                              (0.5, 1.0, 2.0))
 MMDET_ANCHORS = AnchorSetting((4, 8, 16, 32, 64), ((32,), (64,), (128,), (256,), (512,)), (0.5, 1.0, 2.0))
@@ -275,17 +278,60 @@ def test_fragment_written_loads_and_builds(tmp_path):
     from mmengine import Config
     setting = AnchorSetting((4, 8, 16, 32, 64), ((6, 12), (14, 30), (32, 48), (64, 96), (160, 256)),
                             (0.333, 1.0, 2.5))
-    frag = write_anchor_fragment(str(tmp_path / 'frag.py'), setting, ['study: toy'])
+    frag = write_anchor_fragment(str(tmp_path / 'frag.py'), setting, ['study: toy'], name=fragment_name('toy-1'),
+                                 pos_iou_thr=0.5)
     assert [p.name for p in tmp_path.iterdir()] == ['frag.py']     # no temporary file left
-    assert Path(frag).read_text().startswith('# study: toy\n')
+    text = Path(frag).read_text()
+    assert text.startswith('# study: toy\n') and '#   model = _base_._anchors_toy_1\n' in text
+    assert '# pos_iou_thr 0.5: the RPN positive IoU' in text
+    # the written recipe, from the root config (stock anchors, RPN positive IoU 0.7) and from the anchors step,
+    # which already inherits the stride-adjusted fragment's _rpn_anchor_generator
+    for parent, parent_iou in ((ROOT_CONFIG, 0.7), (ANCHORS_STEP, 0.5)):
+        assert Config.fromfile(str(parent)).model.train_cfg.rpn.assigner.pos_iou_thr == parent_iou
+        variant = tmp_path / f'variant_{parent.stem}.py'
+        variant.write_text(f"_base_ = ['{parent}', '{frag}']\nmodel = _base_._anchors_toy_1\n")
+        cfg = read_config(str(variant))
+        generator = TASK_UTILS.build(cfg.model.rpn_head.anchor_generator)
+        assert generator.sizes == [list(map(float, s)) for s in setting.sizes]
+        assert generator.ratios.tolist() == pytest.approx(list(setting.ratios))
+        assert generator.num_base_priors == [6] * 5
+        assert 'scales' not in cfg.model.rpn_head.anchor_generator  # _delete_ dropped the stock keys
+        # the IoU the recall was optimised at, whatever the parent's; the rest of the assigner is the parent's
+        assert cfg.model.train_cfg.rpn.assigner.pos_iou_thr == 0.5
+        assert cfg.model.train_cfg.rpn.assigner.type == 'SparseMaxIoUAssigner'
+        assert cfg.model.train_cfg.rpn.assigner.neg_iou_thr == 0.3
+        assert cfg.model.roi_head.bbox_head.num_classes == 15
+
+
+def test_fragment_without_pos_iou_sets_only_the_anchors(tmp_path):
+    from mmengine import Config
+    frag = write_anchor_fragment(str(tmp_path / 'frag.py'), SEED_ANCHORS, name='_anchors_x')
+    part = Config.fromfile(frag)._anchors_x
+    assert set(part) == {'rpn_head'} and part.rpn_head.anchor_generator._delete_ is True
+
+
+def test_duplicate_base_name_is_one_line_naming_both_files(tmp_path):
+    """The old recipe (the stride-adjusted fragment beside a config that already inherits it): mmengine's raw
+    KeyError becomes one line naming the config, the key and the two files."""
+    from mmdet_custom.utils.config import DuplicateBaseKeyError
     variant = tmp_path / 'variant.py'
-    variant.write_text(f"_base_ = ['{ROOT_CONFIG}', '{frag}']\n"
+    variant.write_text(f"_base_ = ['{ANCHORS_STEP}', '{STRIDE_ADJUSTED}']\n"
                        "model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))\n")
-    cfg = Config.fromfile(str(variant))
-    generator = TASK_UTILS.build(cfg.model.rpn_head.anchor_generator)
-    assert generator.sizes == [list(map(float, s)) for s in setting.sizes]
-    assert generator.ratios.tolist() == pytest.approx(list(setting.ratios))
-    assert generator.num_base_priors == [6] * 5
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = '{variant}'\n")
+    with pytest.raises(DuplicateBaseKeyError) as info:
+        read_config(str(variant))
+    message = str(info.value)
+    assert '\n' not in message and isinstance(info.value, KeyError)
+    assert message.startswith(f'config {variant}: its _base_ list holds two files that both define '
+                              f'_rpn_anchor_generator: {STRIDE_ADJUSTED} (inherited through {ANCHORS_STEP}) and '
+                              f'{STRIDE_ADJUSTED};')
+    with pytest.raises(DuplicateBaseKeyError, match=f'config {child}: its base {variant} lists two files'):
+        read_config(str(child))
+    # what it replaces: mmengine names neither file
+    from mmengine import Config
+    with pytest.raises(KeyError, match='Duplicate key is not allowed among bases'):
+        Config.fromfile(str(variant))
 
 
 def test_stride_adjusted_fragment_is_the_library_set():
@@ -336,10 +382,10 @@ def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
     assert (tmp_path / 'plots' / 'param_importances.png').stat().st_size > 0
 
     variant = tmp_path / 'variant.py'
-    variant.write_text(f"_base_ = ['{config}', '{out}']\n"
-                       "model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))\n")
+    variant.write_text(f"_base_ = ['{config}', '{out}']\nmodel = _base_._anchors_tiny\n")
     generator = TASK_UTILS.build(Config.fromfile(str(variant)).model.rpn_head.anchor_generator)
-    found = Config.fromfile(str(out))._rpn_anchor_generator
+    found = Config.fromfile(str(out))._anchors_tiny.rpn_head.anchor_generator
+    assert 'pos_iou_thr 0.7' in text  # the root config's RPN positive IoU, which the search optimised at
     assert generator.sizes == [[float(v) for v in s] for s in found.sizes]
     assert generator.strides == [(s, s) for s in (4, 8, 16, 32, 64)]
 

@@ -19,7 +19,7 @@ import optuna
 import pytest
 from mmengine.config import Config
 
-from mmdet_custom.anchor_search import SearchSpace, anchor_setting_from_cfg, best_trial
+from mmdet_custom.anchor_search import SearchSpace, anchor_setting_from_cfg, best_trial, fragment_name
 from mmdet_custom.anchor_search.workers import (
     FRAGMENT_ATTR,
     WORKER_PREFIX,
@@ -133,7 +133,8 @@ def check_study(storage, name, config, fragment: Path, n_trials: int, log: str, 
     assert best.value == max(t.value for t in trials) and record['best_trial'] == best.number
     baseline = anchor_setting_from_cfg(Config.fromfile(str(config)).model.rpn_head.anchor_generator)
     expected = SearchSpace.around(baseline).setting(best.params).generator_cfg()
-    written = json.loads(json.dumps(Config.fromfile(str(fragment))._rpn_anchor_generator.to_dict()))
+    written = Config.fromfile(str(fragment))[fragment_name(name)].rpn_head.anchor_generator.to_dict()
+    written = json.loads(json.dumps(written))
     assert written.pop('_delete_') is True and written == json.loads(json.dumps(expected))
     assert f'best trial {best.number}' in fragment.read_text()
     assert not [p for p in fragment.parent.iterdir() if p.name != fragment.name]  # no temporary file left

@@ -76,6 +76,7 @@ def main(argv=None):
         check_writable_path,
         format_comparison,
         format_groups,
+        fragment_name,
         parse_weights,
         search_anchors,
     )
@@ -107,6 +108,8 @@ def main(argv=None):
               f'written by {who} on {frag.get("host")}: {frag.get("path")}')
         for path in frag.get('plots', []):
             print(f'plot: {path}')
+        print(f'use: _base_ = [<config>, \'{frag.get("path")}\'] and model = _base_.{fragment_name(study_name)} '
+              f'(anchors and RPN pos_iou_thr {result.pos_iou:g})')
     else:
         print('\nno fragment written: the study holds no completed trial')
     if result.errors:

@@ -17,6 +17,15 @@ ANCHOR_FRAGMENTS = {
 AUGMENTATION = osp.join(BASE, 'recipes', 'aug_flip-hv_color_cutout.py')
 
 
+def _anchor_generator(fragment):
+    """The anchor_generator of a fragment: the stride-adjusted set's ``_rpn_anchor_generator`` or the
+    ``_anchors_<study>.rpn_head.anchor_generator`` that tools/anchor_search.py writes."""
+    part = Config.fromfile(fragment)
+    if '_rpn_anchor_generator' in part:
+        return part._rpn_anchor_generator
+    return next(v for k, v in part.items() if k.startswith('_anchors_')).rpn_head.anchor_generator
+
+
 def space(trial, cfg):
     values = {
         # mmdet's 1x schedule: lr 0.02 for 16 images per step (--auto-scale-lr rescales the chosen lr to the batch)
@@ -30,7 +39,7 @@ def space(trial, cfg):
     }
     anchors = trial.suggest_categorical('anchors', ['stock', *ANCHOR_FRAGMENTS])
     if anchors != 'stock':
-        values['model.rpn_head.anchor_generator'] = Config.fromfile(ANCHOR_FRAGMENTS[anchors])._rpn_anchor_generator
+        values['model.rpn_head.anchor_generator'] = _anchor_generator(ANCHOR_FRAGMENTS[anchors])
     if trial.suggest_categorical('augmentation', [False, True]):
         # flips in both axes, colour jitter and CutOut in place of the horizontal flip
         pipeline = copy.deepcopy(list(cfg.train_dataloader.dataset.pipeline))

@@ -16,6 +16,7 @@ from .search import (
     format_comparison,
     format_groups,
     fragment_header,
+    fragment_name,
     make_storage,
     open_study,
     parse_weights,
@@ -32,6 +33,6 @@ __all__ = [
     'grid_anchors', 'level_name', 'max_iou_brute_force', 'max_iou_exact', 'recall_table', 'DEFAULT_WEIGHTS',
     'Evaluation', 'SearchResult', 'SearchSpace', 'anchor_setting_from_cfg', 'best_trial', 'check_writable_path',
     'count_completed_trials', 'data_suggested_anchors', 'evaluate', 'format_comparison', 'format_groups',
-    'fragment_header', 'make_storage', 'open_study', 'parse_weights', 'resolve_weights', 'run_study',
+    'fragment_header', 'fragment_name', 'make_storage', 'open_study', 'parse_weights', 'resolve_weights', 'run_study',
     'save_study_plots', 'search_anchors', 'stride_adjusted_anchors', 'write_anchor_fragment'
 ]

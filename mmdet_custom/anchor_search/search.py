@@ -15,6 +15,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from mmdet_custom.utils.optuna_storage import fail_stale_trials, optimize_one, r
 from mmdet_custom.utils.tables import plain_table
 
 from .data import AnchorSearchError, GTBoxes
-from .recall import AnchorSetting, level_name, max_iou_exact, recall_table
+from .recall import AnchorSetting, _plain_number, level_name, max_iou_exact, recall_table
 
 #: IoU thresholds always reported, besides the RPN's positive threshold.
 REPORT_IOUS = (0.5, 0.7, 0.75)
@@ -542,6 +543,7 @@ class SearchResult:
     config: str = ''
     fragment: dict = field(default_factory=dict)
     errors: List[str] = field(default_factory=list)
+    pos_iou: float = math.nan               # the RPN positive IoU of the config (the objective's 'pos')
 
 
 @dataclass
@@ -561,6 +563,7 @@ class _WorkerJob:
     config: str
     baseline: AnchorSetting
     force_write: bool
+    pos_iou: float = 0.7
 
 
 def _shares(total: int, n_workers: int) -> List[int]:
@@ -586,7 +589,8 @@ def _write_outputs(study, job: _WorkerJob) -> dict:
     best_eval = evaluate(job.space.setting(best.params), job.gt, job.weights)
     base_eval = evaluate(job.baseline, job.gt, job.weights)
     result = SearchResult(study, job.space, job.weights, [], best_eval, base_eval, job.gt, job.config)
-    write_anchor_fragment(job.out, best_eval.setting, fragment_header(result, job.storage, best, complete))
+    write_anchor_fragment(job.out, best_eval.setting, fragment_header(result, job.storage, best, complete),
+                          name=fragment_name(job.study_name), pos_iou_thr=job.pos_iou)
     plots = save_study_plots(study, job.work_dir) if job.work_dir else []
     return dict(path=osp.abspath(job.out), plots=[osp.abspath(p) for p in plots], best_trial=best.number,
                 objective=best.value, complete_trials=complete)
@@ -735,7 +739,7 @@ def search_anchors(cfg, n_trials: int, storage, study_name: str, weights=DEFAULT
     shares = _shares(n_trials, n_workers) or [0]
     job = _WorkerJob(storage if isinstance(storage, str) else type(storage).__name__, study_name, space, gt,
                      weights, seed, heartbeat_interval, grace_period, out, work_dir, str(cfg.filename or ''), baseline,
-                     force_write=n_trials == 0)
+                     force_write=n_trials == 0, pos_iou=pos_iou)
     errors, record, keys = [], {}, []
     if len(shares) == 1:
         record = _run_worker(job, new_worker_key(), shares[0], study=study, log=log)
@@ -764,7 +768,7 @@ def search_anchors(cfg, n_trials: int, storage, study_name: str, weights=DEFAULT
         record = dict(record, by_me=record.get('writer') in keys) if record.get('state') == 'written' else {}
     rows = _evaluation_rows(study, space, gt, weights, baseline, pos_iou, suggested)
     return SearchResult(study, space, weights, rows, rows[-1][1], rows[0][1], gt, str(cfg.filename or ''),
-                        fragment=record, errors=errors)
+                        fragment=record, errors=errors, pos_iou=pos_iou)
 
 
 # ----------------------------------------------------------------------------------------------- reports
@@ -793,29 +797,53 @@ def format_groups(evaluations: Sequence[Tuple[str, Evaluation]], thresholds: Seq
     return plain_table(lines, heading_rule=False)
 
 
-def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[str] = ()) -> str:
+def fragment_name(study_name: str) -> str:
+    """The private config name a searched fragment defines: ``_anchors_<study name>`` (non-word characters as ``_``).
+
+    Named after the study, so that it cannot clash with the anchors-step fragment's ``_rpn_anchor_generator`` that
+    a parent config already inherits (mmengine refuses a name defined by two bases of one config), nor with the
+    fragment of another study.
+
+    >>> fragment_name('isaid-v1')
+    '_anchors_isaid_v1'
+    """
+    return '_anchors_' + re.sub(r'\W', '_', study_name)
+
+
+def write_anchor_fragment(path: str, setting: AnchorSetting, header: Sequence[str] = (),
+                          name: str = '_anchors_search', pos_iou_thr: Optional[float] = None) -> str:
     """Write ``setting`` as a config fragment, atomically (temp file in the same folder, then ``os.replace``).
 
-    The fragment defines ``_rpn_anchor_generator``, a complete ``anchor_generator`` dict with ``_delete_=True``;
-    a variant config lists the fragment in ``_base_`` beside its parent and sets
-    ``model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))``. (mmengine refuses a key
-    defined by two files of one ``_base_`` list, so a fragment defining ``model`` could not sit beside a
-    parent that defines ``model``.)
+    The fragment defines one private name, ``name`` (:func:`fragment_name` of the study), holding the part of
+    ``model`` the search decided: ``rpn_head.anchor_generator`` (a complete dict with ``_delete_=True``) and, when
+    ``pos_iou_thr`` is given, ``train_cfg.rpn.assigner.pos_iou_thr``, the RPN positive IoU the recall was optimised
+    at. Any iSAID config takes both with two lines (mmengine refuses a ``model`` defined by two files of one
+    ``_base_`` list, hence a private name)::
+
+        _base_ = [<parent config>, <this file>]
+        model = _base_.<name>
 
     Returns:
         str: the path written.
     """
     cfg = setting.generator_cfg()
-    body = [f'    {key}={value!r},' for key, value in cfg.items() if key != 'type']
+    body = [f'        {key}={value!r},' for key, value in cfg.items() if key != 'type']
+    rpn_iou = ([f'# pos_iou_thr {pos_iou_thr:g}: the RPN positive IoU (train_cfg.rpn.assigner) the recall was '
+                'optimised at, the searched', '# config\'s; the fragment sets it too, whatever the parent\'s.']
+               if pos_iou_thr is not None else [])
+    train_cfg = ([f'    train_cfg=dict(rpn=dict(assigner=dict(pos_iou_thr={_plain_number(pos_iou_thr)!r}))),']
+                 if pos_iou_thr is not None else [])
     text = '\n'.join(
         [f'# {line}' if line else '#' for line in header] +
         ['# _delete_: replaces the parent\'s whole anchor_generator; the stock AnchorGenerator\'s scales /',
-         '# octave_base_scale / base_sizes keys do not apply to PerLevelAnchorGenerator.',
-         '# Use: _base_ = [<parent config>, <this file>]',
-         '#      model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))',
-         '_rpn_anchor_generator = dict(',
-         '    _delete_=True,',
-         f'    type={cfg["type"]!r},'] + body + [')', ''])
+         '# octave_base_scale / base_sizes keys do not apply to PerLevelAnchorGenerator.'] + rpn_iou +
+        ['# Use, from any iSAID config (the name is the study\'s, so it never clashes with the anchors step\'s):',
+         '#   _base_ = [<parent config>, <this file>]',
+         f'#   model = _base_.{name}',
+         f'{name} = dict(',
+         '    rpn_head=dict(anchor_generator=dict(',
+         '        _delete_=True,',
+         f'        type={cfg["type"]!r},'] + body + ['    )),'] + train_cfg + [')', ''])
     with atomic_path(path) as tmp, open(tmp, 'w') as f:
         f.write(text)
     return path

@@ -10,18 +10,19 @@ the config a run dumps and the one the tools see hold only what something reads.
 but at each file, so a child could not read them.) mmengine's own ``_base_``, ``_scope_``, ``_delete_`` and
 ``_deprecation_`` are kept.
 """
+import ast
 import difflib
 import os.path as osp
 import uuid
-from typing import Any, Dict, Iterator, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from mmengine.config import Config
 
 from mmdet_custom.utils.errors import UserError
 
 __all__ = [
-    'ANNOTATION_LOADERS', 'ConfigKeyError', 'check_cfg_options', 'drop_private_names', 'is_annotation_loader',
-    'isolate_run', 'isolate_visualizer', 'read_config'
+    'ANNOTATION_LOADERS', 'ConfigKeyError', 'DuplicateBaseKeyError', 'check_cfg_options', 'drop_private_names',
+    'duplicate_base_key_error', 'is_annotation_loader', 'isolate_run', 'isolate_visualizer', 'read_config'
 ]
 
 MMENGINE_RESERVED = ('_base_', '_scope_', '_delete_', '_deprecation_')
@@ -32,6 +33,79 @@ class ConfigKeyError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message quoted
         return str(self.args[0]) if self.args else ''
+
+
+class DuplicateBaseKeyError(UserError, KeyError):
+    """Two bases of one config define the same top-level name (mmengine's "Duplicate key is not allowed among
+    bases")."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ''
+
+
+def _base_paths(path: str) -> List[str]:
+    """The resolved files of a config's ``_base_`` list (``mmdet::`` paths through mmengine's own resolution)."""
+    return [osp.normpath(Config._get_cfg_path(base, path)[0]) for base in Config._get_base_files(path)]
+
+
+def _own_names(path: str) -> set:
+    """The top-level names a Python config file assigns itself (not those it inherits)."""
+    if not path.endswith('.py'):
+        return set()
+    with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read(), path)
+    return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
+def _origin(path: str, key: str) -> str:
+    """The file that assigns ``key`` for ``path``: the file itself, or (recursively) the base it inherits it from."""
+    if key in _own_names(path):
+        return path
+    for base in _base_paths(path):
+        if key in Config._file2dict(base)[0]:
+            return _origin(base, key)
+    return path
+
+
+def _find_duplicate_base_key(path: str) -> Optional[Tuple[str, str, str, str]]:
+    """Where mmengine's duplicate-key error comes from: ``(config, key, base 1, base 2)``, the config whose
+    ``_base_`` list holds two files (``base 1``, ``base 2``) that both define ``key``; None if not found."""
+    seen: Dict[str, str] = {}
+    for base in _base_paths(path):
+        try:
+            names = Config._file2dict(base)[0].keys()
+        except KeyError as e:
+            if 'Duplicate key' in str(e):
+                return _find_duplicate_base_key(base)
+            raise
+        for name in names:
+            if name in seen:
+                return path, name, seen[name], base
+            seen[name] = base
+    return None
+
+
+def duplicate_base_key_error(config: str, error: KeyError) -> UserError:
+    """mmengine's raw ``KeyError: Duplicate key is not allowed among bases`` as one line that names the config
+    whose ``_base_`` list is at fault, the key and the two files that define it (each through which base)."""
+    try:
+        found = _find_duplicate_base_key(config)
+    except Exception:  # the message must not hide the original error
+        found = None
+    if found is None:
+        return DuplicateBaseKeyError(f'config {config}: {error.args[0] if error.args else error}')
+    where, key, base_a, base_b = found
+
+    def described(base: str) -> str:
+        origin = _origin(base, key)
+        return origin if osp.samefile(origin, base) else f'{origin} (inherited through {base})'
+
+    whose = 'its _base_ list holds' if osp.samefile(where, config) else f'its base {where} lists'
+    return DuplicateBaseKeyError(
+        f'config {config}: {whose} two files that both define {key}: {described(base_a)} and '
+        f'{described(base_b)}; mmengine refuses a name that two bases define. Inherit only one of them, or give one '
+        f'of them another name')
 
 
 def _flat_keys(node: Any, prefix: str = '') -> Iterator[str]:
@@ -129,6 +203,8 @@ def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, A
         FileNotFoundError: the config file does not exist.
         UserError: the config file has a syntax error.
         ConfigKeyError: see :func:`check_cfg_options`.
+        DuplicateBaseKeyError: two files of one ``_base_`` list define the same name (mmengine's "Duplicate key
+            is not allowed among bases"), naming the config, the key and both files.
     """
     if isinstance(config, str):
         if not osp.isfile(config):
@@ -137,6 +213,10 @@ def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, A
             cfg = Config.fromfile(config)
         except SyntaxError as e:
             raise UserError(f'config {config}: {e}') from e
+        except KeyError as e:
+            if 'Duplicate key is not allowed among bases' not in str(e):
+                raise
+            raise duplicate_base_key_error(config, e) from e
     else:
         cfg = config.copy()
     drop_private_names(cfg)

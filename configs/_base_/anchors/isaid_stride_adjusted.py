@@ -6,7 +6,8 @@
 # featmap_strides=[4, 8, 16, 32] (P2..P5), as in mmdet.
 # _delete_: replaces the parent's whole anchor_generator; the stock AnchorGenerator's scales / octave_base_scale /
 # base_sizes keys do not apply to PerLevelAnchorGenerator.
-# Use (mmengine refuses a key such as `model` defined by two files of one _base_ list, hence a named dict):
+# Use (mmengine refuses a key such as `model` defined by two files of one _base_ list, hence a named dict), with a
+# parent that does not inherit this file yet (the anchors-step configs do: they have these anchors already):
 #   _base_ = [<parent config>, '../_base_/anchors/isaid_stride_adjusted.py']
 #   model = dict(rpn_head=dict(anchor_generator=_base_._rpn_anchor_generator))
 _rpn_anchor_generator = dict(
