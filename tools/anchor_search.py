@@ -26,7 +26,7 @@ shows the traceback); so does a worker of this command that failed or was killed
 import argparse
 import os.path as osp
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_data_root, run_cli
 
 
 def parse_args(argv=None):
@@ -57,6 +57,7 @@ def parse_args(argv=None):
     parser.add_argument('--grace-period', type=int, default=60,
                         help='seconds without heartbeat after which a trial is failed and a worker counts as dead '
                         '(default 60)')
+    add_data_root(parser)
     add_cfg_options(parser)
     args = parser.parse_args(argv)
     if args.trials < 0:
@@ -80,6 +81,7 @@ def main(argv=None):
         parse_weights,
         search_anchors,
     )
+    from mmdet_custom.datasets.utils import set_data_root
     from mmdet_custom.utils.config import read_config
     weights = parse_weights(args.weights)
     study_name = args.study_name or osp.splitext(osp.basename(args.config))[0]
@@ -89,6 +91,8 @@ def main(argv=None):
     check_writable_path(out, '--out')
     check_writable_path(work_dir, '--work-dir', is_dir=True)
     cfg = read_config(args.config, args.cfg_options)
+    if args.data_root is not None:
+        set_data_root(cfg, args.data_root, args.cfg_options)
 
     result = search_anchors(cfg, args.trials, args.storage, study_name, weights, seed=args.seed,
                             n_workers=args.n_workers, out=out, work_dir=work_dir,

@@ -12,7 +12,7 @@ work dir. Example space: configs/hpo/space_mask-rcnn_isaid.py. The logic lives i
 import argparse
 import os.path as osp
 
-from mmdet_custom.utils.cli import add_cfg_options, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_data_root, run_cli
 
 
 def parse_args(argv=None):
@@ -52,6 +52,7 @@ def parse_args(argv=None):
     parser.add_argument('--no-plots', action='store_true', help='do not draw the Optuna plots')
     parser.add_argument('--no-image-check', action='store_true',
                         help='skip the check of every train/val image in each worker\'s first trial')
+    add_data_root(parser)
     add_cfg_options(parser)
     return parser.parse_args(argv)
 
@@ -69,7 +70,8 @@ def main(argv=None):
                      pruner=args.pruner, pruner_startup=args.pruner_startup, pruner_warmup=args.pruner_warmup,
                      sampler=args.sampler, seed=args.seed, heartbeat_interval=args.heartbeat_interval,
                      grace_period=args.grace_period, max_retry=args.max_retry, cfg_options=args.cfg_options,
-                     enqueue=parse_enqueue(args.enqueue), check_image_files=not args.no_image_check)
+                     enqueue=parse_enqueue(args.enqueue), check_image_files=not args.no_image_check,
+                     data_root=args.data_root)
     summary = run_study(spec, n_workers=args.n_workers, best_config=args.out, plots=not args.no_plots)
     c, best = summary['counts'], summary['best']
     print(f'study {spec.study_name}: {c["complete"]} complete, {c["pruned"]} pruned, {c["failed"]} failed, '

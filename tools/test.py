@@ -11,7 +11,14 @@ lives in :func:`mmdet_custom.apis.test`.
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, add_device, add_launcher, parse_with_launcher, run_cli
+from mmdet_custom.utils.cli import (
+    add_cfg_options,
+    add_data_root,
+    add_device,
+    add_launcher,
+    parse_with_launcher,
+    run_cli,
+)
 
 
 def _bool(text: str) -> bool:
@@ -49,6 +56,7 @@ def parse_args(argv=None):
     parser.add_argument('--no-image-check', action='store_true',
                         help='skip the check of every test image (exists, readable header) before inference')
     add_device(parser)  # None: mmengine's choice (cuda when a GPU is visible); launched ranks take cuda:LOCAL_RANK
+    add_data_root(parser)
     add_cfg_options(parser)
     add_launcher(parser)
     return parse_with_launcher(parser, argv)
@@ -65,7 +73,8 @@ def main(argv=None):
         metrics = test(args.config, args.checkpoint, work_dir=args.work_dir, cfg_options=args.cfg_options,
                        out=args.out, format_only=args.format_only, score_thr=args.score_thr,
                        max_per_img=args.max_per_img, name_to_ids=args.name_to_ids, drop_border=args.drop_border,
-                       launcher=args.launcher, strict=args.strict, check_image_files=not args.no_image_check)
+                       launcher=args.launcher, strict=args.strict, check_image_files=not args.no_image_check,
+                       data_root=args.data_root)
     written = [f'metrics {metrics.metrics_file}', f'log {metrics.log_dir}']
     if metrics.out is not None:
         written.append(f'{"results" if args.format_only else "predictions"} {metrics.out}')

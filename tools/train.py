@@ -7,7 +7,7 @@ every train/val image (exists, readable header); a mistake prints one ``error:``
 """
 import argparse
 
-from mmdet_custom.utils.cli import add_cfg_options, add_launcher, parse_with_launcher, run_cli
+from mmdet_custom.utils.cli import add_cfg_options, add_data_root, add_launcher, parse_with_launcher, run_cli
 
 
 def parse_args(argv=None):
@@ -22,6 +22,7 @@ def parse_args(argv=None):
         'the work dir\'s last_checkpoint (found in the work dir when it was moved); an error when there is none.')
     parser.add_argument('--no-image-check', action='store_true',
                         help='skip the check of every train/val image (exists, readable header) at start')
+    add_data_root(parser)
     add_cfg_options(parser)
     add_launcher(parser)
     return parse_with_launcher(parser, argv)
@@ -32,7 +33,7 @@ def main(argv=None):
     from mmdet_custom.apis import train
     return train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, resume=args.resume,
                  amp=args.amp, auto_scale_lr=args.auto_scale_lr, launcher=args.launcher,
-                 check_image_files=not args.no_image_check)
+                 check_image_files=not args.no_image_check, data_root=args.data_root)
 
 
 if __name__ == '__main__':

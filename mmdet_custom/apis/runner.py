@@ -13,6 +13,8 @@ work_dir: argument > config > ``work_dirs/<config name>``) so that a config beha
 - ``--resume`` without a checkpoint, a moved work dir (see :func:`mmdet_custom.checkpoint.find_resume_checkpoint`);
 - a checkpoint that does not fit the model, an unwritable ``--out``, a malformed ``--name-to-ids``, before
   inference.
+- a val / test evaluator whose json lists other images than its dataset (:mod:`.ann_files`), before inference;
+  ``data_root`` (``--data-root``) points every dataset and evaluator at one folder.
 """
 import difflib
 import errno
@@ -28,9 +30,10 @@ from mmdet.evaluation import DumpDetResults
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
+from mmdet_custom.apis.ann_files import check_evaluator_ann_files
 from mmdet_custom.apis.distributed import prepare_distributed
 from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
-from mmdet_custom.datasets.utils import innermost_dataset_cfg
+from mmdet_custom.datasets.utils import innermost_dataset_cfg, set_data_root
 from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
     ConfigKeyError,
     check_cfg_options,
@@ -60,9 +63,14 @@ class OptionError(UserError, ValueError):
 def load_config(config: Union[str, Config],
                 work_dir: Optional[str] = None,
                 cfg_options: Optional[dict] = None,
-                launcher: str = 'none') -> Config:
-    """Read ``config`` (path or :class:`Config`), merge the checked ``cfg_options`` and resolve ``work_dir``."""
+                launcher: str = 'none',
+                data_root: Optional[str] = None) -> Config:
+    """Read ``config`` (path or :class:`Config`), merge the checked ``cfg_options``, point every dataset and
+    evaluator at ``data_root`` when given (:func:`~mmdet_custom.datasets.utils.set_data_root`) and resolve
+    ``work_dir``."""
     cfg = read_config(config, cfg_options)
+    if data_root is not None:
+        set_data_root(cfg, data_root, cfg_options)
     cfg.launcher = launcher
     prepare_distributed(cfg)  # gloo on CPU-only machines; refuses sync_bn for timm backbones
     isolate_run(cfg)  # its own logger, message hub and visualizer, even beside a run started in the same second
@@ -323,7 +331,8 @@ def train(config: Union[str, Config],
           amp: bool = False,
           auto_scale_lr: bool = False,
           launcher: str = 'none',
-          check_image_files: bool = True) -> Runner:
+          check_image_files: bool = True,
+          data_root: Optional[str] = None) -> Runner:
     """Train a model as mmdet's ``tools/train.py`` does and return the finished :class:`Runner`.
 
     Before the first iteration it checks the hooks, the train (and val) dataset (not empty, ``num_classes`` equal
@@ -341,6 +350,8 @@ def train(config: Union[str, Config],
         auto_scale_lr (bool): scale the lr by ``real batch / auto_scale_lr.base_batch_size``.
         launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'.
         check_image_files (bool): check every train/val image's existence and header at start. Defaults to True.
+        data_root (str, optional): the data folder of every dataset and evaluator (``--data-root``, see
+            :func:`~mmdet_custom.datasets.utils.set_data_root`).
 
     Raises:
         UserError: a bad ``--cfg-options`` key or hook argument (:class:`ConfigKeyError`), ``amp`` with an optimizer
@@ -348,7 +359,7 @@ def train(config: Union[str, Config],
             a checkpoint (:class:`~mmdet_custom.checkpoint.ResumeError`), an empty dataset, another class count or
             unreadable images (:class:`DatasetCheckError`).
     """
-    cfg = load_config(config, work_dir, cfg_options, launcher)
+    cfg = load_config(config, work_dir, cfg_options, launcher, data_root)
     if amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
@@ -376,6 +387,7 @@ def train(config: Union[str, Config],
     if runner.val_loop is not None:  # builds the val loop now (runner.train() would build it after the optimizer)
         val_dataset = _build_dataset(runner, 'val', cfg)
         check_num_classes(cfg.model, val_dataset, 'val')
+        check_evaluator_ann_files(runner.val_loop.evaluator, val_dataset, 'val', logger=runner.logger)
         if check_image_files:
             check_images(val_dataset, 'val', logger=runner.logger)
     runner.train()
@@ -489,7 +501,8 @@ def test(config: Union[str, Config],
          drop_border: bool = False,
          launcher: str = 'none',
          strict: bool = True,
-         check_image_files: bool = True) -> Dict[str, Any]:
+         check_image_files: bool = True,
+         data_root: Optional[str] = None) -> Dict[str, Any]:
     """Evaluate ``checkpoint`` on the config's test set and write the metrics as json in the work dir.
 
     Everything that can be checked before inference is: the checkpoint fits the model, ``out`` can be written and
@@ -518,6 +531,8 @@ def test(config: Union[str, Config],
             With False such a checkpoint is tested with a warning (its mismatched layers stay at their
             initialisation). Defaults to True.
         check_image_files (bool): check every test image's existence and header first. Defaults to True.
+        data_root (str, optional): the data folder of every dataset and evaluator (``--data-root``, see
+            :func:`~mmdet_custom.datasets.utils.set_data_root`).
 
     Returns:
         TestMetrics: the metrics (a dict, e.g. ``coco/segm_mAP``, ``coco/segm_mAP_50``), also written to
@@ -532,7 +547,7 @@ def test(config: Union[str, Config],
             (:class:`DatasetCheckError`).
         FileNotFoundError: ``checkpoint`` does not exist.
     """
-    cfg = load_config(config, work_dir, cfg_options, launcher)
+    cfg = load_config(config, work_dir, cfg_options, launcher, data_root)
     _check_test_flags(config, cfg, checkpoint, out, format_only, name_to_ids)
     cfg.load_from = checkpoint
     if max_per_img is not None:
@@ -543,6 +558,7 @@ def test(config: Union[str, Config],
     check_checkpoint_matches(runner.model, checkpoint, strict=strict, logger=runner.logger)
     dataset = _build_dataset(runner, 'test', cfg)
     check_num_classes(cfg.model, dataset, 'test')
+    check_evaluator_ann_files(runner.test_loop.evaluator, dataset, 'test', logger=runner.logger)
     if check_image_files:
         check_images(dataset, 'test', logger=runner.logger)
     if out is not None and not format_only:

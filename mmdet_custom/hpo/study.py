@@ -67,6 +67,8 @@ class StudySpec:
         max_retry (int): retries of a trial whose worker died.
         enqueue (list[dict]): parameter sets queued once, before sampling (``Study.enqueue_trial``).
         check_image_files (bool): check every train/val image in each worker's first trial.
+        data_root (str, optional): ``--data-root``: the data folder of every dataset and evaluator, applied after
+            ``cfg_options`` (:func:`mmdet_custom.datasets.utils.set_data_root`).
     """
     config: str
     space: str
@@ -87,6 +89,7 @@ class StudySpec:
     cfg_options: Optional[Dict[str, Any]] = None
     enqueue: List[Dict[str, Any]] = field(default_factory=list)
     check_image_files: bool = True
+    data_root: Optional[str] = None
 
     def check(self) -> None:
         """Raise :class:`StudyError` for a setting that cannot work, naming the flag."""
@@ -183,7 +186,10 @@ def count_trials(study) -> Dict[str, int]:
 
 def _base_config(spec: StudySpec):
     from mmdet_custom.apis.runner import read_config
+    from mmdet_custom.datasets.utils import set_data_root
     cfg = read_config(spec.config, spec.cfg_options)
+    if spec.data_root is not None:
+        set_data_root(cfg, spec.data_root, spec.cfg_options)
     missing = [k for k in ('val_dataloader', 'val_cfg', 'val_evaluator') if not cfg.get(k, None)]
     if missing:
         raise StudyError(f'config {spec.config} has no {", ".join(missing)}: every trial is judged on the '

@@ -30,6 +30,16 @@ def add_cfg_options(parser: argparse.ArgumentParser) -> None:
         'config file.')
 
 
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data-root DIR``: every dataset's ``data_root`` and every evaluator's ``ann_file``, set consistently
+    (:func:`mmdet_custom.datasets.utils.set_data_root`)."""
+    parser.add_argument(
+        '--data-root', metavar='DIR', default=None,
+        help='the data folder (the converter\'s output, e.g. data/isaid/): sets the data_root of the train, val and '
+        'test datasets and the val/test evaluators\' ann_file to their dataset\'s json (instead of five '
+        '--cfg-options); applied after --cfg-options')
+
+
 def add_device(parser: argparse.ArgumentParser, default: Optional[str] = None) -> None:
     """Add ``--device`` ('cpu', 'cuda', 'cuda:N'), checked while parsing (:func:`~.device.check_device`).
 
