@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?= --img-size 800 --repeats 3
 DENSE_ARGS ?=
 
-.PHONY: install demo test lint bench bench-anchors bench-models bench-eval bench-dense bench-scene clean
+.PHONY: install demo test lint bench bench-anchors bench-models bench-eval bench-dense bench-scene gpu-check clean
 
 install:
 	VENV=$(VENV) bash scripts/install.sh
@@ -49,6 +49,11 @@ bench-anchors: install
 bench-scene: install
 	$(PY) -m pip install -q -r requirements/bench.txt
 	$(PY) tools/benchmarks/bench_scene.py
+
+# on a machine with an NVIDIA GPU: make install (CUDA build of mmcv), the cuda tests, the GPU benchmarks, inside
+# GPU_CHECK_BUDGET seconds (default 480); report in work_dirs/gpu_check/report.md; without a GPU it stops at once
+gpu-check:
+	VENV=$(VENV) bash scripts/gpu_check.sh
 
 clean:
 	rm -rf work_dirs/demo .pytest_cache
