@@ -120,11 +120,13 @@ def _as_mmdet_baseline(cfg) -> None:
 
 
 def measure_dense_step(config: str, ann_file: str, img_dir: str, variant: str = 'ours', device: str = 'cpu',
-                       threads: Optional[int] = None, seed: int = 0, profile: bool = False) -> Dict:
-    """One training step (batch = the images of ``ann_file``) of ``config``, in this process.
+                       threads: Optional[int] = None, seed: int = 0, profile: bool = False, steps: int = 1) -> Dict:
+    """``steps`` training steps on one batch (the images of ``ann_file``) of ``config``, in this process; the last
+    is timed (``steps=2``: a warm step, without the first step's one-off allocations and kernel set-up).
 
     Returns:
-        dict: ``load_s`` (dataset + pipeline of the batch), ``step_s`` (``model.train_step``), ``peak_gib`` (peak
+        dict: ``load_s`` (dataset + pipeline of the batch), ``step_s`` (the last ``model.train_step``),
+        ``step_s_all`` (every step), ``peak_gib`` (peak
         RSS of the process, or CUDA max allocated on a GPU), ``instances`` (objects of the batch that reached the
         model),
         ``losses`` (name -> value), ``profile`` (top operators by self CPU time and by self CPU memory, with
@@ -170,14 +172,17 @@ def measure_dense_step(config: str, ann_file: str, img_dir: str, variant: str = 
         from torch.profiler import ProfilerActivity
         prof = torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         prof.__enter__()
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    losses = model.train_step(batch, optim_wrapper)
-    if cuda:
-        torch.cuda.synchronize()
-    step_s = time.perf_counter() - start
-    result = dict(load_s=load_s, step_s=step_s, peak_gib=memory.peak_mib() / 1024, mem_kind=memory.kind,
+    step_times = []
+    for _ in range(max(1, steps)):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        losses = model.train_step(batch, optim_wrapper)
+        if cuda:
+            torch.cuda.synchronize()
+        step_times.append(time.perf_counter() - start)
+    result = dict(load_s=load_s, step_s=step_times[-1], step_s_all=step_times, peak_gib=memory.peak_mib() / 1024,
+                  mem_kind=memory.kind, steps=len(step_times),
                   instances=instances, threads=torch.get_num_threads(),
                   losses={k: float(v) for k, v in losses.items()})
     if prof is not None:
@@ -229,13 +234,14 @@ def _run_capped(cmd: Sequence[str], max_gib: float, timeout: Optional[float]) ->
 def run_dense_benchmark(configs: Dict[str, str], objects: Sequence[int] = DEFAULT_OBJECTS,
                         variants: Sequence[str] = VARIANTS, max_gib: float = 20.0, img_size: int = 800,
                         batch: int = 2, device: str = 'cpu', threads: Optional[int] = None,
-                        timeout: Optional[float] = None, profile: bool = False, progress=print) -> Dict:
+                        timeout: Optional[float] = None, profile: bool = False, steps: int = 1,
+                        progress=print) -> Dict:
     """Every (config, objects, variant) step in its own process; returns the report for :func:`format_markdown`.
 
     Raises nothing for a failed or stopped step: its row says why (``stopped``, ``error``).
     """
     from mmdet_custom.analysis.benchmark import machine_info
-    report = dict(machine=machine_info(device), img_size=img_size, batch=batch, max_gib=max_gib,
+    report = dict(machine=machine_info(device), img_size=img_size, batch=batch, max_gib=max_gib, steps=steps,
                   date=time.strftime('%Y-%m-%d'), rows=[])
     with tempfile.TemporaryDirectory(prefix='bench_dense_') as tmp:
         for n in objects:
@@ -243,7 +249,7 @@ def run_dense_benchmark(configs: Dict[str, str], objects: Sequence[int] = DEFAUL
             for name, config in configs.items():
                 for variant in variants:
                     job = dict(config=config, variant=variant, device=device, threads=threads, profile=profile,
-                               **data)
+                               steps=steps, **data)
                     job_file, out_file = osp.join(tmp, 'job.json'), osp.join(tmp, 'out.json')
                     with open(job_file, 'w') as f:
                         json.dump(job, f)
@@ -287,7 +293,10 @@ def format_markdown(report: Dict) -> str:
     (pipeline + step), and ours relative to ours at the smallest object count (the targets' ratios)."""
     rows = report['rows']
     machine = report['machine']
-    lines = [f"One training step, batch {report['batch']}, {report['img_size']} px, random weights, "
+    steps = report.get('steps', 1)
+    timed = 'one cold training step' if steps == 1 else f'training step {steps} of {steps} (warm)'
+    lines = [f"Seconds: dataset + pipeline of the batch + {timed}; batch {report['batch']}, {report['img_size']} px, "
+             f"random weights, "
              f"{machine.get('device_name') or machine.get('cpu', '')} ({machine.get('cores', '?')} cores, "
              f"{machine.get('mem_gib', '?')} GiB), torch {machine.get('torch')}, "
              f"{report['date']}; peak memory = {rows[0].get('mem_kind', 'peak RSS') if rows else ''}; "

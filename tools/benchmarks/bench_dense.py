@@ -2,7 +2,7 @@
 MaxIoUAssigner + bitmap masks against the shipped SparseMaxIoUAssigner + polygon masks, side by side in one run.
 
 ``python tools/benchmarks/bench_dense.py [CONFIG ...] [--objects 100 500 1239 3000] [--variants mmdet ours]
-[--max-gib 20] [--img-size 800] [--batch 2] [--device cpu] [--threads N] [--timeout S] [--profile]
+[--max-gib 20] [--img-size 800] [--batch 2] [--steps 2] [--device cpu] [--threads N] [--timeout S] [--profile]
 [--out-md FILE] [--out-json FILE]``
 
 Without CONFIGs: stock-anchor R50 (``configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py``) and the full model
@@ -30,6 +30,8 @@ def parse_args(argv=None):
     add_device(parser, 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch threads per step (default: torch)')
     parser.add_argument('--timeout', type=float, default=None, help='seconds allowed to one step')
+    parser.add_argument('--steps', type=int, default=2,
+                        help='steps on the batch; the last is timed (default 2: one warm-up, one timed)')
     parser.add_argument('--profile', action='store_true', help='torch.profiler top operators by time and memory')
     parser.add_argument('--out-md', default=None, help='write the markdown table here')
     parser.add_argument('--out-json', default=None, help='write the raw measurements here')
@@ -42,15 +44,15 @@ def main(argv=None):
     from mmdet_custom.apis.runner import check_writable
     from mmdet_custom.utils.errors import UserError
     from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
-    if min(args.objects) < 0 or args.batch < 1 or args.max_gib <= 0:
-        raise UserError('--objects must be >= 0, --batch >= 1 and --max-gib > 0')
+    if min(args.objects) < 0 or args.batch < 1 or args.max_gib <= 0 or args.steps < 1:
+        raise UserError('--objects must be >= 0, --batch and --steps >= 1 and --max-gib > 0')
     for path, flag in ((args.out_md, '--out-md'), (args.out_json, '--out-json')):
         if path:
             check_writable(path, flag)
     configs = {c: c for c in args.configs} if args.configs else DEFAULT_CONFIGS
     report = run_dense_benchmark(configs, args.objects, args.variants, max_gib=args.max_gib,
                                  img_size=args.img_size, batch=args.batch, device=args.device, threads=args.threads,
-                                 timeout=args.timeout, profile=args.profile)
+                                 timeout=args.timeout, profile=args.profile, steps=args.steps)
     table = format_markdown(report)
     print(table)
     if args.profile:
