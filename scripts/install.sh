@@ -42,8 +42,8 @@ gpu_visible() {
 }
 case "${MMCV_WITH_CUDA:-}" in
   1) with_cuda=1; why='MMCV_WITH_CUDA=1' ;;
-  0) with_cuda=0 ;;
-  '') if gpu_visible; then with_cuda=1; why='a GPU is visible'; else with_cuda=0; fi ;;
+  0) with_cuda=0; why='MMCV_WITH_CUDA=0' ;;
+  '') if gpu_visible; then with_cuda=1; why='a GPU is visible'; else with_cuda=0; why='no GPU visible'; fi ;;
   *) die "MMCV_WITH_CUDA must be 1 (build mmcv's CUDA ops), 0 (CPU ops only) or unset (CUDA ops when a GPU is" \
          "visible), got '$MMCV_WITH_CUDA'" ;;
 esac
@@ -91,7 +91,7 @@ wheel_dir="$CACHE/wheels/$wheel_key"
 if [ "$with_cuda" = 1 ]; then
   log "mmcv ops: CPU + CUDA ($why): nvcc $cuda_version at $CUDA_HOME, architectures $arch_list (from $arch_from)"
 else
-  log "mmcv ops: CPU only (no GPU visible; MMCV_WITH_CUDA=1 builds the CUDA ops too)"
+  log "mmcv ops: CPU only ($why; MMCV_WITH_CUDA=1 builds the CUDA ops too)"
 fi
 log "mmcv wheel cache: $wheel_dir"
 [ "${MMDET_CUSTOM_INSTALL_PLAN:-0}" = 1 ] && exit 0
@@ -128,7 +128,7 @@ spec = importlib.util.find_spec("nvidia")
 print(":".join(p for d in (spec.submodule_search_locations if spec else []) for p in sorted(glob.glob(os.path.join(d, "cu*", "include")))))')
       build_env+=(FORCE_CUDA=1 CUDA_HOME="$CUDA_HOME" TORCH_CUDA_ARCH_LIST="$arch_list" PATH="$CUDA_HOME/bin:$PATH"
                   CPATH="${nvidia_include}${CPATH:+:$CPATH}")
-      n_arch=$(printf '%s' "$arch_list" | tr ';' '\n' | wc -l)
+      n_arch=$(printf '%s' "$arch_list" | awk -F';' '{print NF}')
       log "no cached mmcv wheel in $wheel_dir: building mmcv $MMCV_VERSION with CPU and CUDA ops for $arch_list" \
           "on $(nproc) cores (about $((25 * n_arch)) min on 2 cores; roughly 4-8 min per architecture on 16)"
     else
