@@ -4,7 +4,8 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 DATA ?=
 DEMO_DIR ?= work_dirs/demo
-DEMO_CONFIG ?= configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py
+# empty: scripts/demo.sh picks the smoke config, or with DATA the real-data one
+DEMO_CONFIG ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?= --img-size 800 --repeats 3
 DENSE_ARGS ?=

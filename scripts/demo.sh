@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # The main job: data -> iSAID patches -> train -> test (segm AP table). Called by `make demo [DATA=<raw iSAID>]`.
-# DEMO_CONFIG and DEMO_DIR (defaults below, the same as the Makefile's) choose the config and the work dir; the
-# config's data paths are pointed at $DEMO_DIR/data, where this script writes the patches.
+# DEMO_CONFIG and DEMO_DIR choose the config and the work dir; the config's data paths are pointed at
+# $DEMO_DIR/data (--data-root), where this script writes the patches. Default config: the smoke config (256 px) on
+# the smoke dataset; with DATA, the real-data config, which keeps iSAID's scale (random 320 px crops of the 800 px
+# patches) and has anchors for its small objects: at 256 px no anchor of the smoke config reaches a real vehicle.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${VENV:-.venv}"
 py="$VENV/bin/python"
 DATA="${DATA:-}"
 DEMO_DIR="${DEMO_DIR:-work_dirs/demo}"
-CONFIG="${DEMO_CONFIG:-configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py}"
+if [ -n "$DATA" ]; then
+  CONFIG="${DEMO_CONFIG:-configs/mask_rcnn/mask-rcnn_r18_fpn_anchors_crop320_300i_isaid.py}"
+else
+  CONFIG="${DEMO_CONFIG:-configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py}"
+fi
 data_root="$DEMO_DIR/data/"
-data_options=(
-  "train_dataloader.dataset.data_root=$data_root" "val_dataloader.dataset.data_root=$data_root"
-  "test_dataloader.dataset.data_root=$data_root"
-  "val_evaluator.ann_file=${data_root}annotations/instances_val.json"
-  "test_evaluator.ann_file=${data_root}annotations/instances_val.json"
-)
 mkdir -p "$DEMO_DIR"
 if [ -z "$DATA" ]; then
   echo "[demo] generating the smoke dataset (aerial-like shapes in the iSAID raw layout, NOT real data)"
@@ -28,11 +28,11 @@ else
   "$py" tools/dataset_converters/isaid.py "$DATA" "$DEMO_DIR/data" --splits train val
 fi
 echo "[demo] training $CONFIG"
-"$py" tools/train.py "$CONFIG" --work-dir "$DEMO_DIR" --cfg-options "${data_options[@]}"
+"$py" tools/train.py "$CONFIG" --work-dir "$DEMO_DIR" --data-root "$data_root"
 # the checkpoint the run saved last (CheckpointHook writes last_checkpoint after a complete, atomic save); an
 # absolute path that no longer exists (work dir moved) is looked up in the work dir
 ckpt=$(cat "$DEMO_DIR/last_checkpoint")
 [ -f "$ckpt" ] || ckpt="$DEMO_DIR/$(basename "$ckpt")"
 echo "[demo] testing $ckpt"
-"$py" tools/test.py "$CONFIG" "$ckpt" --work-dir "$DEMO_DIR" --cfg-options "${data_options[@]}"
+"$py" tools/test.py "$CONFIG" "$ckpt" --work-dir "$DEMO_DIR" --data-root "$data_root"
 echo "[demo] metrics written to $DEMO_DIR/test_metrics.json"

@@ -1,9 +1,10 @@
 """Train a detector: ``python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] ...``.
 
 The flags are mmdet 3.3's; the logic lives in :func:`mmdet_custom.apis.train`. Before the first iteration the run
-checks its ``--cfg-options`` keys (``+key=value`` adds a new key on purpose), hook settings, the class count, and
-every train/val image (exists, readable header); a mistake prints one ``error:`` line and exits with code 2
-(``--debug`` shows the traceback).
+checks its ``--cfg-options`` keys (``+key=value`` adds a new key on purpose), hook settings, the class count, the
+RPN anchors' recall on the training boxes (``--anchor-check``), and every train/val image (exists, readable
+header); a mistake prints one ``error:`` line and exits with code 2 (``--debug`` shows the traceback).
+``--data-root DIR`` points every dataset and evaluator at one data folder.
 """
 import argparse
 
@@ -22,6 +23,10 @@ def parse_args(argv=None):
         'the work dir\'s last_checkpoint (found in the work dir when it was moved); an error when there is none.')
     parser.add_argument('--no-image-check', action='store_true',
                         help='skip the check of every train/val image (exists, readable header) at start')
+    parser.add_argument('--anchor-check', choices=['refuse', 'warn', 'off'], default=None,
+                        help='before training, the exact recall of the RPN anchors on the training boxes at the '
+                        'assigner\'s pos_iou_thr: refuse (default, or the config\'s anchor_check) stops when it is '
+                        'below 0.1 (the RPN would see no positive), warn only warns, off skips it')
     add_data_root(parser)
     add_cfg_options(parser)
     add_launcher(parser)
@@ -33,7 +38,8 @@ def main(argv=None):
     from mmdet_custom.apis import train
     return train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options, resume=args.resume,
                  amp=args.amp, auto_scale_lr=args.auto_scale_lr, launcher=args.launcher,
-                 check_image_files=not args.no_image_check, data_root=args.data_root)
+                 check_image_files=not args.no_image_check, data_root=args.data_root,
+                 anchor_check=args.anchor_check)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,7 @@
 """Exact RPN anchor recall and an Optuna search for per-level anchor sizes, by any number of workers sharing one
-study (see tools/anchor_search.py and :mod:`.workers`)."""
+study (see tools/anchor_search.py and :mod:`.workers`), and the check of a config's anchors before training
+(:mod:`.check`)."""
+from .check import ANCHOR_CHECK_MODES, AnchorCheck, AnchorRecallError, check_anchor_recall, measure_anchor_recall
 from .data import AnchorSearchError, GTBoxes, ResizeSpec, gt_boxes_from_data_infos, load_gt_boxes
 from .recall import AnchorSetting, grid_anchors, level_name, max_iou_brute_force, max_iou_exact, recall_table
 from .search import (
@@ -29,6 +31,7 @@ from .search import (
 )
 
 __all__ = [
+    'ANCHOR_CHECK_MODES', 'AnchorCheck', 'AnchorRecallError', 'check_anchor_recall', 'measure_anchor_recall',
     'AnchorSearchError', 'AnchorSetting', 'GTBoxes', 'ResizeSpec', 'gt_boxes_from_data_infos', 'load_gt_boxes',
     'grid_anchors', 'level_name', 'max_iou_brute_force', 'max_iou_exact', 'recall_table', 'DEFAULT_WEIGHTS',
     'Evaluation', 'SearchResult', 'SearchSpace', 'anchor_setting_from_cfg', 'best_trial', 'check_writable_path',

@@ -13,6 +13,8 @@ work_dir: argument > config > ``work_dirs/<config name>``) so that a config beha
 - ``--resume`` without a checkpoint, a moved work dir (see :func:`mmdet_custom.checkpoint.find_resume_checkpoint`);
 - a checkpoint that does not fit the model, an unwritable ``--out``, a malformed ``--name-to-ids``, before
   inference.
+- RPN anchors that match almost none of the training boxes at the assigner's positive IoU (the exact recall of
+  :mod:`mmdet_custom.anchor_search.check`, boxes scaled as the train pipeline's Resize scales them);
 - a val / test evaluator whose json lists other images than its dataset (:mod:`.ann_files`), before inference;
   ``data_root`` (``--data-root``) points every dataset and evaluator at one folder.
 """
@@ -30,6 +32,7 @@ from mmdet.evaluation import DumpDetResults
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
+from mmdet_custom.anchor_search.check import check_anchor_recall
 from mmdet_custom.apis.ann_files import check_evaluator_ann_files
 from mmdet_custom.apis.distributed import prepare_distributed
 from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
@@ -332,7 +335,8 @@ def train(config: Union[str, Config],
           auto_scale_lr: bool = False,
           launcher: str = 'none',
           check_image_files: bool = True,
-          data_root: Optional[str] = None) -> Runner:
+          data_root: Optional[str] = None,
+          anchor_check: Optional[str] = None) -> Runner:
     """Train a model as mmdet's ``tools/train.py`` does and return the finished :class:`Runner`.
 
     Before the first iteration it checks the hooks, the train (and val) dataset (not empty, ``num_classes`` equal
@@ -352,12 +356,17 @@ def train(config: Union[str, Config],
         check_image_files (bool): check every train/val image's existence and header at start. Defaults to True.
         data_root (str, optional): the data folder of every dataset and evaluator (``--data-root``, see
             :func:`~mmdet_custom.datasets.utils.set_data_root`).
+        anchor_check (str, optional): ``'refuse'``, ``'warn'`` or ``'off'``: the exact recall of the RPN anchors on
+            the training boxes at the assigner's positive IoU, before the first iteration
+            (:func:`~mmdet_custom.anchor_search.check.check_anchor_recall`); None: the config's ``anchor_check``,
+            default ``'refuse'``.
 
     Raises:
         UserError: a bad ``--cfg-options`` key or hook argument (:class:`ConfigKeyError`), ``amp`` with an optimizer
             wrapper of another type, ``auto_scale_lr`` without ``auto_scale_lr.base_batch_size``, ``resume`` without
             a checkpoint (:class:`~mmdet_custom.checkpoint.ResumeError`), an empty dataset, another class count or
-            unreadable images (:class:`DatasetCheckError`).
+            unreadable images (:class:`DatasetCheckError`), RPN anchors that match almost no training box
+            (:class:`~mmdet_custom.anchor_search.check.AnchorRecallError`).
     """
     cfg = load_config(config, work_dir, cfg_options, launcher, data_root)
     if amp:
@@ -382,6 +391,7 @@ def train(config: Union[str, Config],
     runner = Runner.from_cfg(cfg)
     dataset = _build_dataset(runner, 'train', cfg)
     check_num_classes(cfg.model, dataset, 'train')
+    check_anchor_recall(cfg, dataset, anchor_check or cfg.get('anchor_check', 'refuse'), logger=runner.logger)
     if check_image_files:
         check_images(dataset, 'train', logger=runner.logger)
     if runner.val_loop is not None:  # builds the val loop now (runner.train() would build it after the optimizer)
