@@ -25,6 +25,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import struct
 import tempfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -42,8 +43,10 @@ from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import pid_alive as _pid_alive
 
 __all__ = [
-    'UnsafeCheckpointError', 'CheckpointMismatchError', 'ResumeError', 'allowed_globals', 'load_checkpoint_file',
-    'save_checkpoint_atomic', 'state_dict_mismatch', 'check_checkpoint_matches', 'find_resume_checkpoint'
+    'UnsafeCheckpointError', 'CorruptCheckpointError', 'CheckpointMismatchError', 'ResumeError', 'allowed_globals',
+    'load_checkpoint_file',
+    'save_checkpoint_atomic', 'state_dict_mismatch', 'check_checkpoint_matches', 'find_resume_checkpoint',
+    'check_resume_checkpoint'
 ]
 
 
@@ -54,6 +57,10 @@ class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
 class CheckpointMismatchError(UserError, ValueError):
     """Raised when a checkpoint's state dict does not fit the model it is loaded into (missing, unexpected or
     shape-mismatched keys), e.g. a checkpoint of another backbone, anchor count or class count."""
+
+
+class CorruptCheckpointError(UserError, ValueError):
+    """Raised when a checkpoint file cannot be read: truncated (an interrupted copy or download) or corrupt."""
 
 
 class ResumeError(UserError, FileNotFoundError):
@@ -137,6 +144,7 @@ def load_checkpoint_file(filename: str, map_location: Optional[Any] = None) -> A
         FileNotFoundError: when ``filename`` is not a file.
         UnsafeCheckpointError: when the file holds a pickled object outside the allow-list. The message names the
             file and the refused class or function; the object is never constructed.
+        CorruptCheckpointError: when the file is truncated or corrupt (named with its size).
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -144,10 +152,22 @@ def load_checkpoint_file(filename: str, map_location: Optional[Any] = None) -> A
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if 'truncated' in str(err) or 'EOF' in str(err):
+            raise CorruptCheckpointError(_corrupt_message(filename, err)) from None
         raise UnsafeCheckpointError(
             f'refused to load checkpoint {filename}: it holds {_refusal_reason(err)}, which is not on the '
             f'allow-list of mmdet_custom.checkpoint.allowed_globals(); unpickling it could run arbitrary code. '
             f'Use checkpoints written by mmengine/mmdet or plain torch state dicts.') from None
+    except (EOFError, struct.error, IndexError, RuntimeError) as err:
+        # torch reports a truncated or damaged file as RuntimeError (zip reader, "unexpected EOF"), EOFError (empty
+        # file) or struct.error / IndexError (a legacy pickle cut short)
+        raise CorruptCheckpointError(_corrupt_message(filename, err)) from None
+
+
+def _corrupt_message(filename: str, err: Exception) -> str:
+    reason = (str(err).split('. ')[0] or type(err).__name__).strip()
+    return (f'cannot read checkpoint {filename} ({osp.getsize(filename)} bytes): it is truncated or corrupt '
+            f'({reason}); copy or download it again')
 
 
 # Local paths have the empty prefix in mmengine's scheme table; replace mmengine's loader for them.
@@ -263,6 +283,17 @@ def _state_dict_of(checkpoint: Mapping) -> Mapping[str, Any]:
     return OrderedDict((re.sub(r'^module\.', '', k), v) for k, v in state_dict.items())
 
 
+def _weights_mapping(loaded: Any, checkpoint: str) -> Mapping:
+    """``loaded`` if it is a dict of weights (or holds one as ``state_dict``), else :class:`CheckpointMismatchError`."""
+    weights = loaded.get('state_dict', loaded) if isinstance(loaded, Mapping) else None
+    if not isinstance(weights, Mapping) or not all(isinstance(k, str) for k in weights):
+        raise CheckpointMismatchError(
+            f'checkpoint {checkpoint} holds no state dict (a {type(loaded).__name__}'
+            f'{"" if not isinstance(loaded, Mapping) else " without tensors by name"}); pass a checkpoint written by '
+            f'mmengine/mmdet or a torch state dict')
+    return loaded
+
+
 def state_dict_mismatch(model: torch.nn.Module,
                         state_dict: Mapping[str, Any]) -> Tuple[List[str], List[str], List[Tuple[str, tuple, tuple]]]:
     """Compare a state dict with a model's own.
@@ -287,7 +318,8 @@ def state_dict_mismatch(model: torch.nn.Module,
 
 
 def check_checkpoint_matches(model: torch.nn.Module, checkpoint: str, strict: bool = True,
-                             logger: Any = None, num_keys: int = 3) -> Dict[str, list]:
+                             logger: Any = None, num_keys: int = 3,
+                             loaded: Optional[Mapping] = None) -> Dict[str, list]:
     """Refuse (or, with ``strict=False``, warn about) a checkpoint that does not fit ``model``.
 
     mmengine's ``load_checkpoint`` loads with ``strict=False``: mismatched layers are only logged and stay random, so
@@ -299,6 +331,7 @@ def check_checkpoint_matches(model: torch.nn.Module, checkpoint: str, strict: bo
         strict (bool): raise on any difference. Defaults to True.
         logger: where the warning goes with ``strict=False`` (default: :mod:`warnings`).
         num_keys (int): keys named per kind of difference.
+        loaded (Mapping, optional): the checkpoint already read from ``checkpoint`` (it is then not read again).
 
     Returns:
         dict: ``missing``, ``unexpected`` and ``mismatched`` keys (empty lists when the checkpoint fits).
@@ -308,8 +341,9 @@ def check_checkpoint_matches(model: torch.nn.Module, checkpoint: str, strict: bo
             names the checkpoint, the counts and the first keys (with both shapes).
         UnsafeCheckpointError, FileNotFoundError: from :func:`load_checkpoint_file`.
     """
-    missing, unexpected, mismatched = state_dict_mismatch(
-        model, _state_dict_of(load_checkpoint_file(checkpoint, map_location='cpu')))
+    if loaded is None:
+        loaded = load_checkpoint_file(checkpoint, map_location='cpu')
+    missing, unexpected, mismatched = state_dict_mismatch(model, _state_dict_of(_weights_mapping(loaded, checkpoint)))
     result = dict(missing=missing, unexpected=unexpected, mismatched=mismatched)
     if not (missing or unexpected or mismatched):
         return result
@@ -383,3 +417,38 @@ def find_resume_checkpoint(work_dir: str) -> str:
         return moved
     raise ResumeError(f'--resume: {marker} names {recorded}, which exists neither there nor in the work dir '
                       f'({moved}); resume from a checkpoint with --resume <checkpoint>')
+
+
+def check_resume_checkpoint(model: torch.nn.Module, checkpoint: str) -> None:
+    """Refuse a ``--resume`` checkpoint that mmengine's ``Runner.resume`` could not continue from correctly.
+
+    mmengine reads ``meta.epoch``, ``meta.iter`` and ``message_hub`` without checking they exist (a weights-only file
+    ends in ``KeyError: 'epoch'``) and loads the weights with ``strict=False`` but the optimizer state as it is: a
+    checkpoint of another config dies inside ``SGD.step`` with a size mismatch after the first iteration.
+
+    Args:
+        model (nn.Module): the model built from the config being resumed.
+        checkpoint (str): the checkpoint ``--resume`` names (or found in the work dir).
+
+    Raises:
+        ResumeError: the file is not a training checkpoint (no ``meta.epoch``/``meta.iter``/``message_hub``).
+        CheckpointMismatchError: its weights do not fit the config's model (another config's checkpoint).
+        UnsafeCheckpointError, FileNotFoundError: from :func:`load_checkpoint_file`.
+    """
+    loaded = load_checkpoint_file(checkpoint, map_location='cpu')
+    meta = loaded.get('meta') if isinstance(loaded, Mapping) else None
+    lacking = [name for name, present in (
+        ('meta.epoch', isinstance(meta, Mapping) and 'epoch' in meta),
+        ('meta.iter', isinstance(meta, Mapping) and 'iter' in meta),
+        ('message_hub', isinstance(loaded, Mapping) and 'message_hub' in loaded)) if not present]
+    if lacking:
+        raise ResumeError(
+            f'--resume: {checkpoint} is not a training checkpoint (no {", ".join(lacking)}; a weights-only file?): '
+            f'it cannot continue a run. To start a new run from its weights, set load_from={checkpoint!r} '
+            f'(--cfg-options load_from=...) without --resume.')
+    try:
+        check_checkpoint_matches(model, checkpoint, strict=True, loaded=loaded)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(
+            f'--resume: {str(e).split(". It was probably")[0]}. A run resumes only with the config that wrote its '
+            f'checkpoints.') from None

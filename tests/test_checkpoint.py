@@ -99,3 +99,44 @@ def test_getattr_is_limited_to_history_buffer_statistics(tmp_path, obj, name):
     else:
         with pytest.raises(UnsafeCheckpointError, match='getattr.pth'):
             load_checkpoint_file(str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Foreign checkpoints: every load of weights (build_model: infer_scene, gradcam, visualize_predictions, score_hist,
+# the benchmarks; tools/test.py; --resume) refuses weights that do not fit, before anything runs
+# ----------------------------------------------------------------------------------------------------------------
+def test_foreign_checkpoints_refused_by_every_load(tmp_path):
+    from mmdet_custom.checkpoint import (
+        CheckpointMismatchError,
+        CorruptCheckpointError,
+        ResumeError,
+        check_resume_checkpoint,
+    )
+    from mmdet_custom.models.builder import build_model
+    from tests.helpers import SMOKE_CONFIG
+    config = str(SMOKE_CONFIG)
+    model = build_model(config)
+    other_classes = build_model(config, cfg_options={'model.roi_head.bbox_head.num_classes': 3,
+                                                     'model.roi_head.mask_head.num_classes': 3})
+    other_neck = build_model(config, cfg_options={'model.neck.out_channels': 64})
+    for name, other in (('classes', other_classes), ('neck', other_neck)):
+        torch.save(dict(state_dict=other.state_dict(), meta=dict(epoch=0, iter=2), message_hub={}),
+                   tmp_path / f'{name}.pth')
+    with pytest.raises(CheckpointMismatchError, match=r'classes\.pth.*roi_head\.bbox_head\.fc_cls\.weight '
+                                                      r'\(checkpoint \[4, 1024\], model \[16, 1024\]\)'):
+        build_model(config, str(tmp_path / 'classes.pth'))
+    with pytest.raises(CheckpointMismatchError, match=r'neck\.pth.*neck\.'):
+        build_model(config, str(tmp_path / 'neck.pth'))
+    with pytest.warns(UserWarning, match='does not fit'):  # knowingly, as tools/test.py --strict false
+        build_model(config, str(tmp_path / 'classes.pth'), strict=False)
+    # --resume: a weights-only file (mmengine: KeyError 'epoch') and another config's checkpoint (SGD.step dies)
+    torch.save(dict(state_dict=model.state_dict()), tmp_path / 'weights.pth')
+    with pytest.raises(ResumeError, match=r'weights\.pth is not a training checkpoint \(no meta\.epoch, meta\.iter'):
+        check_resume_checkpoint(model, str(tmp_path / 'weights.pth'))
+    with pytest.raises(CheckpointMismatchError, match=r'--resume: checkpoint .*neck\.pth does not fit'):
+        check_resume_checkpoint(model, str(tmp_path / 'neck.pth'))
+    # a truncated file: one error naming it, wherever it is loaded
+    data = (tmp_path / 'weights.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match=r'cut\.pth \(\d+ bytes\): it is truncated or corrupt'):
+        build_model(config, str(tmp_path / 'cut.pth'))

@@ -35,7 +35,7 @@ from mmengine.runner import Runner
 from mmdet_custom.anchor_search.check import check_anchor_recall
 from mmdet_custom.apis.ann_files import check_evaluator_ann_files
 from mmdet_custom.apis.distributed import prepare_distributed
-from mmdet_custom.checkpoint import check_checkpoint_matches, find_resume_checkpoint
+from mmdet_custom.checkpoint import check_checkpoint_matches, check_resume_checkpoint, find_resume_checkpoint
 from mmdet_custom.datasets.utils import innermost_dataset_cfg, set_data_root
 from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
     ConfigKeyError,
@@ -389,6 +389,8 @@ def train(config: Union[str, Config],
         cfg.load_from = find_resume_checkpoint(cfg.work_dir)
     check_hooks(cfg)
     runner = Runner.from_cfg(cfg)
+    if cfg.get('resume', False) and '://' not in str(cfg.get('load_from') or '://'):  # a file it cannot resume from
+        check_resume_checkpoint(runner.model, cfg.load_from)
     dataset = _build_dataset(runner, 'train', cfg)
     check_num_classes(cfg.model, dataset, 'train')
     check_anchor_recall(cfg, dataset, anchor_check or cfg.get('anchor_check', 'refuse'), logger=runner.logger)

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
+from mmdet_custom.checkpoint import check_checkpoint_matches, load_checkpoint_file
 from mmdet_custom.utils.device import check_device
 
 __all__ = ['build_model', 'disable_pretrained', 'default_device']
@@ -59,7 +60,8 @@ def build_model(config: Any,
                 checkpoint: Optional[str] = None,
                 device: Optional[str] = 'cpu',
                 dataset_meta: Optional[Mapping] = None,
-                cfg_options: Optional[Mapping[str, Any]] = None) -> nn.Module:
+                cfg_options: Optional[Mapping[str, Any]] = None,
+                strict: bool = True) -> nn.Module:
     """Build ``config``'s model in eval mode on ``device``, random init or ``checkpoint``'s weights.
 
     Registers mmdet's and the project's modules and sets the config's default scope (``mmdet``).
@@ -74,12 +76,17 @@ def build_model(config: Any,
             checkpoint's ``meta.dataset_meta``, else ``{}``.
         cfg_options (Mapping, optional): ``--cfg-options`` merged first (unknown keys refused, see
             :func:`mmdet_custom.utils.config.read_config`).
+        strict (bool): refuse a checkpoint whose weights do not fit the model (missing, unexpected or other-shaped
+            keys: another backbone, neck, anchor or class count), before anything runs; False loads what fits and
+            warns (:func:`mmdet_custom.checkpoint.check_checkpoint_matches`). Defaults to True.
 
     Returns:
         nn.Module: the detector in eval mode, with ``model.cfg`` (the config used) and ``model.dataset_meta``.
 
     Raises:
         FileNotFoundError: ``config`` is a path that does not exist, or ``checkpoint`` does not exist.
+        CheckpointMismatchError: with ``strict``, the checkpoint does not fit the model (named keys and shapes).
+        CorruptCheckpointError, UnsafeCheckpointError: a truncated checkpoint, or one holding a refused object.
         KeyError: the config has no ``model``.
         ConfigKeyError: an unknown ``cfg_options`` key.
         DeviceError: ``device`` cannot be used here, e.g. 'cuda' without a GPU (checked first, with the reason:
@@ -89,7 +96,7 @@ def build_model(config: Any,
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
     import mmdet_custom  # noqa: F401  (registers the project's modules)
     from mmdet_custom.utils.config import read_config
@@ -101,8 +108,10 @@ def build_model(config: Any,
         raise KeyError(f'{getattr(cfg, "filename", config)}: the config has no `model`')
     model = MODELS.build(disable_pretrained(copy.deepcopy(cfg.model)))
     if checkpoint is not None:
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu')
-        dataset_meta = dataset_meta or ckpt.get('meta', {}).get('dataset_meta')
+        ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
+        check_checkpoint_matches(model, checkpoint, strict=strict, loaded=ckpt)
+        _load_checkpoint_to_model(model, ckpt, strict=False)  # what does not fit was refused or warned about above
+        dataset_meta = dataset_meta or (ckpt.get('meta') or {}).get('dataset_meta')
     model.cfg = cfg
     model.dataset_meta = dict(dataset_meta or {})
     return model.to(device).eval()
