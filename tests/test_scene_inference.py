@@ -31,6 +31,7 @@ from mmdet_custom.apis.scene import (
 )
 from mmdet_custom.apis.scene.gt import find_isaid_masks
 from mmdet_custom.apis.scene.merge import candidate_pairs, decode_crop, encode_crops
+from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -549,3 +550,31 @@ def test_real_scene_with_a_tiny_random_model_end_to_end(tmp_path, isaid_raw_dir,
     assert last.startswith(f'written to {tmp_path / "out"}: ')
     assert set(last.split(': ', 1)[1].split(', ')) >= {'eval.json', 'results.json', 'scenes.json', 'summary.json',
                                                        'P0003.geojson'}
+
+
+def test_a_file_the_user_put_into_an_output_folder_is_never_deleted(tmp_path):
+    """The marker lists what the tool wrote; a rerun refuses (before any window runs) a folder holding anything
+    else, naming it. The same rule holds in every atomic_dir user (the converters update their folder in place)."""
+    from mmdet_custom.utils.fileio import atomic_dir
+    write_png(tmp_path / 'a.png', 300, 400)
+    out = tmp_path / 'out'
+    inferencer, model = make_inferencer(scene_windows(300, 400), oracle([]))
+    infer_scenes(inferencer, [str(tmp_path / 'a.png')], str(out), log=lambda *_: None)
+    (out / 'notes.txt').write_text('mine')
+    (out / 'mine').mkdir()
+    calls = len(model.calls)
+    with pytest.raises(UserError, match=r'holds files that no run of this tool wrote: mine/, notes\.txt;'):
+        infer_scenes(inferencer, [str(tmp_path / 'a.png')], str(out), log=lambda *_: None)
+    assert len(model.calls) == calls and (out / 'notes.txt').read_text() == 'mine' and (out / 'results.json').exists()
+    (out / 'notes.txt').unlink()
+    (out / 'mine').rmdir()
+    infer_scenes(inferencer, [str(tmp_path / 'a.png')], str(out), log=lambda *_: None)  # its own files: replaced
+    # a converter's folder (keep_existing: one split updated): a file added under a split is named, nothing changes
+    conv = tmp_path / 'converted'
+    with atomic_dir(conv) as tmp:
+        os.makedirs(os.path.join(tmp, 'train'))
+        open(os.path.join(tmp, 'train', 'a.json'), 'w').close()
+    (conv / 'train' / 'extra.json').write_text('{}')
+    with pytest.raises(UserError, match=r'train/extra\.json'), atomic_dir(conv, keep_existing=True):
+        raise AssertionError('the block must not run')
+    assert (conv / 'train' / 'extra.json').exists()

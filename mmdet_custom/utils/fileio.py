@@ -11,7 +11,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 from .errors import UserError
 
@@ -166,14 +166,51 @@ def _clean_stale_siblings(final: str) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+_MARKER_HEADER = ('written by mmdet_custom; a rerun of the tool may replace this folder whole\n'
+                  'files written (anything else here is the user\'s, and the folder is then not replaced):\n')
+_NAMED = 5  # user files named in a refusal
+
+
+def _entries(folder: str) -> List[str]:
+    """Every file and folder under ``folder`` (folders with a trailing ``/``), relative, sorted; not the marker."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = osp.relpath(root, folder)
+        prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
+        found += [prefix + d + '/' for d in dirs] + [prefix + f for f in files if prefix or f != OUTPUT_MARKER]
+    return sorted(found)
+
+
+def user_files(path: PathLike) -> List[str]:
+    """The files and folders in an output folder of this project that no run of the tool wrote (the user's).
+
+    The :data:`OUTPUT_MARKER` lists what the tool wrote; anything else found is the user's. A marker written before
+    the listing existed lists nothing, and then nothing can be told apart (empty result).
+
+    Returns:
+        list[str]: relative paths (folders with a trailing ``/``), sorted; empty when ``path`` has no marker.
+    """
+    marker = osp.join(os.fspath(path), OUTPUT_MARKER)
+    if not osp.isfile(marker):
+        return []
+    with open(marker, encoding='utf-8', errors='replace') as f:
+        lines = f.read().splitlines()
+    header = _MARKER_HEADER.splitlines()
+    if lines[:len(header)] != header:
+        return []
+    written = set(lines[len(header):])
+    return [e for e in _entries(os.fspath(path)) if e not in written]
+
+
 @contextlib.contextmanager
 def atomic_dir(path: PathLike, keep_existing: bool = False) -> Iterator[str]:
     """Yield a temporary folder beside ``path`` that replaces ``path`` whole when the block succeeds.
 
     A reader (or a run killed at any moment) sees the old folder or the complete new one, never a mix. The new
     folder gets :data:`OUTPUT_MARKER`, so a later run may replace it; an existing non-empty folder without the
-    marker (something this project did not write) is refused rather than replaced. Temporary folders of killed
-    runs (``.<name>.tmp-<pid>-*``) are removed the next time.
+    marker (something this project did not write) is refused rather than replaced, and so is a marked folder that
+    holds files or folders the marker does not list (the user's, added after the run: :func:`user_files`).
+    Temporary folders of killed runs (``.<name>.tmp-<pid>-*``) are removed the next time.
 
     Args:
         path (str | PathLike): the output folder.
@@ -181,7 +218,8 @@ def atomic_dir(path: PathLike, keep_existing: bool = False) -> Iterator[str]:
             no space), for tools that update part of their output (e.g. one split of several). Defaults to False.
 
     Raises:
-        UserError: ``path`` exists and is not a folder, or is a non-empty folder this project did not write.
+        UserError: ``path`` exists and is not a folder, or is a non-empty folder this project did not write, or
+            holds files that its tool did not write (named); checked on entry, before the block runs.
     """
     final = osp.abspath(os.fspath(path))
     if osp.exists(final) and not osp.isdir(final):
@@ -189,6 +227,12 @@ def atomic_dir(path: PathLike, keep_existing: bool = False) -> Iterator[str]:
     if osp.isdir(final) and os.listdir(final) and not osp.exists(osp.join(final, OUTPUT_MARKER)):
         raise UserError(f'output folder {final} already holds files that this tool did not write (no '
                         f'{OUTPUT_MARKER}); choose a new or empty folder, nothing was changed')
+    foreign = user_files(final)
+    if foreign:
+        more = f' and {len(foreign) - _NAMED} more' if len(foreign) > _NAMED else ''
+        raise UserError(f'output folder {final} holds files that no run of this tool wrote: '
+                        f'{", ".join(foreign[:_NAMED])}{more}; replacing the folder would delete them. Move them out '
+                        f'or choose another folder; nothing was changed')
     parent, name = osp.split(final)
     os.makedirs(parent, exist_ok=True)
     _clean_stale_siblings(final)
@@ -198,8 +242,9 @@ def atomic_dir(path: PathLike, keep_existing: bool = False) -> Iterator[str]:
         if keep_existing and osp.isdir(final):
             shutil.copytree(final, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
         yield tmp
+        listing = _entries(tmp)
         with open(osp.join(tmp, OUTPUT_MARKER), 'w') as f:
-            f.write('written by mmdet_custom; a rerun of the tool may replace this folder whole\n')
+            f.write(_MARKER_HEADER + ''.join(f'{entry}\n' for entry in listing))
         if not osp.exists(final):
             os.replace(tmp, final)
         elif _exchange(tmp, final):
