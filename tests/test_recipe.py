@@ -182,7 +182,7 @@ def test_variant_configs_merge_fragments():
 
     cfg = load_config(VARIANT_AUG, resolved=False)
     pipeline = cfg.train_dataloader.dataset.pipeline
-    assert [t.type for t in pipeline] == ['LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'Albu',
+    assert [t.type for t in pipeline] == ['LoadImageFromFile', 'LoadCompactAnnotations', 'Resize', 'RandomFlip', 'Albu',
                                           'RandomApply', 'PackDetInputs']
     assert [t.type for t in cfg.train_pipeline] == [t.type for t in pipeline]
     root = load_config(osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_r50_fpn_1x_isaid.py'), resolved=False)
