@@ -578,3 +578,53 @@ def test_a_file_the_user_put_into_an_output_folder_is_never_deleted(tmp_path):
     with pytest.raises(UserError, match=r'train/extra\.json'), atomic_dir(conv, keep_existing=True):
         raise AssertionError('the block must not run')
     assert (conv / 'train' / 'extra.json').exists()
+
+
+def test_settings_that_change_results_are_refused_before_the_model(tmp_path):
+    """Each setting named as the argument and the flag; the window checked before the scene (not "scene size");
+    a window shape the config's pipeline cannot take (a strip from a window longer than the scene's other side)
+    refused before any window runs, naming the scene."""
+    from mmdet_custom.apis.scene.batching import build_window_pipeline
+    windows = scene_windows(300, 400)
+    for kwargs, message in ((dict(border_margin=-1), r'border_margin \(--border-margin\) must be in \[0, '),
+                            (dict(score_thr=1.5), r'score_thr \(--score-thr\) must be in \[0, 1\]'),
+                            (dict(score_thr=float('nan')), r'score_thr \(--score-thr\) must be in \[0, 1\]'),
+                            (dict(window=-5), r'window \(--window\) must be a positive'),
+                            (dict(overlap=900), r'overlap \(--overlap\) must be in \[0, window = 800\)')):
+        with pytest.raises(SceneSettingError, match=message):
+            make_inferencer(windows, oracle([]), **kwargs)
+        with pytest.raises(SceneSettingError, match=message):  # before the model is built (no such config)
+            SceneInferencer.from_config(str(tmp_path / 'none.py'), **kwargs)
+    with pytest.raises(SceneSettingError, match='need window > 0'):
+        scene_windows(300, 400, -5)
+    resize_cfg = Config(dict(test_pipeline=[STUB_CFG.test_pipeline[0],
+                                            dict(type='Resize', scale=(256, 256), keep_ratio=True),
+                                            *STUB_CFG.test_pipeline[1:]]))
+    write_png(tmp_path / 'strip.png', 1, 3000)
+    inferencer, model = make_inferencer(scene_windows(1, 3000), oracle([]),
+                                        pipeline=build_window_pipeline(resize_cfg))
+    with pytest.raises(SceneSettingError, match=r'strip\.png: its 800 x 1 px windows \(window 800, overlap 200, on '
+                                                r'a 3000 x 1 px scene\) fail in the config\'s test pipeline'):
+        infer_scenes(inferencer, [str(tmp_path / 'strip.png')], str(tmp_path / 'out'), log=lambda *_: None)
+    assert model.calls == [] and not (tmp_path / 'out').exists()
+
+
+def test_every_input_is_checked_before_the_first_window(tmp_path):
+    """A bad second scene and --gt masks of the wrong size fail before the first scene's inference."""
+    import cv2
+    write_png(tmp_path / 'a.png', 300, 400)
+    (tmp_path / 'b.png').write_bytes(b'not an image')
+    inferencer, model = make_inferencer(scene_windows(300, 400), oracle([]))
+    with pytest.raises(SceneReadError, match=r'b\.png: not a raster'):
+        infer_scenes(inferencer, [str(tmp_path / 'a.png'), str(tmp_path / 'b.png')], str(tmp_path / 'out'),
+                     log=lambda *_: None)
+    write_png(tmp_path / 'b.png', 200, 200)
+    (tmp_path / 'gt' / 'images').mkdir(parents=True)
+    for stem, (h, w) in (('a', (300, 400)), ('b', (200, 250))):
+        for kind in ('id', 'color'):
+            assert cv2.imwrite(str(tmp_path / 'gt' / 'images' / f'{stem}_instance_{kind}_RGB.png'),
+                               np.zeros((h, w, 3), np.uint8))
+    with pytest.raises(UserError, match=r'b_instance_id_RGB\.png is 250 x 200 px but the scene .*b\.png is 200 x 200'):
+        infer_scenes(inferencer, [str(tmp_path / 'a.png'), str(tmp_path / 'b.png')], str(tmp_path / 'out'),
+                     gt_dir=str(tmp_path / 'gt'), log=lambda *_: None)
+    assert model.calls == [] and not (tmp_path / 'out').exists()

@@ -46,6 +46,26 @@ def find_isaid_masks(raw_dir: str, stem: str) -> Tuple[str, str]:
     return found[0]
 
 
+def isaid_mask_size(id_png: str, color_png: str) -> Tuple[int, int]:
+    """``(height, width)`` of a scene's two iSAID mask PNGs, read from their headers (nothing decoded).
+
+    Raises:
+        UserError: a file that is not a readable image, or two masks of different sizes (both named).
+    """
+    from PIL import Image, UnidentifiedImageError
+    sizes = []
+    for path in (id_png, color_png):
+        try:
+            with Image.open(path) as image:
+                sizes.append(image.size[::-1])
+        except (OSError, UnidentifiedImageError) as e:
+            raise UserError(f'cannot read the iSAID mask {path} as an image ({e})') from None
+    if sizes[0] != sizes[1]:
+        raise UserError(f'the iSAID masks {id_png} ({sizes[0][1]} x {sizes[0][0]} px) and {color_png} '
+                        f'({sizes[1][1]} x {sizes[1][0]} px) differ in size: not the masks of one scene')
+    return sizes[0]
+
+
 def _read_rgb(path: str) -> np.ndarray:
     import cv2
     image = cv2.imread(path, cv2.IMREAD_COLOR)

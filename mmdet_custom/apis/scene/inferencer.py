@@ -71,6 +71,37 @@ def _config_classes(cfg) -> Optional[tuple]:
     return tuple(classes) if classes else None
 
 
+def check_settings(window: int = 800, overlap: int = 200, batch_size: int = 2, num_workers: int = 2,
+                   score_thr: float = 0.05, max_per_window: int = 1000, match: str = 'iou', match_thr: float = 0.5,
+                   border_margin: int = 2, **_: object) -> None:
+    """Refuse window / merge settings that cannot work or would change the results without a word.
+
+    Each setting is named as the argument and as ``tools/infer_scene.py``'s flag. Called before the model is built.
+
+    Raises:
+        SceneSettingError: a window or overlap of no tiling, a batch size or window cap below 1, negative workers or
+            border margin, a score threshold outside [0, 1], an unknown match or a match threshold outside (0, 1].
+    """
+    def refuse(name: str, rule: str, value: object) -> None:
+        raise SceneSettingError(f'{name} (--{name.replace("_", "-")}) must be {rule}, got {value!r}')
+
+    if not window > 0:
+        refuse('window', 'a positive number of pixels', window)
+    if not 0 <= overlap < window:
+        refuse('overlap', f'in [0, window = {window}) px', overlap)
+    if not batch_size >= 1:
+        refuse('batch_size', '>= 1', batch_size)
+    if not num_workers >= 0:
+        refuse('num_workers', '>= 0', num_workers)
+    if not max_per_window >= 1:
+        refuse('max_per_window', '>= 1', max_per_window)
+    if not 0 <= score_thr <= 1:  # also refuses NaN
+        refuse('score_thr', 'in [0, 1] (a detection score)', score_thr)
+    if not 0 <= border_margin < window / 2:
+        refuse('border_margin', f'in [0, window / 2 = {window / 2:g}) px', border_margin)
+    check_match(match, match_thr)
+
+
 class SceneInferencer:
     """Predict instances on whole scenes of any size, window by window, merged once (see :mod:`.merge`).
 
@@ -108,11 +139,8 @@ class SceneInferencer:
                  overlap: int = 200, batch_size: int = 2, num_workers: int = 2, score_thr: float = 0.05,
                  max_per_window: int = 1000, match: str = 'iou', match_thr: float = 0.5, border_margin: int = 2,
                  progress: bool = True):
-        if batch_size < 1 or num_workers < 0 or max_per_window < 1:
-            raise SceneSettingError(f'need batch_size >= 1, num_workers >= 0, max_per_window >= 1; got '
-                                    f'{batch_size}, {num_workers}, {max_per_window}')
-        scene_windows(window, window, window, overlap)  # validates window / overlap
-        check_match(match, match_thr)
+        check_settings(window, overlap, batch_size, num_workers, score_thr, max_per_window, match, match_thr,
+                       border_margin)
         self.model = model
         self.pipeline = pipeline if pipeline is not None else build_window_pipeline(model.cfg)
         meta = getattr(model, 'dataset_meta', None) or {}
@@ -149,6 +177,7 @@ class SceneInferencer:
             UserError: no class names anywhere.
         """
         from mmdet_custom.models.builder import build_model
+        check_settings(**kwargs)  # before the model is built
         for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
             if isinstance(path, str) and not osp.isfile(path):
                 raise FileNotFoundError(f'{what} not found: {path}')
@@ -165,6 +194,29 @@ class SceneInferencer:
         return cls(model, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------------
+    def check_scene(self, reader: SceneReader) -> np.ndarray:
+        """The windows of ``reader``'s scene, each distinct window shape run once through the test pipeline on a
+        blank image, so that a scene the pipeline cannot take fails before any window of any scene runs.
+
+        Returns:
+            np.ndarray: (K, 4) windows, as :func:`~.reader.scene_windows`.
+
+        Raises:
+            SceneSettingError: a window shape the pipeline refuses (e.g. a strip a few pixels high, from a
+                ``window`` longer than the scene's other side), naming the scene, the shape and the cause.
+        """
+        windows = scene_windows(reader.height, reader.width, self.window, self.overlap)
+        for w, h in {(int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in windows}:
+            try:
+                self.pipeline(dict(img=np.zeros((h, w, 3), np.uint8), img_id=0, img_path=None))
+            except Exception as e:  # noqa: BLE001 (any failure of the config's transforms)
+                raise SceneSettingError(
+                    f'{reader.path}: its {w} x {h} px windows (window {self.window}, overlap {self.overlap}, on a '
+                    f'{reader.width} x {reader.height} px scene) fail in the config\'s test pipeline '
+                    f'({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ""}); choose '
+                    f'a --window that fits the scene, or crop or pad the scene') from None
+        return windows
+
     def predict_raw(self, reader: SceneReader, windows: np.ndarray) -> SceneDetections:
         """All windows' detections in scene pixels, before merging."""
         from tqdm import tqdm
@@ -209,9 +261,9 @@ class SceneInferencer:
             FileNotFoundError, SceneReadError: see :class:`~.reader.SceneReader`.
         """
         reader = SceneReader(path, bands=bands, value_range=value_range)
-        windows = scene_windows(reader.height, reader.width, self.window, self.overlap)
         start = time.perf_counter()
         try:
+            windows = self.check_scene(reader)
             raw = self.predict_raw(reader, windows)
         except BaseException:
             reader.close()

@@ -70,11 +70,11 @@ def scene_windows(height: int, width: int, window: int = 800, overlap: int = 200
     Raises:
         SceneSettingError: a non-positive size or window, or an overlap outside ``[0, window)``.
     """
-    if height <= 0 or width <= 0:
-        raise SceneSettingError(f'scene size must be positive, got {height} x {width}')
-    if window <= 0 or not 0 <= overlap < window:
+    if window <= 0 or not 0 <= overlap < window:  # the settings first: a bad window is not a bad scene
         raise SceneSettingError(f'need window > 0 and 0 <= overlap < window, got window={window}, '
                                 f'overlap={overlap}')
+    if height <= 0 or width <= 0:
+        raise SceneSettingError(f'scene size must be positive, got {height} x {width}')
 
     def starts(length: int) -> list:
         out, start = [], 0

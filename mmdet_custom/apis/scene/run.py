@@ -23,8 +23,8 @@ from mmdet_custom.utils.fileio import atomic_dir, check_output_outside_inputs, d
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
 from . import writers
-from .gt import find_isaid_masks, read_isaid_instances, scene_gt_coco
-from .reader import ValueRange
+from .gt import find_isaid_masks, isaid_mask_size, read_isaid_instances, scene_gt_coco
+from .reader import SceneReader, ValueRange
 
 #: The iSAID budget of detections per image (applied per window; see :func:`evaluate_scenes`).
 ISAID_MAX_DETS = 1000
@@ -92,7 +92,8 @@ def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Option
     Raises:
         FileNotFoundError: a missing scene or ``gt_dir``.
         UserError: duplicate stems, an output folder overlapping an input, a scene that cannot be read, ground truth
-            that is missing or of another size than its scene, a model whose classes are not iSAID's with ``gt_dir``.
+            that is missing or of another size than its scene, a model whose classes are not iSAID's with ``gt_dir``;
+            all checked for every scene before the first window runs.
     """
     inputs = [os.fspath(p) for p in inputs]
     if not inputs:
@@ -112,6 +113,18 @@ def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Option
                             f'classes {list(ISAID_CLASSES)}')
         gt_paths = [find_isaid_masks(gt_dir, stem) for stem in stems]  # fail before hours of inference
     check_output_outside_inputs(out_dir, *inputs, *([gt_dir] if gt_dir else []), out_flag='--out-dir')
+    # every input checked before the first window of the first scene runs: a bad last scene or mask must not cost
+    # the inference of the others
+    for i, path in enumerate(inputs):
+        with SceneReader(path, bands=bands, value_range=value_range) as reader:
+            check_scene = getattr(inferencer, 'check_scene', None)
+            if check_scene is not None:
+                check_scene(reader)
+            if gt_dir is not None:
+                height, width = isaid_mask_size(*gt_paths[i])
+                if (height, width) != (reader.height, reader.width):
+                    raise UserError(f'{gt_paths[i][0]} is {width} x {height} px but the scene {path} is '
+                                    f'{reader.width} x {reader.height}: not the masks of this scene')
     classes = list(inferencer.classes)
     category_ids = list(range(1, len(classes) + 1))
     palette = writers.class_palette(len(classes), inferencer.palette)
