@@ -316,3 +316,32 @@ def test_cells_full_model_reuses_isaid_full_model_parts():
     assert cells.train_cfg.val_interval == 1
     assert cells.model.rpn_head.anchor_generator.type == 'AnchorGenerator'
     assert isaid.model.rpn_head.anchor_generator.type == 'PerLevelAnchorGenerator'
+
+
+def test_misspelt_keys_inside_a_config_are_refused_naming_file_and_key(tmp_path):
+    """A misspelt model.test_cfg / train_cfg key (ignored by mmdet) and a misspelt head or loop argument (a bare
+    TypeError from the registry) each end in one ConfigKeyError naming the config file and the key's path."""
+    from mmengine.config import Config
+    from mmengine.registry import LOOPS
+
+    from mmdet_custom.models.builder import build_model
+    from mmdet_custom.utils.config import ConfigKeyError, config_build_errors, read_config
+    smoke = REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
+    child = tmp_path / 'typo.py'
+    child.write_text(f"_base_ = '{smoke}'\nmodel = dict(test_cfg=dict(rcnn=dict(max_per_imgs=1000)))\n")
+    with pytest.raises(ConfigKeyError, match=r"typo\.py: model\.test_cfg\.rcnn\.max_per_imgs is not a setting mmdet "
+                                             r"reads .*Did you mean 'max_per_img'\?"):
+        read_config(str(child))
+    child.write_text(f"_base_ = '{smoke}'\nmodel = dict(train_cfg=dict(rpn=dict(allowed_boarder=-1)))\n")
+    with pytest.raises(ConfigKeyError, match=r'model\.train_cfg\.rpn\.allowed_boarder'):
+        read_config(str(child))
+    child.write_text(f"_base_ = '{smoke}'\nmodel = dict(roi_head=dict(bbox_head=dict(num_clases=15)))\n")
+    with pytest.raises(ConfigKeyError, match=r"typo\.py: model\.roi_head\.bbox_head\.num_clases: BBoxHead takes no "
+                                             r"argument 'num_clases'"):
+        build_model(str(child))
+    cfg = Config(dict(train_cfg=dict(type='IterBasedTrainLoop', max_iter=2)), filename=str(child))
+    with pytest.raises(ConfigKeyError, match=r"typo\.py: train_cfg\.max_iter: IterBasedTrainLoop takes no argument"):
+        with config_build_errors(cfg):
+            LOOPS.build(cfg.train_cfg, default_args=dict(runner=None, dataloader=None))
+    with pytest.raises(TypeError, match='other'), config_build_errors(cfg):  # not a config key: unchanged
+        raise TypeError("f.__init__() got an unexpected keyword argument 'other'")

@@ -40,6 +40,7 @@ from mmdet_custom.datasets.utils import innermost_dataset_cfg, set_data_root
 from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
     ConfigKeyError,
     check_cfg_options,
+    config_build_errors,
     is_annotation_loader,
     isolate_run,
     isolate_visualizer,
@@ -158,7 +159,8 @@ def _build_dataset(runner: Runner, split: str, cfg: Config) -> Any:
     array to concatenate". Raised here as :class:`DatasetCheckError` naming the dataset.
     """
     try:
-        loader = getattr(runner, f'{split}_dataloader')
+        with config_build_errors(cfg):
+            loader = getattr(runner, f'{split}_dataloader')
     except ValueError as e:
         if 'need at least one array to concatenate' not in str(e):
             raise
@@ -388,7 +390,8 @@ def train(config: Union[str, Config],
     elif cfg.get('resume', False) and not cfg.get('load_from', None):  # resume = True in the config: auto-resume
         cfg.load_from = find_resume_checkpoint(cfg.work_dir)
     check_hooks(cfg)
-    runner = Runner.from_cfg(cfg)
+    with config_build_errors(cfg):
+        runner = Runner.from_cfg(cfg)
     if cfg.get('resume', False) and '://' not in str(cfg.get('load_from') or '://'):  # a file it cannot resume from
         check_resume_checkpoint(runner.model, cfg.load_from)
     dataset = _build_dataset(runner, 'train', cfg)
@@ -402,7 +405,8 @@ def train(config: Union[str, Config],
         check_evaluator_ann_files(runner.val_loop.evaluator, val_dataset, 'val', logger=runner.logger)
         if check_image_files:
             check_images(val_dataset, 'val', logger=runner.logger)
-    runner.train()
+    with config_build_errors(cfg):  # the optimizer, schedulers and loops are built here
+        runner.train()
     return runner
 
 
@@ -566,7 +570,8 @@ def test(config: Union[str, Config],
         _set_max_per_img(cfg, max_per_img)
     if format_only:
         _export_instead_of_evaluating(cfg, out, score_thr, name_to_ids, drop_border)
-    runner = Runner.from_cfg(cfg)
+    with config_build_errors(cfg):
+        runner = Runner.from_cfg(cfg)
     check_checkpoint_matches(runner.model, checkpoint, strict=strict, logger=runner.logger)
     dataset = _build_dataset(runner, 'test', cfg)
     check_num_classes(cfg.model, dataset, 'test')

@@ -99,14 +99,15 @@ def build_model(config: Any,
     from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
     import mmdet_custom  # noqa: F401  (registers the project's modules)
-    from mmdet_custom.utils.config import read_config
+    from mmdet_custom.utils.config import config_build_errors, read_config
 
     register_all_modules(init_default_scope=False)
     cfg = read_config(config if isinstance(config, str) else copy.deepcopy(config), cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     if 'model' not in cfg:
         raise KeyError(f'{getattr(cfg, "filename", config)}: the config has no `model`')
-    model = MODELS.build(disable_pretrained(copy.deepcopy(cfg.model)))
+    with config_build_errors(cfg):
+        model = MODELS.build(disable_pretrained(copy.deepcopy(cfg.model)))
     if checkpoint is not None:
         ckpt = load_checkpoint_file(checkpoint, map_location='cpu')
         check_checkpoint_matches(model, checkpoint, strict=strict, loaded=ckpt)

@@ -11,8 +11,10 @@ but at each file, so a child could not read them.) mmengine's own ``_base_``, ``
 ``_deprecation_`` are kept.
 """
 import ast
+import contextlib
 import difflib
 import os.path as osp
+import re
 import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
@@ -22,7 +24,8 @@ from mmdet_custom.utils.errors import UserError
 
 __all__ = [
     'ANNOTATION_LOADERS', 'ConfigKeyError', 'DuplicateBaseKeyError', 'check_cfg_options', 'drop_private_names',
-    'duplicate_base_key_error', 'is_annotation_loader', 'isolate_run', 'isolate_visualizer', 'read_config'
+    'duplicate_base_key_error', 'is_annotation_loader', 'isolate_run', 'isolate_visualizer', 'read_config',
+    'STAGE_CFG_KEYS', 'check_stage_cfg_keys', 'config_build_errors'
 ]
 
 MMENGINE_RESERVED = ('_base_', '_scope_', '_delete_', '_deprecation_')
@@ -194,6 +197,80 @@ def drop_private_names(cfg: Config) -> Config:
     return cfg
 
 
+#: The keys mmdet 3.3's two-stage detectors read from ``model.train_cfg`` / ``model.test_cfg`` (``RPNHead``,
+#: ``StandardRoIHead``, ``BBoxHead``, ``FCNMaskHead``); they read these by attribute or ``.get`` and ignore any other.
+STAGE_CFG_KEYS = {
+    ('test_cfg', 'rpn'): ('nms_pre', 'max_per_img', 'nms', 'min_bbox_size'),
+    ('test_cfg', 'rcnn'): ('score_thr', 'nms', 'max_per_img', 'mask_thr_binary'),
+    ('train_cfg', 'rpn'): ('assigner', 'sampler', 'allowed_border', 'pos_weight', 'debug'),
+    ('train_cfg', 'rpn_proposal'): ('nms_pre', 'max_per_img', 'nms', 'min_bbox_size'),
+    ('train_cfg', 'rcnn'): ('assigner', 'sampler', 'mask_size', 'pos_weight', 'debug'),
+}
+
+
+def check_stage_cfg_keys(cfg: Config, source: str = '') -> None:
+    """Refuse a key of ``model.train_cfg`` / ``model.test_cfg`` (stages ``rpn``, ``rpn_proposal``, ``rcnn``, the
+    latter also a list as in Cascade R-CNN) that mmdet does not read: a misspelt ``max_per_imgs`` would be ignored and
+    the default used without a word.
+
+    Raises:
+        ConfigKeyError: naming the config file, the key's path and the closest known key.
+    """
+    model = cfg.get('model') if hasattr(cfg, 'get') else None
+    if not isinstance(model, Mapping):
+        return
+    source = source or getattr(cfg, 'filename', None) or 'the config'
+    for (part, stage), known in STAGE_CFG_KEYS.items():
+        node = (model.get(part) or {}).get(stage) if isinstance(model.get(part), Mapping) else None
+        nodes = node if isinstance(node, (list, tuple)) else [node]
+        for i, item in enumerate(nodes):
+            if not isinstance(item, Mapping):
+                continue
+            for key in item:
+                if key in known or key in MMENGINE_RESERVED:
+                    continue
+                where = f'model.{part}.{stage}' + (f'[{i}]' if isinstance(node, (list, tuple)) else '')
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f' Did you mean {close[0]!r}?' if close else ''
+                raise ConfigKeyError(f'{source}: {where}.{key} is not a setting mmdet reads (it would be ignored; '
+                                     f'known: {", ".join(known)}).{hint}')
+
+
+_UNEXPECTED_ARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def _paths_of_key(node: Any, key: str, prefix: str = '') -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            path = f'{prefix}.{k}' if prefix else str(k)
+            if k == key:
+                yield path
+            yield from _paths_of_key(v, key, path)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _paths_of_key(v, key, f'{prefix}[{i}]')
+
+
+@contextlib.contextmanager
+def config_build_errors(cfg: Config, source: str = '') -> Iterator[None]:
+    """Turn a registry build that fails on an unexpected argument (mmengine: a bare ``TypeError: X.__init__() got an
+    unexpected keyword argument 'k'``) into one :class:`ConfigKeyError` naming the config file, the class and where
+    ``k`` is set in the config. Other errors, and a ``k`` the config does not hold, pass unchanged.
+    """
+    try:
+        yield
+    except TypeError as e:
+        match = _UNEXPECTED_ARG.search(str(e))
+        paths = list(_paths_of_key(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg, match.group(2))) \
+            if match else []
+        if not paths:
+            raise
+        source = source or getattr(cfg, 'filename', None) or 'the config'
+        more = f' (and {len(paths) - 3} more places)' if len(paths) > 3 else ''
+        raise ConfigKeyError(f'{source}: {", ".join(paths[:3])}{more}: {match.group(1)} takes no argument '
+                             f'{match.group(2)!r} (misspelt?)') from e
+
+
 def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, Any]] = None) -> Config:
     """Read ``config`` (path, or a :class:`Config` that is copied) and merge the checked ``cfg_options``.
 
@@ -205,6 +282,7 @@ def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, A
         ConfigKeyError: see :func:`check_cfg_options`.
         DuplicateBaseKeyError: two files of one ``_base_`` list define the same name (mmengine's "Duplicate key
             is not allowed among bases"), naming the config, the key and both files.
+        ConfigKeyError: a ``model.train_cfg`` / ``test_cfg`` key mmdet does not read (:func:`check_stage_cfg_keys`).
     """
     if isinstance(config, str):
         if not osp.isfile(config):
@@ -223,6 +301,7 @@ def read_config(config: Union[str, Config], cfg_options: Optional[Mapping[str, A
     if cfg_options:
         source = config if isinstance(config, str) else (getattr(cfg, 'filename', None) or '')
         cfg.merge_from_dict(check_cfg_options(cfg, cfg_options, source))
+    check_stage_cfg_keys(cfg, config if isinstance(config, str) else '')
     return cfg
 
 
