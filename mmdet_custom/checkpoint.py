@@ -20,6 +20,7 @@ never leaves the work dir without its last checkpoint.
 Importing ``mmdet_custom`` applies both, so ``load_from``, ``--resume``, ``tools/test.py CKPT``, backbone
 ``init_cfg=dict(type='Pretrained', checkpoint=<local file>)`` and every ``CheckpointHook`` go through them.
 """
+import errno
 import glob
 import os
 import os.path as osp
@@ -217,8 +218,8 @@ def save_checkpoint_atomic(checkpoint: dict,
         file_client_args, backend_args: as for :func:`mmengine.runner.save_checkpoint`.
 
     Raises:
-        OSError: the write failed (e.g. disk full); the destination and any older checkpoint are unchanged and the
-            temporary file is removed.
+        OSError: the write failed (e.g. disk full, errno 28), naming ``filename``; the destination and any older
+            checkpoint are unchanged and the temporary file is removed.
     """
     filename = os.fspath(filename)
     if file_client_args is not None or backend_args is not None or '://' in filename or filename.startswith('pavi:'):
@@ -229,10 +230,21 @@ def save_checkpoint_atomic(checkpoint: dict,
     remove_stale_temp_files(folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(filename)}{_TMP_INFIX}{os.getpid()}-')
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except RuntimeError as e:  # torch's zip writer reports a failed write (e.g. a full disk) without errno
+            if 'PytorchStreamWriter' not in str(e):
+                raise
+            stat = os.statvfs(folder)
+            code = errno.ENOSPC if stat.f_bavail * stat.f_frsize < 2**20 else errno.EIO
+            raise OSError(code, os.strerror(code), filename) from e
+        except OSError as e:
+            if e.filename is None and e.errno is not None:
+                raise OSError(e.errno, e.strerror or str(e), filename) from e
+            raise
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0o600; a checkpoint gets the usual permissions

@@ -628,3 +628,62 @@ def test_every_input_is_checked_before_the_first_window(tmp_path):
         infer_scenes(inferencer, [str(tmp_path / 'a.png'), str(tmp_path / 'b.png')], str(tmp_path / 'out'),
                      gt_dir=str(tmp_path / 'gt'), log=lambda *_: None)
     assert model.calls == [] and not (tmp_path / 'out').exists()
+
+
+def test_os_errors_and_corrupt_files_are_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """A read-only file system, a full disk (also inside pyogrio and after open, where no file name comes with the
+    error), a truncated .pth and a truncated TIFF read in a worker: one error line naming the file, exit 2."""
+    import errno
+
+    import geopandas as gpd
+    import pyogrio.errors
+
+    from mmdet_custom.apis.scene import writers
+    from mmdet_custom.checkpoint import load_checkpoint_file
+    from mmdet_custom.utils.cli import run_cli
+    from mmdet_custom.utils.fileio import dump_json_atomic
+
+    def error_line(main):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, [])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and 'Traceback' not in err and err.startswith('error: ')
+        return err.splitlines()[0]
+
+    def read_only(argv):
+        raise OSError(errno.EROFS, 'Read-only file system', '/mnt/ro/results.json')
+    assert error_line(read_only) == 'error: Read-only file system (errno 30): /mnt/ro/results.json'
+
+    out = tmp_path / 'metrics.json'
+    out.write_text('{"previous": 1}')
+
+    def disk_full_after_open(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')  # as f.write raises it: no file name
+    monkeypatch.setattr(json, 'dump', disk_full_after_open)
+    assert error_line(lambda argv: dump_json_atomic({}, out)) == \
+        f'error: No space left on device (errno 28): {out}'
+    monkeypatch.undo()
+    assert out.read_text() == '{"previous": 1}'
+
+    def commit_fails(self, *args, **kwargs):
+        raise pyogrio.errors.DataSourceError('Failed to commit transaction')
+    monkeypatch.setattr(gpd.GeoDataFrame, 'to_file', commit_fails)
+    dets = merge_scene_detections(SceneDetectionsBuilder(10, 10, scene_windows(10, 10)).build())[0]
+    line = error_line(lambda argv: writers.write_geopackage(str(tmp_path / 'a.gpkg'), dets, [], ISAID_CLASSES,
+                                                            range(1, 16)))
+    assert 'Failed to commit transaction' in line and line.endswith(str(tmp_path / 'a.gpkg'))
+    monkeypatch.undo()
+
+    torch.save({'w': torch.zeros(100)}, tmp_path / 'w.pth')
+    (tmp_path / 'w.pth').write_bytes((tmp_path / 'w.pth').read_bytes()[:300])
+    assert 'w.pth (300 bytes): it is truncated or corrupt' in error_line(
+        lambda argv: load_checkpoint_file(str(tmp_path / 'w.pth')))
+
+    write_geotiff(tmp_path / 'cut.tif', 1000, 1000)
+    data = (tmp_path / 'cut.tif').read_bytes()
+    (tmp_path / 'cut.tif').write_bytes(data[:len(data) // 2])
+    inferencer, _ = make_inferencer(scene_windows(1000, 1000), oracle([]), num_workers=1)
+    line = error_line(lambda argv: infer_scenes(inferencer, [str(tmp_path / 'cut.tif')], str(tmp_path / 'out'),
+                                                log=lambda *_: None))
+    assert line.startswith(f'error: {tmp_path / "cut.tif"}: cannot read its pixels (') and 'truncated' in line
+    assert not (tmp_path / 'out').exists()

@@ -8,6 +8,7 @@ else is a bug and keeps its traceback.
 This module imports neither torch nor mmengine at import time (light tools such as the converters use it).
 """
 import argparse
+import errno
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -19,6 +20,29 @@ from .errors import UserError
 USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 #: Exit code of a user mistake (argparse uses the same for bad flags).
 USER_ERROR_EXIT = 2
+#: Errors of the file system, not of the program, reported like a user mistake: a read-only file system, a full disk
+#: or quota, an I/O error (a failing disk, a truncated network file), a name too long, a symlink loop, a file too big.
+USER_ERRNOS = frozenset(getattr(errno, name) for name in (
+    'EROFS', 'ENOSPC', 'EDQUOT', 'EIO', 'ENAMETOOLONG', 'ELOOP', 'EFBIG', 'EACCES', 'EPERM', 'ENOENT', 'ENOTDIR',
+    'EISDIR', 'EEXIST', 'ENOTEMPTY', 'EXDEV', 'ESTALE') if hasattr(errno, name))
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` reaches users as one ``error:`` line: a :data:`USER_ERRORS` type, or an ``OSError`` whose
+    errno is in :data:`USER_ERRNOS` (e.g. errno 30, read-only file system; 28, disk full)."""
+    return isinstance(error, USER_ERRORS) or isinstance(error, OSError) and error.errno in USER_ERRNOS
+
+
+def error_message(error: BaseException) -> str:
+    """The one-line text of a user error: its message, with the file it concerns when the message lacks it."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, OSError) and not isinstance(error, UserError):
+        filename = error.filename
+        if error.strerror and filename is not None:
+            message = f'{error.strerror} (errno {error.errno}): {filename}'
+        elif filename is not None and str(filename) not in message:
+            message = f'{message}: {filename}'
+    return message
 
 
 def add_cfg_options(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +104,8 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Se
             ``MMDET_CUSTOM_DEBUG=1``).
 
     Raises:
-        SystemExit: always: code 0 after success, 2 after a user mistake (one ``error:`` line on stderr),
+        SystemExit: always: code 0 after success, 2 after a user mistake or a file-system error (one ``error:``
+            line on stderr naming the file; :func:`is_user_error`),
             130 after Ctrl-C. Other exceptions propagate with their traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -90,13 +115,10 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Se
         debug = True
     try:
         main(argv)
-    except USER_ERRORS as e:
-        if debug:
+    except (UserError, OSError) as e:
+        if debug or not is_user_error(e):
             raise
-        message = str(e) or type(e).__name__
-        if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in message:
-            message = f'{message}: {e.filename}'
-        print(f'error: {message}', file=sys.stderr)
+        print(f'error: {error_message(e)}', file=sys.stderr)
         if not isinstance(e, UserError):
             print('(run with --debug for the traceback)', file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)

@@ -42,12 +42,36 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'{prefix}{os.getpid()}-', suffix='.tmp' + ext)
     os.close(fd)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        with _naming(tmp, path):
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def _naming(tmp: str, final: str) -> Iterator[None]:
+    """Name ``final`` in an ``OSError`` raised while writing ``tmp`` (its temporary stand-in).
+
+    A write that fails after ``open`` (errno 28, disk full, from ``f.write`` or ``close``) carries no file name, and
+    one inside the temporary file or folder names a path the user never chose; both are re-raised naming ``final``
+    (the file under it, for a folder), with the same errno.
+    """
+    try:
+        yield
+    except OSError as e:
+        name = e.filename
+        if isinstance(e, UserError) or e.errno is None:  # a message of its own, or no errno to keep
+            raise
+        if name is None:
+            name = final
+        elif isinstance(name, str) and (name == tmp or name.startswith(tmp + os.sep)):
+            name = final + name[len(tmp):]
+        else:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), name) from e
 
 
 def _clean_stale_files(folder: str, prefix: str) -> None:
@@ -241,10 +265,11 @@ def atomic_dir(path: PathLike, keep_existing: bool = False) -> Iterator[str]:
         os.chmod(tmp, 0o777 & ~_umask())
         if keep_existing and osp.isdir(final):
             shutil.copytree(final, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
-        yield tmp
-        listing = _entries(tmp)
-        with open(osp.join(tmp, OUTPUT_MARKER), 'w') as f:
-            f.write(_MARKER_HEADER + ''.join(f'{entry}\n' for entry in listing))
+        with _naming(tmp, final):
+            yield tmp
+            listing = _entries(tmp)
+            with open(osp.join(tmp, OUTPUT_MARKER), 'w') as f:
+                f.write(_MARKER_HEADER + ''.join(f'{entry}\n' for entry in listing))
         if not osp.exists(final):
             os.replace(tmp, final)
         elif _exchange(tmp, final):

@@ -232,6 +232,13 @@ class SceneInferencer:
                 del batch
                 release_free_memory()
                 bar.update(len(indices))
+        except UserError as e:
+            # torch re-raises a reading worker's error with the worker's traceback in the message; a user error
+            # keeps its one line (the traceback's last: "<module>.<Type>: <message>")
+            text = str(e)
+            if 'Original Traceback' not in text:
+                raise
+            raise type(e)(text.rstrip().splitlines()[-1].split(': ', 1)[-1]) from None
         finally:
             bar.close()
         return builder.build()

@@ -20,10 +20,11 @@ file's overviews when it has them), nodata pixels excluded. Without it the reade
 guessing a stretch would silently change what the model sees. The model receives BGR ``uint8`` windows, as mmdet's
 ``LoadImageFromFile`` gives.
 """
+import contextlib
 import os
 import os.path as osp
 import warnings
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -216,6 +217,20 @@ class SceneReader:
             self._pid = os.getpid()
         return self._ds
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """GDAL's block cache for this reader, and a failed read (a truncated or corrupt file: rasterio's bare "Read
+        failed. See previous exception") raised as :class:`SceneReadError` naming the file and GDAL's reason."""
+        from rasterio.errors import RasterioError
+        try:
+            with self._gdal_env():
+                yield
+        except RasterioError as e:
+            cause = e.__cause__ or e.__context__
+            reason = (cause.args[-1] if cause is not None and cause.args else None) or str(e)
+            raise SceneReadError(f'{self.path}: cannot read its pixels ({reason}); the file is truncated or '
+                                 f'corrupt') from None
+
     def _decimated_shape(self, max_side: int) -> Tuple[int, int]:
         scale = min(1.0, max_side / max(self.height, self.width))
         return max(1, round(self.height * scale)), max(1, round(self.width * scale))
@@ -223,7 +238,7 @@ class SceneReader:
     def _read_raw_decimated(self, out_h: int, out_w: int) -> np.ndarray:
         """(len(unique bands), out_h, out_w) raw values, area-averaged (GDAL reads block by block or overviews)."""
         from rasterio.enums import Resampling
-        with self._gdal_env():
+        with self._reading():
             return self._dataset().read(self._unique_bands, out_shape=(len(self._unique_bands), out_h, out_w),
                                         resampling=Resampling.average)
 
@@ -235,7 +250,7 @@ class SceneReader:
     def prepare(self) -> None:
         """Decode a whole-read scene now (in the parent process, before DataLoader workers fork)."""
         if self.whole_read and self._whole is None:
-            with self._gdal_env():
+            with self._reading():
                 self._whole = self._to_bgr_uint8(self._dataset().read(self._unique_bands))
 
     def read(self, window: Sequence[int]) -> np.ndarray:
@@ -247,7 +262,7 @@ class SceneReader:
         if self.whole_read:
             self.prepare()
             return self._whole[y0:y1, x0:x1]
-        with self._gdal_env():
+        with self._reading():
             chw = self._dataset().read(self._unique_bands, window=Window(x0, y0, x1 - x0, y1 - y0))
         return self._to_bgr_uint8(chw)
 

@@ -5,7 +5,10 @@ Polygons are traced with :func:`rasterio.features.shapes` on each cropped mask: 
 transform takes them to map coordinates; a raster without georeferencing keeps pixel coordinates (x right, y down,
 the top-left corner of the scene at (0, 0)).
 """
+import errno
 import json
+import os
+import os.path as osp
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -118,6 +121,8 @@ def write_geopackage(path: str, dets: SceneDetections, geoms: list, classes: Seq
 
     Raises:
         ImportError: geopandas or pyogrio is missing (check :func:`geopackage_available` first).
+        OSError: GDAL could not write ``path`` (disk full: its "Failed to commit transaction"; read-only), with an
+            errno (28, 30 or 5) and ``path`` as its file name.
     """
     import geopandas as gpd
     labels = dets.labels.astype(int)
@@ -125,7 +130,17 @@ def write_geopackage(path: str, dets: SceneDetections, geoms: list, classes: Seq
         {'id': np.arange(1, len(dets) + 1), 'class': [classes[i] for i in labels],
          'category_id': [int(category_ids[i]) for i in labels], 'score': dets.scores.astype(float)},
         geometry=list(geoms), crs=None if crs is None else crs.to_wkt())
-    frame.to_file(path, driver='GPKG', layer='detections', engine='pyogrio')
+    try:
+        frame.to_file(path, driver='GPKG', layer='detections', engine='pyogrio')
+    except RuntimeError as e:  # pyogrio's errors (DataSourceError, ...) carry GDAL's text without an errno
+        text = str(e)
+        if not any(s in text.lower() for s in ('commit transaction', 'no space', 'read-only', 'readonly',
+                                                'disk i/o', 'attempt to write', 'permission denied')):
+            raise
+        stat = os.statvfs(osp.dirname(osp.abspath(path)))
+        code = errno.ENOSPC if stat.f_bavail * stat.f_frsize < 2**20 or 'space' in text.lower() else (
+            errno.EROFS if 'read' in text.lower() and 'only' in text.lower() else errno.EIO)
+        raise OSError(code, f'{os.strerror(code)}; GDAL: {text.strip().splitlines()[0]}', path) from e
 
 
 def class_palette(num_classes: int, palette: Optional[Sequence] = None) -> List[tuple]:
