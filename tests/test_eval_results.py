@@ -150,3 +150,64 @@ def test_bad_input_is_one_error_line_naming_the_file(devkit_val, tmp_path, case)
     named = {'unknown_class': 'instancesonly_filtered_val.json'}.get(case, results.name)
     assert named in proc.stderr
     assert not list(tmp_path.glob('*.tmp*'))
+
+
+def test_corrupt_numbers_are_refused_naming_file_entry_and_field(tmp_path):
+    """NaN/inf/string/null scores, NaN or negative-size boxes, garbage RLE counts and counts that do not cover the
+    RLE's size (pycocotools can hang on them) in the results; a NaN box in the ground truth (it "matched" any
+    detection); NaN boxes and missing segmentations in coco_subset's input: refused before any computation."""
+    import threading
+
+    import pycocotools.mask as mask_utils
+
+    from mmdet_custom.converters.coco_subset import CocoSubsetError, check_coco
+    from mmdet_custom.evaluation.functional import evaluate_coco_results
+    from mmdet_custom.utils.errors import UserError
+    square = [[10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]]
+    gt = dict(images=[dict(id=1, height=100, width=100, file_name='a.png')],
+              categories=[dict(id=1, name='ship')],
+              annotations=[dict(id=1, image_id=1, category_id=1, bbox=[10, 10, 20, 20], area=400,
+                                segmentation=square, iscrowd=0)])
+    rle = mask_utils.merge(mask_utils.frPyObjects(square, 100, 100))
+    rle['counts'] = rle['counts'].decode()
+    good = dict(image_id=1, category_id=1, score=0.9, bbox=[10, 10, 20, 20], segmentation=rle)
+    gt_path = tmp_path / 'gt.json'
+    gt_path.write_text(json.dumps(gt))
+    cases = [(dict(score=float('nan')), r"entry 0 'score': nan is not a finite number"),
+             (dict(score=float('inf')), r"entry 0 'score': inf is not a finite number"),
+             (dict(score='0.9'), r"entry 0 'score': '0.9' is not a number"),
+             (dict(score=None), r"entry 0 'score': None is not a number"),
+             (dict(bbox=[10, 10, float('nan'), 20]), r"entry 0 'bbox': .*nan is not a finite number"),
+             (dict(bbox=[10, 10, -5, 20]), r"entry 0 'bbox': .*negative width or height"),
+             (dict(segmentation=dict(rle, counts='garbage!!')), r"entry 0 'segmentation': its counts are not a "
+                                                                r"compressed RLE"),
+             (dict(segmentation=dict(rle, counts=[5, 3])), r"entry 0 'segmentation': its counts cover 8 pixels, "
+                                                          r'its size 100 x 100 = 10000')]
+    for change, message in cases:
+        results = tmp_path / 'results.json'
+        results.write_text(json.dumps([dict(good, **change), good]))
+        done = []
+        worker = threading.Thread(target=lambda done=done, results=results: done.append(
+            _raises(evaluate_coco_results, str(gt_path), str(results))), daemon=True)
+        worker.start()
+        worker.join(30)
+        assert done, f'{change}: the evaluation hangs'
+        assert isinstance(done[0], UserError) and str(results) in str(done[0]), (change, done[0])
+        assert __import__('re').search(message, str(done[0])), (message, str(done[0]))
+    gt_nan = dict(gt, annotations=[dict(gt['annotations'][0], bbox=[float('nan'), 10, 20, 20])])
+    gt_path.write_text(json.dumps(gt_nan))
+    with pytest.raises(UserError, match=r"gt\.json: annotations\[0\] 'bbox': .*nan is not a finite number"):
+        evaluate_coco_results(str(gt_path), [good], ('bbox', ))
+    with pytest.raises(CocoSubsetError, match=r'annotations\[0\] \(id 1\) "bbox": .*nan'):
+        check_coco(gt_nan, 'in.json')
+    no_segm = dict(gt, annotations=[{k: v for k, v in gt['annotations'][0].items() if k != 'segmentation'}])
+    with pytest.raises(CocoSubsetError, match=r'annotations\[0\] \(id 1\) has no "segmentation"'):
+        check_coco(no_segm, 'in.json')
+
+
+def _raises(fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001
+        return e
+    return None

@@ -687,3 +687,26 @@ def test_os_errors_and_corrupt_files_are_one_line_naming_the_file(tmp_path, monk
                                                 log=lambda *_: None))
     assert line.startswith(f'error: {tmp_path / "cut.tif"}: cannot read its pixels (') and 'truncated' in line
     assert not (tmp_path / 'out').exists()
+
+
+def test_corrupt_rasters_are_refused_before_any_window(tmp_path):
+    """--value-range 0 inf, an all-NaN float raster (taken as a black scene) and a truncated PNG (GDAL decodes it
+    partly black without an error) are refused naming the file, before the first window runs."""
+    write_geotiff(tmp_path / 'f.tif', 64, 64, count=1, dtype='float32')
+    with pytest.raises(SceneReadError, match=r'f\.tif: value_range \(--value-range\) needs finite low < high, got '
+                                             r'\(0\.0, inf\)'):
+        SceneReader(str(tmp_path / 'f.tif'), value_range=(0, float('inf')))
+    write_geotiff(tmp_path / 'nan.tif', 64, 64, count=1, dtype='float32',
+                  values=lambda y0, y1, x0, x1: np.full((1, y1 - y0, x1 - x0), np.nan))
+    for value_range in ((0, 1), 'auto'):
+        with pytest.raises(SceneReadError, match=r'nan\.tif: band 1 holds no finite value'):
+            SceneReader(str(tmp_path / 'nan.tif'), value_range=value_range)
+    write_png(tmp_path / 'cut.png', 300, 400)
+    data = (tmp_path / 'cut.png').read_bytes()
+    (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
+    write_png(tmp_path / 'a.png', 300, 400)
+    inferencer, model = make_inferencer(scene_windows(300, 400), oracle([]))
+    with pytest.raises(SceneReadError, match=r'cut\.png: the PNG is truncated or corrupt'):
+        infer_scenes(inferencer, [str(tmp_path / 'a.png'), str(tmp_path / 'cut.png')], str(tmp_path / 'out'),
+                     log=lambda *_: None)
+    assert model.calls == []

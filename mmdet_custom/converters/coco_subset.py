@@ -15,6 +15,7 @@ import warnings
 from collections import Counter
 from typing import Dict, Sequence, Union
 
+from mmdet_custom.utils.coco_fields import bbox_problem, number_problem, segmentation_problem
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import dump_json_atomic, load_json
 
@@ -36,7 +37,9 @@ def check_coco(coco: dict, source: str = '<coco>') -> None:
 
     Checks: ``images``, ``annotations`` and ``categories`` are lists; ``images`` is not empty and its ``id`` values
     are unique; every category has an ``id`` and a ``name``, both unique; every annotation has ``image_id`` and
-    ``category_id`` naming a listed image and category, and annotation ``id`` values are unique.
+    ``category_id`` naming a listed image and category, and annotation ``id`` values are unique; every annotation
+    has a ``bbox`` of four finite numbers of non-negative size, a ``segmentation`` (finite polygons, or an RLE whose
+    counts cover its image) and a finite ``area`` (a NaN would be written as the invalid json token ``NaN``).
 
     Raises:
         CocoSubsetError: (a ``ValueError``) naming ``source``, the field and the first offending entries.
@@ -88,6 +91,26 @@ def check_coco(coco: dict, source: str = '<coco>') -> None:
     if no_cat:
         raise CocoSubsetError(f'{source}: annotation(s) {_first(no_cat)} point to a category_id that '
                               f'"categories" does not list; fix or remove them')
+    sizes = {im['id']: (im.get('height'), im.get('width')) for im in coco['images']}
+    for i, ann in enumerate(coco['annotations']):
+        where = f'annotations[{i}] (id {ann.get("id", "none")})'
+        for key in ('bbox', 'segmentation'):
+            if key not in ann:
+                raise CocoSubsetError(f'{source}: {where} has no "{key}": every annotation needs a box and a mask '
+                                      f'(polygons, or an RLE for crowd regions)')
+        height, width = sizes[ann['image_id']]
+        problem = bbox_problem(ann['bbox'])
+        field = 'bbox'
+        if problem is None:
+            field = 'segmentation'
+            problem = (segmentation_problem(ann['segmentation'], height, width)
+                       if isinstance(height, int) and isinstance(width, int)
+                       else segmentation_problem(ann['segmentation']))
+        if problem is None and 'area' in ann:
+            field = 'area'
+            problem = number_problem(ann['area'])
+        if problem:
+            raise CocoSubsetError(f'{source}: {where} "{field}": {problem}; fix or remove the annotation')
     ann_ids = [a['id'] for a in coco['annotations'] if 'id' in a]
     dup = [k for k, n in Counter(ann_ids).items() if n > 1]
     if dup:

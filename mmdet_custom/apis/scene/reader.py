@@ -166,7 +166,20 @@ class SceneReader:
         self._pid = None
         self._whole = None
         self.gdal_cache_mb = gdal_cache_mb
+        if self.driver == 'PNG':
+            self._check_png()
         self._set_scaling(value_range)
+
+    def _check_png(self) -> None:
+        """Refuse a truncated or corrupt PNG: GDAL decodes one cut short as black rows without an error. Pillow's
+        ``verify`` reads the chunks and their CRCs, not the pixels (milliseconds)."""
+        from PIL import Image
+        try:
+            with Image.open(self.path) as image:
+                image.verify()
+        except Exception as e:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, struct.error, ...)
+            raise SceneReadError(f'{self.path}: the PNG is truncated or corrupt ({e or type(e).__name__}); copy it '
+                                 f'again') from None
 
     # ------------------------------------------------------------------------------------------------------------
     def _set_scaling(self, value_range: ValueRange) -> None:
@@ -183,6 +196,8 @@ class SceneReader:
             if value_range != 'auto':
                 raise SceneReadError(f"{self.path}: value_range must be (low, high) or 'auto', got {value_range!r}")
             small = self._read_raw_decimated(*self._decimated_shape(AUTO_RANGE_SIDE))[self._band_pos]  # R, G, B
+            if self.dtype.kind == 'f':
+                self._check_finite(small)
             low, high = [], []
             for band in small:
                 values = band[band != self.nodata] if self.nodata is not None else band.ravel()
@@ -193,9 +208,21 @@ class SceneReader:
             self._low, self._high = np.array(low), np.array(high)
             return
         low, high = (float(v) for v in value_range)
-        if not high > low:
-            raise SceneReadError(f'{self.path}: value_range needs low < high, got ({low}, {high})')
+        if not (np.isfinite(low) and np.isfinite(high) and high > low):
+            raise SceneReadError(f'{self.path}: value_range (--value-range) needs finite low < high, got '
+                                 f'({low}, {high})')
         self._low, self._high = np.full(3, low), np.full(3, high)
+        if self.dtype.kind == 'f':
+            self._check_finite(self._read_raw_decimated(*self._decimated_shape(AUTO_RANGE_SIDE))[self._band_pos])
+
+    def _check_finite(self, small: np.ndarray) -> None:
+        """Refuse a float scene whose band (sampled as ``small``, (3, h, w)) holds no finite value besides nodata:
+        every pixel would be scaled to 0, a black scene with no detection and no word."""
+        for band, values in zip(self.bands, small):
+            finite = np.isfinite(values) & ((values != self.nodata) if self.nodata is not None else True)
+            if not finite.any():
+                raise SceneReadError(f'{self.path}: band {band} holds no finite value (all NaN, inf or nodata '
+                                     f'{self.nodata}): nothing to detect; check the file or --bands')
 
     def _to_bgr_uint8(self, chw: np.ndarray) -> np.ndarray:
         """(len(unique bands), h, w) raw values -> (h, w, 3) BGR uint8."""

@@ -50,13 +50,14 @@ import io
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from mmdet_custom.utils.coco_fields import bbox_problem, number_problem, segmentation_problem
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import load_json
 
@@ -251,6 +252,10 @@ def load_coco_gt(gt: Union[str, os.PathLike, COCO], iou_types: Sequence[str] = (
         if ann['category_id'] not in cat_ids:
             raise CocoEvalInputError(f"{source}: annotations[{i}] has category_id {ann['category_id']!r}, which "
                                      f"'categories' does not list")
+    sizes = {img['id']: (img.get('height'), img.get('width')) for img in images}
+    for i, ann in enumerate(annotations):
+        _check_fields(ann, sizes.get(ann['image_id'], (None, None)), iou_types, source, f'annotations[{i}]',
+                      ('bbox', 'area'))
     ids = [ann.get('id') for ann in annotations]
     ids_usable = all(isinstance(i, int) and i > 0 for i in ids) and len(set(ids)) == len(ids)
     has_iscrowd = all('iscrowd' in ann for ann in annotations)
@@ -264,6 +269,47 @@ def load_coco_gt(gt: Union[str, os.PathLike, COCO], iou_types: Sequence[str] = (
     with _quiet():
         coco.createIndex()
     return coco
+
+
+def _check_fields(entry: dict, size: Tuple[Optional[int], Optional[int]], iou_types: Sequence[str], source: str,
+                  where: str, numbers: Sequence[str]) -> None:
+    """Refuse non-finite or non-numeric ``numbers`` fields (score, area), a bbox that is not four finite numbers of
+    non-negative size, and (for segm) a segmentation whose polygons or RLE are malformed; the message names ``source``,
+    ``where`` (the entry) and the field. See :mod:`mmdet_custom.utils.coco_fields`."""
+    for key in numbers:
+        if key == 'bbox':
+            problem = bbox_problem(entry['bbox']) if 'bbox' in entry else None
+        else:
+            problem = number_problem(entry[key]) if key in entry else None
+            if problem is None and key == 'area' and entry[key] < 0:
+                problem = f'{entry[key]!r} is negative'
+        if problem:
+            raise CocoEvalInputError(f'{source}: {where} {key!r}: {problem}')
+    if 'segm' in iou_types and 'segmentation' in entry:
+        problem = segmentation_problem(entry['segmentation'], *size) if None not in size else \
+            segmentation_problem(entry['segmentation'])
+        if problem:
+            raise CocoEvalInputError(f'{source}: {where} \'segmentation\': {problem}')
+
+
+def check_results(coco_gt: COCO, results: Sequence[Any], iou_types: Sequence[str], source: str = 'results') -> None:
+    """Check every result entry of ``results`` for ``iou_types`` before any computation: the fields present, a finite
+    numeric ``score``, a ``bbox`` of four finite numbers with non-negative size (when present, needed for bbox), a
+    segmentation (for segm) whose polygons are finite or whose RLE counts cover its ``size``, the image's.
+
+    Raises:
+        UserError: naming ``source``, the entry and the field.
+    """
+    needed = ['image_id', 'category_id', 'score'] + (['bbox'] if 'bbox' in iou_types else []) + (
+        ['segmentation'] if 'segm' in iou_types else [])
+    for i, res in enumerate(results):
+        missing = [key for key in needed if not isinstance(res, dict) or key not in res]
+        if missing:
+            raise CocoEvalInputError(f'{source}: entry {i} has no {missing[0]!r} (needed for '
+                                     f'{"/".join(iou_types)} evaluation)')
+        img = coco_gt.imgs.get(res['image_id']) if isinstance(res['image_id'], Hashable) else None
+        size = (img.get('height'), img.get('width')) if img else (None, None)
+        _check_fields(res, size, iou_types, source, f'entry {i}', ('score', 'bbox'))
 
 
 def _to_rle(segm, height: int, width: int, source: str, index: int) -> dict:
@@ -522,6 +568,7 @@ def evaluate_coco_reports(gt, results, iou_types: Sequence[str] = ('segm', 'bbox
     results, res_source = read_results(results, results_name or 'results json')
     gt_source = gt_name or ('ground truth' if isinstance(gt, COCO) else os.fspath(gt))
     coco_gt = load_coco_gt(gt, iou_types, what=gt_source)
+    check_results(coco_gt, results, iou_types, res_source)  # every number checked before any computation
     check_result_image_ids(coco_gt, results, res_source, gt_source)
     return [_evaluate_loaded(coco_gt, gt_source, results, res_source, iou_type, proto, classes, budgets, iou_thrs,
                              backend) for iou_type in iou_types]
