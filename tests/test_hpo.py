@@ -279,3 +279,37 @@ def test_postgresql_two_workers_one_study(study_inputs, postgres_url, tmp_path):
     # the study lives in the server: any worker anywhere can load it
     study = optuna.load_study(study_name='pg', storage=postgres_url)
     assert len(study.trials) == 3 and study.best_trial.number == summary['best']['number']
+
+
+def test_a_same_named_space_with_other_ranges_is_refused(tmp_path):
+    """A study stores its space's distributions (not the file name): a resumed study refuses a space file of the
+    same name with other ranges, and one of other parameters; a study made before the fingerprint existed is
+    compared through its trials' distributions."""
+    cfg = load_config('configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py', resolved=False)
+    spaces = {}
+    for name, (low, high) in (('a', (1e-3, 1e-2)), ('b', (1e-4, 1e-1))):
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / 'space.py'
+        path.write_text(f"def space(trial):\n"
+                        f"    return {{'optim_wrapper.optimizer.lr': trial.suggest_float('lr', {low}, {high}, "
+                        f"log=True)}}\n")
+        spaces[name] = load_space(str(path))
+        check_space(spaces[name], cfg)
+    storage = f'sqlite:///{tmp_path / "s.db"}'
+
+    def spec(name, study='s'):
+        return StudySpec(config='x.py', space=str(tmp_path / name / 'space.py'), storage=storage, study_name=study,
+                         n_trials=2, work_dir=str(tmp_path / 'w'))
+    open_study(spec('a'), distributions=spaces['a'].distributions)
+    open_study(spec('a'), distributions=spaces['a'].distributions)  # the same space: resumed
+    with pytest.raises(StudyError, match=r"b/space\.py: parameter 'lr' is FloatDistribution\(high=0\.01, log=True, "
+                                         r"low=0\.001, step=None\) there, FloatDistribution\(high=0\.1"):
+        open_study(spec('b'), distributions=spaces['b'].distributions)
+    with pytest.raises(StudyError, match=r"parameter 'momentum' is absent there"):
+        open_study(spec('a'), distributions=dict(spaces['a'].distributions, momentum=optuna.distributions
+                                                 .distribution_to_json(optuna.distributions.FloatDistribution(0, 1))))
+    legacy = optuna.create_study(storage=storage, study_name='old', direction='maximize')
+    legacy.add_trial(optuna.trial.create_trial(params=dict(lr=0.005), value=0.1, distributions=dict(
+        lr=optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True))))
+    with pytest.raises(StudyError, match=r"study old .*parameter 'lr'"):
+        open_study(spec('b', 'old'), distributions=spaces['b'].distributions)

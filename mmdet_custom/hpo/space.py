@@ -81,12 +81,20 @@ def suggest_options(space: Callable, trial: Any, cfg) -> Dict[str, Any]:
         raise SearchSpaceError(f'search space {source}: {e}') from e
 
 
+#: Dry-run trials of :func:`check_space` (seeded): enough to visit the branches of a conditional space.
+DRY_RUNS = 8
+
+
 def check_space(space: Callable, cfg) -> Dict[str, Any]:
-    """Dry-run ``space`` on a trial of a throw-away in-memory study, before any real trial is created, so that a
-    wrong key fails at once with one message instead of failing every trial.
+    """Dry-run ``space`` on :data:`DRY_RUNS` seeded trials of a throw-away in-memory study, before any real trial
+    is created, so that a wrong key fails at once with one message instead of failing every trial.
+
+    The distributions the dry runs suggested are left on the function as ``space.distributions`` (parameter name
+    -> Optuna's json of the distribution, sorted by name): the space's fingerprint, which a resumed study compares
+    (:func:`mmdet_custom.hpo.study.open_study`), whatever the file is called.
 
     Returns:
-        dict: the options of that dry run.
+        dict: the options of the first dry run.
 
     Raises:
         SearchSpaceError: see :func:`suggest_options`; or ``space`` raised (its error is named).
@@ -99,14 +107,22 @@ def check_space(space: Callable, cfg) -> Dict[str, Any]:
                                     sampler=optuna.samplers.RandomSampler(seed=0))
     finally:
         optuna.logging.set_verbosity(verbosity)
-    trial = study.ask()
-    try:
-        return suggest_options(space, trial, cfg)
-    except SearchSpaceError:
-        raise
-    except Exception as e:
-        raise SearchSpaceError(f'search space {getattr(space, "source", "space")}: space() raised '
-                               f'{type(e).__name__}: {e}') from e
+    first, distributions = None, {}
+    for _ in range(DRY_RUNS):
+        trial = study.ask()
+        try:
+            options = suggest_options(space, trial, cfg)
+        except SearchSpaceError:
+            raise
+        except Exception as e:
+            raise SearchSpaceError(f'search space {getattr(space, "source", "space")}: space() raised '
+                                   f'{type(e).__name__}: {e}') from e
+        first = options if first is None else first
+        distributions.update({name: optuna.distributions.distribution_to_json(d)
+                              for name, d in trial.distributions.items()})
+        study.tell(trial, 0.0)
+    space.distributions = dict(sorted(distributions.items()))
+    return first
 
 
 def json_safe(value: Any) -> Any:

@@ -21,7 +21,7 @@ import os
 import os.path as osp
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
@@ -135,16 +135,60 @@ def _sampler(spec: StudySpec, worker_index: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-#: Study user attributes that must match when a study is resumed (what makes results comparable).
-_IDENTITY = ('config', 'space', 'metric')
+#: Study user attributes that must match when a study is resumed (what makes results comparable). The space is
+#: compared by its distributions (``space_distributions``), not by its file name (kept as ``space`` for reading).
+_IDENTITY = ('config', 'metric')
 
 
-def open_study(spec: StudySpec, worker_index: int = 0):
+def _check_distributions(study, spec: StudySpec, distributions: Mapping[str, str]) -> None:
+    """Refuse to add trials of the space ``distributions`` (name -> Optuna json) to a study of another space.
+
+    The study's stored ``space_distributions`` must be equal; a study made before they were stored is compared
+    through its trials' own distributions (every parameter both have). The first run stores them.
+    """
+    import optuna
+    from optuna.distributions import json_to_distribution
+
+    def shown(d):
+        return repr(json_to_distribution(d) if isinstance(d, str) else d)
+
+    stored = study.user_attrs.get('space_distributions')
+    if stored is None:
+        stored = {}
+        for trial in study.get_trials(deepcopy=False):
+            for name, dist in trial.distributions.items():
+                stored.setdefault(name, optuna.distributions.distribution_to_json(dist))
+        stored = {k: v for k, v in stored.items() if k in distributions}
+        differing = [k for k in stored if stored[k] != distributions[k]]
+    else:
+        differing = sorted(set(stored) ^ set(distributions)) + [
+            k for k in sorted(set(stored) & set(distributions)) if stored[k] != distributions[k]]
+    if differing:
+        name = differing[0]
+        theirs = shown(stored[name]) if name in stored else 'absent'
+        ours = shown(distributions[name]) if name in distributions else 'absent'
+        raise StudyError(f'study {spec.study_name} in {redact_url(spec.storage)} was searched over another space '
+                         f'than {spec.space}: parameter {name!r} is {theirs} there, {ours} here'
+                         f'{f" ({len(differing)} parameters differ)" if len(differing) > 1 else ""}; mixing them '
+                         f'would mix two searches in one study. Resume it with its own space or choose another '
+                         f'--study-name')
+    if 'space_distributions' not in study.user_attrs:
+        study.set_user_attr('space_distributions', dict(distributions))
+
+
+def open_study(spec: StudySpec, worker_index: int = 0, distributions: Optional[Mapping[str, str]] = None):
     """Create the study or load it, and refuse one made for another config, space, metric or direction.
+
+    Args:
+        spec (StudySpec): the study.
+        worker_index (int): seeds this worker's sampler.
+        distributions (Mapping[str, str], optional): the space's fingerprint (``space.distributions`` after
+            :func:`~mmdet_custom.hpo.space.check_space`); when given, a study of another space is refused.
 
     Raises:
         StudyError: storage problems (see :func:`_storage`), or an existing study of the same name whose
-            config / space file names, metric or direction differ (naming both).
+            config file name, metric, direction or search space (its distributions, whatever the file is called)
+            differ (naming both).
     """
     import optuna
     storage = _storage(spec)
@@ -153,8 +197,10 @@ def open_study(spec: StudySpec, worker_index: int = 0):
     if study.direction.name.lower() != spec.direction:
         raise StudyError(f'study {spec.study_name} in {redact_url(spec.storage)} {study.direction.name.lower()}s, '
                          f'not {spec.direction}; choose another --study-name')
-    identity = dict(config=osp.basename(spec.config), space=osp.basename(spec.space), metric=spec.metric)
+    identity = dict(config=osp.basename(spec.config), metric=spec.metric)
     attrs = study.user_attrs
+    if 'space' not in attrs:
+        study.set_user_attr('space', osp.basename(spec.space))
     for key in _IDENTITY:
         if key not in attrs:
             study.set_user_attr(key, identity[key])
@@ -162,6 +208,8 @@ def open_study(spec: StudySpec, worker_index: int = 0):
             raise StudyError(f'study {spec.study_name} in {redact_url(spec.storage)} was made with {key} '
                              f'{attrs[key]!r}, this run has {identity[key]!r}; resume it with the same {key} or '
                              f'choose another --study-name')
+    if distributions is not None:
+        _check_distributions(study, spec, distributions)
     return study
 
 
@@ -298,7 +346,7 @@ def run_study(spec: StudySpec, n_workers: int = 1, best_config: Optional[str] = 
     space = load_space(spec.space)
     check_space(space, base_cfg)
     os.makedirs(spec.work_dir, exist_ok=True)
-    study = open_study(spec)
+    study = open_study(spec, distributions=space.distributions)
     fail_stale_trials(study)  # first: the retries of dead workers' trials are queued before new parameter sets
     for params in spec.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
