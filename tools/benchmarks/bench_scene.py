@@ -383,10 +383,12 @@ def worker(args) -> dict:
         from sahi.predict import get_sliced_prediction
 
         import mmdet_custom  # noqa: F401  (safe checkpoint loading, registries)
+        from mmdet_custom.checkpoint import check_checkpoint_matches
         sahi_mmdet.get_coco_segmentation_from_bool_mask = sahi_polygons_or_box
         model = MmdetDetectionModel(model_path=args.checkpoint, config_path=args.config, device=args.device,
                                     confidence_threshold=args.score_thr, load_at_init=True)
         detector = model.model.model  # sahi's DetInferencer wrapper -> mmdet's DetInferencer -> the detector
+        check_checkpoint_matches(detector, args.checkpoint)  # mmdet loads non-strictly: the one check of every tool
         if args.speedups:
             from mmdet_custom.models.speedups import apply_inference_speedups
             apply_inference_speedups(detector)
