@@ -112,7 +112,7 @@ def test_example_space_fits_the_isaid_configs():
     assert tuned.model.rpn_head.anchor_generator.type == 'PerLevelAnchorGenerator'
     assert 'scales' not in tuned.model.rpn_head.anchor_generator
     assert [t['type'] for t in tuned.train_dataloader.dataset.pipeline] == [
-        'LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip', 'Albu', 'RandomApply', 'PackDetInputs']
+        'LoadImageFromFile', 'LoadCompactAnnotations', 'Resize', 'RandomFlip', 'Albu', 'RandomApply', 'PackDetInputs']
     assert tuned.optim_wrapper.paramwise_cfg.custom_keys.roi_head.lr_mult == 2.0
     assert tuned.optim_wrapper.optimizer.lr == 0.01 and tuned.model.train_cfg.rpn.assigner.pos_iou_thr == 0.6
     plain = suggest_options(space, optuna.trial.FixedTrial(dict(params, anchors='stock', augmentation=False)), cfg)
