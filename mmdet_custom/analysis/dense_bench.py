@@ -184,7 +184,7 @@ def measure_dense_step(config: str, ann_file: str, img_dir: str, variant: str = 
     result = dict(load_s=load_s, step_s=step_times[-1], step_s_all=step_times, peak_gib=memory.peak_mib() / 1024,
                   mem_kind=memory.kind, steps=len(step_times),
                   instances=instances, threads=torch.get_num_threads(),
-                  losses={k: float(v) for k, v in losses.items()})
+                  losses={k: v.item() for k, v in losses.items()})
     if prof is not None:
         prof.__exit__(None, None, None)
         table = prof.key_averages()
