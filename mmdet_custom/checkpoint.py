@@ -47,7 +47,7 @@ __all__ = [
     'UnsafeCheckpointError', 'CorruptCheckpointError', 'CheckpointMismatchError', 'ResumeError', 'allowed_globals',
     'load_checkpoint_file',
     'save_checkpoint_atomic', 'state_dict_mismatch', 'check_checkpoint_matches', 'find_resume_checkpoint',
-    'check_resume_checkpoint'
+    'find_newest_checkpoint', 'check_resume_checkpoint'
 ]
 
 
@@ -391,6 +391,31 @@ def check_checkpoint_matches(model: torch.nn.Module, checkpoint: str, strict: bo
 # ----------------------------------------------------------------------------------------------------------------
 # Resuming
 # ----------------------------------------------------------------------------------------------------------------
+_TRAIN_CKPT_RE = re.compile(r'^(epoch|iter)_\d+\.pth$')
+
+
+def find_newest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume auto`` continues from, or None when the work dir holds none (a fresh start).
+
+    The newer (by modification time) of the one named in ``last_checkpoint`` and the newest ``epoch_N.pth`` /
+    ``iter_N.pth`` in ``work_dir``: every such file is complete (saves are atomic), and one saved just before a kill
+    may not be in ``last_checkpoint`` yet. ``best_*.pth`` and other names are not considered.
+
+    Raises:
+        ResumeError: ``last_checkpoint`` exists but names no file, and no ``epoch_N``/``iter_N`` file is left.
+    """
+    found = [p for p in glob.glob(osp.join(glob.escape(work_dir), '*.pth')) if _TRAIN_CKPT_RE.match(osp.basename(p))]
+    recorded = None
+    if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        try:
+            recorded = find_resume_checkpoint(work_dir)
+        except ResumeError:
+            if not found:
+                raise
+    candidates = found + ([recorded] if recorded else [])
+    return max(candidates, key=osp.getmtime) if candidates else None
+
+
 def find_resume_checkpoint(work_dir: str) -> str:
     """The checkpoint ``--resume`` (without a path) continues from: the one named in ``<work_dir>/last_checkpoint``.
 

@@ -35,8 +35,14 @@ from mmengine.runner import Runner
 from mmdet_custom.anchor_search.check import check_anchor_recall
 from mmdet_custom.apis.ann_files import check_evaluator_ann_files
 from mmdet_custom.apis.distributed import prepare_distributed
-from mmdet_custom.checkpoint import check_checkpoint_matches, check_resume_checkpoint, find_resume_checkpoint
+from mmdet_custom.checkpoint import (
+    check_checkpoint_matches,
+    check_resume_checkpoint,
+    find_newest_checkpoint,
+    find_resume_checkpoint,
+)
 from mmdet_custom.datasets.utils import innermost_dataset_cfg, set_data_root
+from mmdet_custom.engine import PreemptionHook
 from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
     ConfigKeyError,
     check_cfg_options,
@@ -52,7 +58,7 @@ from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
 __all__ = [
     'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train',
     'test', 'check_hooks', 'check_num_classes', 'check_images', 'image_problem', 'check_writable',
-    'AtomicDumpDetResults', 'TestMetrics', 'isolate_run', 'isolate_visualizer'
+    'AtomicDumpDetResults', 'TestMetrics', 'isolate_run', 'isolate_visualizer', 'make_preemptible'
 ]
 
 
@@ -349,9 +355,11 @@ def train(config: Union[str, Config],
         work_dir (str, optional): where logs and checkpoints go.
         cfg_options (dict, optional): overrides merged into the config (``--cfg-options``; see
             :func:`check_cfg_options`).
-        resume (bool | str, optional): ``True`` / ``'auto'`` resumes from the checkpoint named in
-            ``<work_dir>/last_checkpoint`` (found in the work dir too when it was moved), a path resumes from that
-            checkpoint (model, optimizer, schedulers, iteration and message hub).
+        resume (bool | str, optional): ``True`` resumes from the checkpoint named in ``<work_dir>/last_checkpoint``
+            (found in the work dir too when it was moved; none is an error); ``'auto'`` from the newest complete
+            checkpoint in the work dir (:func:`~mmdet_custom.checkpoint.find_newest_checkpoint`), or starts from
+            iteration 0 when there is none; a path resumes from that checkpoint (model, optimizer, schedulers,
+            iteration, message hub and RNG states).
         amp (bool): wrap the optimizer in mmengine's ``AmpOptimWrapper`` (dynamic loss scale).
         auto_scale_lr (bool): scale the lr by ``real batch / auto_scale_lr.base_batch_size``.
         launcher (str): 'none', 'pytorch', 'slurm' or 'mpi'.
@@ -369,6 +377,11 @@ def train(config: Union[str, Config],
             a checkpoint (:class:`~mmdet_custom.checkpoint.ResumeError`), an empty dataset, another class count or
             unreadable images (:class:`DatasetCheckError`), RPN anchors that match almost no training box
             (:class:`~mmdet_custom.anchor_search.check.AnchorRecallError`).
+
+    Every run stops cleanly on SIGTERM / SIGINT: :class:`~mmdet_custom.engine.hooks.PreemptionHook` is added to the
+    hooks (unless the config has one) and ``EpochBasedTrainLoop`` is replaced by
+    :class:`~mmdet_custom.engine.loops.PreemptibleEpochBasedTrainLoop` (same arguments). After such a stop
+    ``preempted_by(runner)`` names the signal.
     """
     cfg = load_config(config, work_dir, cfg_options, launcher, data_root)
     if amp:
@@ -381,7 +394,12 @@ def train(config: Union[str, Config],
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise OptionError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=...) in the config')
         cfg.auto_scale_lr.enable = True
-    if resume is True or resume == 'auto':
+    fresh_start = False
+    if resume == 'auto':
+        found = find_newest_checkpoint(cfg.work_dir)
+        fresh_start = found is None
+        cfg.resume, cfg.load_from = (True, found) if found else (False, cfg.get('load_from'))
+    elif resume is True:
         cfg.resume, cfg.load_from = True, find_resume_checkpoint(cfg.work_dir)
     elif isinstance(resume, str):
         if not osp.isfile(resume):
@@ -389,9 +407,12 @@ def train(config: Union[str, Config],
         cfg.resume, cfg.load_from = True, resume
     elif cfg.get('resume', False) and not cfg.get('load_from', None):  # resume = True in the config: auto-resume
         cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+    make_preemptible(cfg)
     check_hooks(cfg)
     with config_build_errors(cfg):
         runner = Runner.from_cfg(cfg)
+    if fresh_start:
+        runner.logger.info(f'--resume auto: no checkpoint in {cfg.work_dir}, starting from iteration 0')
     if cfg.get('resume', False) and '://' not in str(cfg.get('load_from') or '://'):  # a file it cannot resume from
         check_resume_checkpoint(runner.model, cfg.load_from)
     dataset = _build_dataset(runner, 'train', cfg)
@@ -405,9 +426,29 @@ def train(config: Union[str, Config],
         check_evaluator_ann_files(runner.val_loop.evaluator, val_dataset, 'val', logger=runner.logger)
         if check_image_files:
             check_images(val_dataset, 'val', logger=runner.logger)
-    with config_build_errors(cfg):  # the optimizer, schedulers and loops are built here
-        runner.train()
+    try:
+        with config_build_errors(cfg):  # the optimizer, schedulers and loops are built here
+            runner.train()
+    finally:  # after_train restores them, but is not called when training fails
+        for hook in runner.hooks:
+            if isinstance(hook, PreemptionHook):
+                hook.restore_signal_handlers()
     return runner
+
+
+def make_preemptible(cfg: Config) -> None:
+    """Add ``PreemptionHook`` to ``cfg.custom_hooks`` (unless there is one) and replace an ``EpochBasedTrainLoop``
+    by ``PreemptibleEpochBasedTrainLoop``, in place; an iteration-based loop already stops on ``stop_training``."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(isinstance(h, Mapping) and h.get('type') in ('PreemptionHook', PreemptionHook) for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='PreemptionHook')]
+    train_cfg = cfg.get('train_cfg')
+    if isinstance(train_cfg, Mapping):
+        epoch_loop = train_cfg.get('type') in ('EpochBasedTrainLoop', 'mmengine.EpochBasedTrainLoop') or (
+            'type' not in train_cfg and train_cfg.get('by_epoch', False))
+        if epoch_loop:
+            train_cfg.pop('by_epoch', None)
+            train_cfg['type'] = 'PreemptibleEpochBasedTrainLoop'
 
 
 class AtomicDumpDetResults(DumpDetResults):
