@@ -31,4 +31,20 @@ PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
     --master_port="$PORT" \
     "$(dirname "$0")"/train.py \
     "$CONFIG" \
-    --launcher pytorch "${@:3}"
+    --launcher pytorch "${@:3}" &
+# SIGTERM / SIGINT: passed on to torchrun, which passes them on to every rank; the ranks finish the iteration, rank 0
+# saves a checkpoint and last_checkpoint, and each exits with 75 (EX_TEMPFAIL). torchrun itself then exits with 1, so
+# the script exits with 75 after such a signal (rerun it with --resume auto), otherwise with torchrun's code.
+TORCHRUN=$!
+SIGNALLED=
+trap 'SIGNALLED=1; kill -TERM "$TORCHRUN" 2>/dev/null' TERM
+trap 'SIGNALLED=1; kill -INT "$TORCHRUN" 2>/dev/null' INT
+while :; do
+    wait "$TORCHRUN"
+    CODE=$?
+    kill -0 "$TORCHRUN" 2>/dev/null || break  # wait returns early when a trapped signal arrives
+done
+if [ -n "$SIGNALLED" ] && [ "$CODE" -ne 0 ]; then
+    exit 75
+fi
+exit "$CODE"

@@ -7,8 +7,8 @@ header); a mistake prints one ``error:`` line and exits with code 2 (``--debug``
 ``--data-root DIR`` points every dataset and evaluator at one data folder.
 
 SIGTERM or SIGINT (Ctrl-C; under ``tools/dist_train.sh`` on every rank) finishes the current iteration, saves
-``iter_N.pth`` and ``last_checkpoint`` and exits with code 75 (``EX_TEMPFAIL``: rerun with ``--resume auto``); a second
-Ctrl-C interrupts at once (exit 130).
+``iter_N.pth`` and ``last_checkpoint`` and exits with code 75 (``EX_TEMPFAIL``: rerun with ``--resume auto``); in a
+single-process run a second Ctrl-C interrupts at once (exit 130).
 """
 import argparse
 import sys

@@ -4,6 +4,7 @@ Clusters preempt jobs with SIGTERM (SLURM, Kubernetes; torchrun passes it on to 
 before SIGKILL (30 s by default in SLURM's ``KillWait`` and torchrun's shutdown). Without this hook the process dies
 where it is and the work since the last regular checkpoint is lost.
 """
+import os
 import os.path as osp
 import random
 import signal
@@ -38,8 +39,9 @@ class PreemptionHook(Hook):
     ``Runner.save_checkpoint``, which this package makes atomic (:mod:`mmdet_custom.checkpoint`), writes
     ``last_checkpoint`` atomically after the save, all ranks wait for it (barrier), and the loop stops
     (``stop_training``; :class:`~mmdet_custom.engine.loops.PreemptibleEpochBasedTrainLoop` also stops inside an
-    epoch). The time from the signal to the exit is at most one iteration plus one checkpoint save. A second signal
-    of the same kind acts at once as if the hook were absent (Ctrl-C twice interrupts). The previous handlers are
+    epoch). The time from the signal to the exit is at most one iteration plus one checkpoint save. A second Ctrl-C
+    in a single-process run interrupts at once (KeyboardInterrupt); repeated SIGTERMs, and every repeat under
+    torchrun (which passes on the signal every rank already got), change nothing. The previous handlers are
     restored after training (:meth:`restore_signal_handlers`; ``mmdet_custom.apis.train`` also calls it when
     training fails).
 
@@ -63,10 +65,13 @@ class PreemptionHook(Hook):
         self.checkpoint: Optional[str] = None  # the checkpoint saved then (rank 0)
         self._previous: Dict[int, Any] = {}
         self._rng_state: Optional[dict] = None
+        self._distributed = False
 
     # -------------------------------------------------------------------------------------------------------- signals
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received == signum:  # the second one: do what the process would have done without the hook
+        # A second Ctrl-C in a single-process run interrupts at once. Not a second SIGTERM, nor anything under
+        # torchrun: a cluster signals every process and torchrun passes the signal on, so each rank gets two.
+        if signum == signal.SIGINT and self.received == signum and not self._distributed:
             self.restore_signal_handlers()
             signal.raise_signal(signum)
             return
@@ -77,6 +82,7 @@ class PreemptionHook(Hook):
             runner.logger.warning('PreemptionHook: training runs outside the main thread, where Python cannot set '
                                   'signal handlers; SIGTERM/SIGINT stop it at once')
             return
+        self._distributed = get_world_size() > 1 or 'TORCHELASTIC_RUN_ID' in os.environ
         for sig in _SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
 
