@@ -47,6 +47,35 @@ def test_expand_configs_and_parent(tmp_path):
         ab.expand_configs([str(tmp_path / 'nothing_here*.py')])
 
 
+def test_rerun_keeps_finished_rows_and_runs_the_rest(tmp_path, monkeypatch):
+    # run_one replaced: the resume rule is about which configs run, not about training them
+    configs = []
+    for name, value in (('a', 1), ('b', 2), ('c', 3)):
+        (tmp_path / f'{name}.py').write_text(f'x = {value}\n')
+        configs.append(str(tmp_path / f'{name}.py'))
+    ran = []
+
+    def fake_run_one(config, work_dir, iters, **kwargs):
+        ran.append(Path(config).stem)
+        error = 'RuntimeError: killed' if Path(config).stem == 'b' and len(ran) < 4 else ''
+        return ab.AblationRow(config=config, parent='-', changes='', protocol='coco', iters=iters, segm_AP=0.25,
+                              error=error)
+
+    monkeypatch.setattr(ab, 'run_one', fake_run_one)
+    work = str(tmp_path / 'work')
+    rows, _, csv = ab.run_ablation(configs, work, iters=5, log=lambda m: None)
+    assert ran == ['a', 'b', 'c'] and [r.error for r in rows] == ['', 'RuntimeError: killed', '']
+    rows, _, _ = ab.run_ablation(configs, work, iters=5, log=lambda m: None)  # the failed row only
+    assert ran[3:] == ['b'] and [r.segm_AP for r in rows] == [0.25] * 3 and not any(r.error for r in rows)
+    assert [r.config for r in ab.read_csv(csv)] == configs
+    (tmp_path / 'c.py').write_text('x = 30\n')  # an edited config runs again, and so does everything at 6 iters
+    ab._load_cached.cache_clear()  # a rerun is a new process; here the parse cache would keep the old text
+    ab.run_ablation(configs, work, iters=5, log=lambda m: None)
+    assert ran[4:] == ['c']
+    ab.run_ablation(configs, work, iters=6, log=lambda m: None)
+    assert ran[5:] == ['a', 'b', 'c']
+
+
 @pytest.fixture(scope='module')
 def isaid_patches(isaid_converted):
     """train + val at the devkit's default windows (conftest's session conversion; read-only)."""

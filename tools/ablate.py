@@ -6,7 +6,8 @@ one table (markdown, and CSV beside it) gives per config: its parent (first ``_b
 parent (the differing keys of the two resolved configs, shortened), segm AP / AP50 / APs and box AP50 (the iSAID
 protocol where the config's evaluator uses it), parameters and inference ms/image. The table is rewritten
 atomically after each config, so a long run shows its progress. A config that fails gets its error in the table
-and the others still run (exit status 1). Example: ``python tools/ablate.py 'configs/cbam/*.py' --iters 3000
+and the others still run (exit status 1). A rerun of the same command keeps the rows that finished (same
+resolved config, same settings) and runs the rest. Example: ``python tools/ablate.py 'configs/cbam/*.py' --iters 3000
 --data data/isaid``. Logic: :mod:`mmdet_custom.apis.ablation`.
 """
 import argparse

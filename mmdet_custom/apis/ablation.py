@@ -18,6 +18,8 @@ table names the protocol.
 import copy
 import functools
 import glob
+import hashlib
+import json
 import os
 import os.path as osp
 import time
@@ -26,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.utils.errors import UserError
-from mmdet_custom.utils.fileio import atomic_path, write_csv_atomic
+from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic, write_csv_atomic
 
 #: Metric keys of mmdet's CocoMetric / the project's MaxDetsCocoMetric -> table column.
 METRICS = (('coco/segm_mAP', 'segm_AP'), ('coco/segm_mAP_50', 'segm_AP50'), ('coco/segm_mAP_s', 'segm_APs'),
@@ -423,6 +425,10 @@ def run_ablation(configs: Sequence[str], work_dir: str, iters: int, out: Optiona
     Returns:
         tuple: (rows, markdown path, csv path).
 
+    A rerun with the same arguments keeps the rows that finished before (:data:`FINISHED_ROW` in the config's
+    folder, for the same resolved config and settings: :func:`row_fingerprint`) and runs the others: failed ones,
+    those a kill interrupted, and those whose config or settings changed. Delete a config's folder to run it again.
+
     Raises:
         AblationInputError: no config matched, two configs share a name, or ``iters`` < 1.
     """
@@ -441,17 +447,53 @@ def run_ablation(configs: Sequence[str], work_dir: str, iters: int, out: Optiona
     settings = dict(iters=iters, seed=seed, data=data_text, img_size=img_size,
                     machine=f'{m["cpu"]}, {m["usable_cores"]} cores, torch {m["torch"]}, '
                             f'{m.get("device_name") or m["device"]}')
+    run_settings = dict(iters=iters, infer_iters=infer_iters, data_root=data_root, img_size=img_size, seed=seed,
+                        random_init=random_init, workers=workers, batch_size=batch_size, cfg_options=cfg_options)
     rows: List[AblationRow] = []
     for file, name in zip(files, names):
-        log(f'ablation: {file} ({len(rows) + 1}/{len(files)})')
-        row = run_one(file, osp.join(work_dir, name), iters, infer_iters=infer_iters, data_root=data_root,
-                      img_size=img_size, seed=seed, random_init=random_init, workers=workers,
-                      batch_size=batch_size, cfg_options=cfg_options)
-        if row.error:
-            log(f'ablation: {file} failed: {row.error}')
+        config_dir = osp.join(work_dir, name)
+        fingerprint = row_fingerprint(file, run_settings)
+        row = finished_row(config_dir, fingerprint)
+        if row is not None:
+            log(f'ablation: {file} ({len(rows) + 1}/{len(files)}) finished before with this config and these '
+                f'settings: its row is kept ({osp.join(config_dir, FINISHED_ROW)})')
+        else:
+            log(f'ablation: {file} ({len(rows) + 1}/{len(files)})')
+            row = run_one(file, config_dir, iters, infer_iters=infer_iters, data_root=data_root,
+                          img_size=img_size, seed=seed, random_init=random_init, workers=workers,
+                          batch_size=batch_size, cfg_options=cfg_options)
+            if row.error:
+                log(f'ablation: {file} failed: {row.error}')
+            else:
+                dump_json_atomic(dict(fingerprint=fingerprint, row=asdict(row)), osp.join(config_dir, FINISHED_ROW))
         rows.append(row)
         write_table(rows, out, csv_path, settings)
     return rows, out, csv_path
+
+
+#: Written into a config's folder once its row is complete (no error); a rerun keeps the row instead of running.
+FINISHED_ROW = 'ablation_row.json'
+
+
+def row_fingerprint(config: str, settings: Dict[str, Any]) -> str:
+    """sha256 of the resolved config (its bases included) and the run's settings: a finished row is reused only
+    when both are the same, so an edited config or another ``--iters`` / ``--data`` / seed runs again."""
+    resolved = load_any_config(config).to_dict()
+    blob = json.dumps(dict(config=resolved, settings=settings), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def finished_row(config_dir: str, fingerprint: str) -> Optional[AblationRow]:
+    """The row a previous run finished in ``config_dir`` with the same ``fingerprint``, or None (never run, failed,
+    killed before its end, or run with another config or settings; an unreadable marker counts as none)."""
+    try:
+        with open(osp.join(config_dir, FINISHED_ROW)) as f:
+            done = json.load(f)
+        if done.get('fingerprint') != fingerprint:
+            return None
+        return AblationRow(**done['row'])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _cuda() -> bool:
