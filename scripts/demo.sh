@@ -2,7 +2,7 @@
 # The main job: data -> iSAID patches -> train -> test (segm AP table). Called by `make demo [DATA=<raw iSAID>]`.
 # DEMO_CONFIG and DEMO_DIR choose the config and the work dir; the config's data paths are pointed at
 # $DEMO_DIR/data (--data-root), where this script writes the patches. Default config: the smoke config (256 px) on
-# the smoke dataset; with DATA, the real-data config, which keeps iSAID's scale (random 320 px crops of the 800 px
+# the smoke dataset; with DATA, the real-data config, which keeps iSAID's scale (random 256 px crops of the 800 px
 # patches) and has anchors for its small objects: at 256 px no anchor of the smoke config reaches a real vehicle.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,7 +11,7 @@ py="$VENV/bin/python"
 DATA="${DATA:-}"
 DEMO_DIR="${DEMO_DIR:-work_dirs/demo}"
 if [ -n "$DATA" ]; then
-  CONFIG="${DEMO_CONFIG:-configs/mask_rcnn/mask-rcnn_r18_fpn_anchors_crop320_300i_isaid.py}"
+  CONFIG="${DEMO_CONFIG:-configs/mask_rcnn/mask-rcnn_r18_fpn_anchors_crop256_300i_isaid.py}"
 else
   CONFIG="${DEMO_CONFIG:-configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py}"
 fi

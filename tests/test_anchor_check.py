@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
 ROOT = 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'
 ANCHORS_STEP = 'configs/mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py'
-DEMO = 'configs/mask_rcnn/mask-rcnn_r18_fpn_anchors_crop320_300i_isaid.py'
+DEMO = 'configs/mask_rcnn/mask-rcnn_r18_fpn_anchors_crop256_300i_isaid.py'
 
 
 class Log:
@@ -163,7 +163,7 @@ def test_train_refuses_before_the_first_iteration_and_cli_says_it_in_one_line(is
     assert len(errors) == 1 and 'RPN anchor recall@0.7' in errors[0] and 'Small_Vehicle 0/61' in errors[0]
 
 
-@pytest.mark.slow  # two training steps of each config at 256-320 px: ~20 s on a free 2-core machine
+@pytest.mark.slow  # two training steps of each config at 256 px: ~20 s on a free 2-core machine
 def test_demo_config_gives_the_rpn_positives_the_smoke_config_never_gets(isaid_converted, tmp_path,
                                                                          one_torch_thread):
     """Two iterations on the shared samples: loss_rpn_bbox is exactly 0 for the smoke config (no positive anchor at
