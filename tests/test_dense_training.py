@@ -153,7 +153,7 @@ def _peak_rss_growth(fn):
     return field('VmHWM:') - before, out
 
 
-def test_ten_thousand_objects_assign_with_bounded_memory():
+def test_ten_thousand_objects_assign_with_bounded_memory(one_torch_thread):
     """10,000 objects on an 800 px patch against the full model's ~320k anchors: the full IoU matrix would be
     12.8 GB (plus temporaries); the sparse assigner stays far below 1 GB and assigns every object somewhere."""
     from test_sparse_assigner import dense_boxes, full_model_anchors
