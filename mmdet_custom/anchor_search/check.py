@@ -9,7 +9,7 @@ at every IoU down to 0.3.
 
 :func:`check_anchor_recall` computes the exact recall (:func:`~.recall.max_iou_exact`, the best IoU of each box over
 the whole anchor grid) of the training boxes in network-input pixels, scaled as the train pipeline's ``Resize``
-scales the images (:class:`~.data.ResizeSpec`), on a seeded sample of at most ``max_images`` images (~0.1 s for
+scales the images (:class:`~.data.ResizeSpec`), on a seeded sample of at most ``max_images`` images (~1 s for
 2,000 iSAID patches), and refuses or warns when it is far too low, naming the classes and box sizes that no anchor
 matches.
 """
