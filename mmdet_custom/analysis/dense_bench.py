@@ -138,6 +138,7 @@ def measure_dense_step(config: str, ann_file: str, img_dir: str, variant: str = 
     from mmengine.optim import build_optim_wrapper
 
     from mmdet_custom.analysis.benchmark import PeakMemory, init_weights_quietly, resolve_config
+    from mmdet_custom.datasets.utils import innermost_dataset_cfg
     from mmdet_custom.models.builder import build_model
     from mmdet_custom.utils.config import read_config
 
@@ -156,9 +157,7 @@ def measure_dense_step(config: str, ann_file: str, img_dir: str, variant: str = 
     init_weights_quietly(model)
     model.train()
     optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
-    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
-    while 'dataset' in dataset_cfg:  # RepeatDataset / ClassBalancedDataset wrappers
-        dataset_cfg = dataset_cfg.dataset
+    dataset_cfg = copy.deepcopy(innermost_dataset_cfg(cfg.train_dataloader.dataset))
     dataset_cfg.update(data_root='', ann_file=ann_file, data_prefix=dict(img=img_dir + '/'),
                        filter_cfg=dict(filter_empty_gt=False, min_size=0))
     memory.start()

@@ -11,24 +11,25 @@ from typing import Any, List, Optional
 
 from mmdet_custom.utils.errors import UserError
 
-__all__ = ['AnnFileMismatchError', 'check_evaluator_ann_files', 'dataset_ann_files']
+__all__ = ['AnnFileMismatchError', 'check_evaluator_ann_files', 'dataset_ann_files', 'leaf_datasets']
 
 
 class AnnFileMismatchError(UserError, ValueError):
     """The evaluator's json lists other images than the dataset it evaluates."""
 
 
-def _leaves(dataset: Any) -> List[Any]:
+def leaf_datasets(dataset: Any) -> List[Any]:
+    """The built datasets inside mmengine's wrappers (``ConcatDataset.datasets``, ``RepeatDataset.dataset``, ...)."""
     if hasattr(dataset, 'datasets'):
-        return [leaf for ds in dataset.datasets for leaf in _leaves(ds)]
+        return [leaf for ds in dataset.datasets for leaf in leaf_datasets(ds)]
     if hasattr(dataset, 'dataset'):
-        return _leaves(dataset.dataset)
+        return leaf_datasets(dataset.dataset)
     return [dataset]
 
 
 def dataset_ann_files(dataset: Any) -> List[str]:
     """The annotation files of a built dataset (inside mmengine's wrappers), as mmdet resolved them."""
-    return [leaf.ann_file for leaf in _leaves(dataset) if getattr(leaf, 'ann_file', None)]
+    return [leaf.ann_file for leaf in leaf_datasets(dataset) if getattr(leaf, 'ann_file', None)]
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -39,7 +40,7 @@ def _same_file(a: str, b: str) -> bool:
 
 def _image_mismatch(dataset: Any, coco: Any, ann_file: str) -> Optional[str]:
     """The first image of ``dataset`` that the COCO api ``coco`` (of ``ann_file``) lists otherwise, or None."""
-    for leaf in _leaves(dataset):
+    for leaf in leaf_datasets(dataset):
         for i in range(len(leaf)):
             info = leaf.get_data_info(i)
             img_id, name = info.get('img_id'), osp.basename(str(info.get('img_path', '')))

@@ -26,14 +26,14 @@ import os
 import os.path as osp
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 from mmdet.evaluation import DumpDetResults
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
 from mmdet_custom.anchor_search.check import check_anchor_recall
-from mmdet_custom.apis.ann_files import check_evaluator_ann_files
+from mmdet_custom.apis.ann_files import check_evaluator_ann_files, leaf_datasets
 from mmdet_custom.apis.distributed import prepare_distributed
 from mmdet_custom.checkpoint import (
     check_checkpoint_matches,
@@ -138,15 +138,6 @@ def check_hooks(cfg: Config) -> None:
     if problems:
         raise ConfigKeyError('; '.join(problems) + ('. CheckpointHook would fail only at its first save.' if any(
             'CheckpointHook' in p for p in problems) else ''))
-
-
-def _leaf_datasets(dataset: Any) -> List[Any]:
-    """The datasets inside mmengine's wrappers (``ConcatDataset.datasets``, ``RepeatDataset.dataset``, ...)."""
-    if hasattr(dataset, 'datasets'):
-        return [leaf for ds in dataset.datasets for leaf in _leaf_datasets(ds)]
-    if hasattr(dataset, 'dataset'):
-        return _leaf_datasets(dataset.dataset)
-    return [dataset]
 
 
 def _dataset_cfg_name(dataset_cfg: Any) -> str:
@@ -269,7 +260,7 @@ def check_images(dataset: Any, what: str, max_report: int = 3, logger: Any = Non
     """
     start = time.perf_counter()
     seen, bad = set(), []
-    for leaf in _leaf_datasets(dataset):
+    for leaf in leaf_datasets(dataset):
         if not hasattr(leaf, 'get_data_info'):
             continue
         for i in range(len(leaf)):
