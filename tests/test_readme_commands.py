@@ -156,7 +156,7 @@ def _run(tool, argv):
     return runpy.run_path(str(REPO_ROOT / tool))['main'](argv)
 
 
-def test_isaid_converter_as_written(isaid_raw_dir, tmp_path):
+def test_isaid_converter_as_written(isaid_raw_dir, tmp_path, capsys):
     for argv in _written('tools/dataset_converters/isaid.py'):
         out = tmp_path / 'isaid'
         _run('tools/dataset_converters/isaid.py', _swap(argv, {'iSAID': str(isaid_raw_dir), 'data/isaid': str(out)})
@@ -164,6 +164,9 @@ def test_isaid_converter_as_written(isaid_raw_dir, tmp_path):
         train = json.loads((out / 'annotations' / 'instances_train.json').read_text())
         assert len(train['images']) == 4 and len(train['annotations']) == 427
         assert sorted(p.name for p in (out / 'train' / 'images').iterdir())[0] == 'P0005_0_800_0_800.png'
+        # the test split (no annotations by design) reads as such, not as 6 "empty" patches
+        test_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith('test '))
+        assert test_line.endswith('6 patches, 6 written; the test split has no annotations (iSAID ships none)')
 
 
 def test_cells_converter_as_written(cells_dir, tmp_path):

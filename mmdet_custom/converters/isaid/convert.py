@@ -416,10 +416,12 @@ def format_summary(summary: Dict[str, dict]) -> str:
         skipped = f' ({len(s["skipped_images"])} skipped: {", ".join(s["skipped_images"])})' \
             if s['skipped_images'] else ''
         head = f'{split} (from {s["source"]}' + (')' if s['source'] == 'images' else f', {s["masks"]} masks)')
-        line = (f'{head}: {s["images"]} images{skipped} -> {s["patches_total"]} patches, {s["patches"]} written '
-                f'({s["empty_patches"]} empty)')
-        if s['source'] != 'images':
-            line += f'; {s["instances"]} instances; dropped: {", ".join(dropped)}'
+        line = f'{head}: {s["images"]} images{skipped} -> {s["patches_total"]} patches, {s["patches"]} written'
+        if s['source'] == 'images':  # iSAID ships no annotations for its test split: no patch can hold any
+            line += f'; the {split} split has no annotations (iSAID ships none)'
+        else:
+            line += (f' ({s["empty_patches"]} without instances); {s["instances"]} instances; '
+                     f'dropped: {", ".join(dropped)}')
             if s['mixed_colour_instances']:
                 line += f'; {s["mixed_colour_instances"]} with mixed colours'
         lines.append(line)
