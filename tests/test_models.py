@@ -291,6 +291,42 @@ def test_pretrained_backbone_builds_offline_and_loads_in_init_weights(no_network
     assert torch.equal(backbone.timm_model.blocks[6][0].bn3.running_var, effb0_classifier.blocks[6][0].bn3.running_var)
 
 
+def test_pretrained_weights_fail_fast_offline_and_load_from_the_local_hub_cache(monkeypatch, tmp_path,
+                                                                                effb0_classifier):
+    """With the hub's host unreachable (a closed local port as HF_ENDPOINT), init_weights reads the local hub
+    cache only: not cached, the helpful error comes within seconds (not after ~50 s of the hub client's retries);
+    cached, the weights load."""
+    import time
+
+    from huggingface_hub import constants as hf_constants
+    from safetensors.torch import save_file
+
+    from mmdet_custom.models.backbones import PretrainedWeightsUnavailableError
+
+    monkeypatch.setattr(hf_constants, 'ENDPOINT', 'http://127.0.0.1:9')
+    monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path))
+    backbone = TimmCBAMBackbone(pretrained=True)
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsUnavailableError) as err:
+        backbone.init_weights()
+    assert time.monotonic() - start < 10
+    message = str(err.value)
+    assert 'offline: 127.0.0.1 unreachable within 2 s, and not in the local cache' in message
+    assert 'model.backbone.checkpoint_path=' in message and 'model.backbone.pretrained=False' in message
+    assert hf_constants.HF_HUB_OFFLINE is False  # the offline switch is restored
+
+    # the same weights in the local hub cache (huggingface_hub's layout): loaded without the network
+    snapshot = tmp_path / 'models--timm--efficientnet_b0.ra_in1k' / 'snapshots' / ('0' * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / 'refs').mkdir()
+    (snapshot.parents[1] / 'refs' / 'main').write_text('0' * 40)
+    weights = {k: v.contiguous() for k, v in effb0_classifier.state_dict().items()}
+    save_file(weights, str(snapshot / 'model.safetensors'))
+    backbone = TimmCBAMBackbone(pretrained=True)
+    backbone.init_weights()
+    assert torch.equal(backbone.timm_model.conv_stem.weight, effb0_classifier.conv_stem.weight)
+
+
 def test_out_indices_default_needs_c2_to_c5():
     with pytest.raises(ValueError, match='no features_only output at reductions'):
         TimmCBAMBackbone('vit_tiny_patch16_224', img_size=32)

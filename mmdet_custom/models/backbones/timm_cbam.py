@@ -1,10 +1,15 @@
 """A timm backbone (``features_only``) with a CBAM on each output stage."""
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import socket
+import threading
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
 
 import timm
 import torch
 import torch.nn as nn
+from huggingface_hub import constants as hf_constants
 from mmdet.registry import MODELS
 from mmdet.utils import OptMultiConfig
 from mmengine.model import BaseModule
@@ -17,6 +22,9 @@ from ..layers.cbam import CBAM
 
 # Output strides of C2-C5, the levels an FPN neck expects (Lin et al., FPN, CVPR 2017, Sec. 3).
 PYRAMID_REDUCTIONS = (4, 8, 16, 32)
+# Seconds the hub's host has to accept a TCP connection before the weights are looked up in the local cache only.
+# Without this probe, huggingface_hub retries an unreachable host with back-off for about 50 s before failing.
+HUB_PROBE_TIMEOUT_S = 2.0
 
 
 class BackboneWeightsError(UserError, ValueError):
@@ -176,13 +184,29 @@ class TimmCBAMBackbone(BaseModule):
         # loading replaced the parameters' values only: requires_grad and the frozen stages' modes stay
 
     def _load_hub_weights(self) -> None:
-        """timm's pretrained weights of ``model_name`` (through its own loader), copied into :attr:`timm_model`."""
+        """timm's pretrained weights of ``model_name`` (through its own loader), copied into :attr:`timm_model`.
+
+        The hub's host is probed first (a TCP connection, :data:`HUB_PROBE_TIMEOUT_S` seconds). When it is
+        unreachable, or huggingface_hub is offline (``HF_HUB_OFFLINE=1``), timm's loader reads the local caches only,
+        so an offline machine gets the error within seconds instead of after the hub client's retries.
+        """
         cfg = getattr(self.timm_model, 'pretrained_cfg', None) or {}
-        source = cfg.get('hf_hub_id') or cfg.get('url') or "timm's hub"
+        hf_hub_id, url = cfg.get('hf_hub_id'), cfg.get('url')
+        source = hf_hub_id or url or "timm's hub"
+        host_url = hf_constants.ENDPOINT if hf_hub_id else url
+        offline = hf_constants.is_offline_mode() or not (host_url and _reachable(host_url, HUB_PROBE_TIMEOUT_S))
+        where = 'offline mode (HF_HUB_OFFLINE)' if hf_constants.is_offline_mode() else \
+            f'offline: {urlsplit(host_url or "").hostname or "the hub"} unreachable within {HUB_PROBE_TIMEOUT_S:g} s'
         try:
-            pretrained_model = timm.create_model(self.model_name, pretrained=True, **self._create_kwargs)
+            if offline and not hf_hub_id and url and not osp.isfile(
+                    osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlsplit(url).path))):
+                raise FileNotFoundError(f'no copy of {url} in the torch hub cache ({torch.hub.get_dir()})')
+            with _hub_cache_only(offline):
+                pretrained_model = timm.create_model(self.model_name, pretrained=True, **self._create_kwargs)
         except Exception as err:  # offline: huggingface_hub / urllib errors of many types, all reported alike
             reason = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
+            if offline:
+                reason = f'{where}, and not in the local cache; {reason}'
             raise PretrainedWeightsUnavailableError(
                 f'model.backbone (TimmCBAMBackbone): cannot fetch timm\'s pretrained weights of '
                 f'{self.model_name!r} from {source} ({reason}). Either download them where the network is '
@@ -286,6 +310,46 @@ class TimmCBAMBackbone(BaseModule):
         """
         features = self.timm_model(x)
         return tuple(cbam(feature) for cbam, feature in zip(self.cbams, features))
+
+
+def _reachable(url: str, timeout: float) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds (name lookup included).
+
+    Nothing is sent. The lookup and connection run in a daemon thread, so a hanging resolver also counts as
+    unreachable once ``timeout`` has passed.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    answer = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, name='hub-probe', daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answer)
+
+
+@contextmanager
+def _hub_cache_only(enabled: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode (what ``HF_HUB_OFFLINE=1`` sets at import) for the duration of the block:
+    ``hf_hub_download`` answers from the local cache or raises at once, without retrying the network."""
+    if not enabled:
+        yield
+        return
+    before = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = before
 
 
 def _probe(model_name: str, **kwargs) -> nn.Module:
