@@ -1,24 +1,10 @@
-"""mmdet_custom: importing it registers every module into mmdet's registries.
+"""mmdet_custom: an MMDetection 3.x extension for instance segmentation of aerial imagery (iSAID).
 
-Configs name it in ``custom_imports = dict(imports=['mmdet_custom'], allow_failed_imports=False)`` so that
-mmdet's own tools (and ``mim train mmdet``) build our datasets, models, hooks and metrics.
+Importing the package registers nothing and imports neither torch nor mmdet. The registration into mmdet's
+registries is the import of :mod:`mmdet_custom.register`, which every config names::
 
-Light command lines that need neither torch nor mmdet (the dataset converters) set the environment variable
-``MMDET_CUSTOM_NO_REGISTER=1`` before their first import: the package then imports nothing heavy, and the torch-free
-modules (``mmdet_custom.utils``, ``mmdet_custom.converters``) work as usual.
+    custom_imports = dict(imports=['mmdet_custom.register'], allow_failed_imports=False)
 """
-import os
-
 from .version import __version__
-
-if os.environ.get('MMDET_CUSTOM_NO_REGISTER', '') in ('', '0'):
-    # checkpoint: weights_only-safe checkpoint loading, see checkpoint.py
-    from . import (  # noqa: F401
-        checkpoint,
-        datasets,
-        engine,
-        evaluation,
-        models,
-    )
 
 __all__ = ['__version__']

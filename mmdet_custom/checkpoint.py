@@ -17,8 +17,9 @@ Temporary files of killed runs (their pid is gone) are removed at the next save 
 beyond ``max_keep_ckpts`` are removed after the new one is saved, not before (mmengine's order), so a failed save
 never leaves the work dir without its last checkpoint.
 
-Importing ``mmdet_custom`` applies both, so ``load_from``, ``--resume``, ``tools/test.py CKPT``, backbone
-``init_cfg=dict(type='Pretrained', checkpoint=<local file>)`` and every ``CheckpointHook`` go through them.
+Importing ``mmdet_custom.register`` (every config's ``custom_imports``) applies both, so ``load_from``,
+``--resume``, ``tools/test.py CKPT``, backbone ``init_cfg=dict(type='Pretrained', checkpoint=<local file>)`` and
+every ``CheckpointHook`` go through them.
 """
 import errno
 import glob

@@ -18,7 +18,7 @@ from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-import mmdet_custom  # noqa: F401  (registers the modules)
+import mmdet_custom.register  # noqa: F401  (registers the modules)
 from mmdet_custom.models.backbones import TimmCBAMBackbone
 from mmdet_custom.models.layers import ECA, eca_kernel_size
 from mmdet_custom.models.necks import TransformerFPN

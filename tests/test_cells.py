@@ -506,10 +506,9 @@ runpy.run_path(tool, run_name='__main__')
 def _kill_at(moment, src, out, tmp_path, seed):
     ready = tmp_path / f'ready-{moment}'
     tool = osp.join(REPO_ROOT, 'tools', 'dataset_converters', 'cells.py')
-    env = dict(os.environ, MMDET_CUSTOM_NO_REGISTER='1')
     proc = subprocess.Popen([sys.executable, '-c', _KILL_CHILD, str(ready), moment, tool, str(out), str(src),
                              '-o', str(out), '--val-fraction', '0.5', '--seed', str(seed)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not ready.exists():
         if proc.poll() is not None:

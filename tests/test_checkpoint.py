@@ -7,7 +7,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import load_checkpoint
 
-import mmdet_custom  # noqa: F401  (installs the loader)
+import mmdet_custom.register  # noqa: F401  (installs the loader)
 from mmdet_custom.checkpoint import UnsafeCheckpointError, load_checkpoint_file
 from mmdet_custom.utils.errors import UserError
 

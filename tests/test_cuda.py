@@ -20,7 +20,7 @@ from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
-import mmdet_custom  # noqa: F401  (registers the modules)
+import mmdet_custom.register  # noqa: F401  (registers the modules)
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ def _dataset(cfg, data, test_mode=False):
     from mmdet.registry import DATASETS
     from mmengine.registry import init_default_scope
 
-    import mmdet_custom  # noqa: F401
+    import mmdet_custom.register  # noqa: F401
     init_default_scope('mmdet')
     ds = copy.deepcopy(cfg.train_dataloader.dataset)
     ds.update(data_root='', ann_file=data['ann_file'], data_prefix=dict(img=data['img_dir'] + '/'), test_mode=test_mode)

@@ -11,7 +11,7 @@ from mmengine.evaluator import Evaluator
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import InstanceData
 
-import mmdet_custom  # noqa: F401  (registers DiceIoUMetric)
+import mmdet_custom.register  # noqa: F401  (registers DiceIoUMetric)
 
 H = W = 16
 

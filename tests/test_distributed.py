@@ -68,7 +68,7 @@ def test_two_cpu_processes_average_gradients_and_rank0_checkpoint_tests(isaid_co
     work, probe = tmp_path / 'work', tmp_path / 'probe'
     probe.mkdir()
     cfg = tiny_isaid_cfg(isaid_patches, work)
-    cfg.custom_imports = dict(imports=['mmdet_custom', 'dist_probe'], allow_failed_imports=False)
+    cfg.custom_imports = dict(imports=['mmdet_custom.register', 'dist_probe'], allow_failed_imports=False)
     # ValLossHook too: its val losses are averaged over the ranks with an all-reduce
     cfg.custom_hooks = [dict(type='DistProbeHook', out_dir=str(probe)), dict(type='ValLossHook')]
     config = tmp_path / 'tiny_dist.py'

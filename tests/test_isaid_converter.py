@@ -583,7 +583,6 @@ def test_splits_present_are_converted(tmp_path):
 
 def _cli_env():
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    env.pop('MMDET_CUSTOM_NO_REGISTER', None)  # the CLI must set it itself
     env.pop('MMDET_CUSTOM_DEBUG', None)
     return env
 

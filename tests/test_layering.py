@@ -1,6 +1,7 @@
-"""The dependency order of docs/ARCHITECTURE.md: lower layers never import upper ones, and ``import mmdet_custom``
+"""The dependency order of docs/ARCHITECTURE.md: lower layers never import upper ones; ``import mmdet_custom.register``
 (what every config's ``custom_imports`` runs) registers modules without loading converters, apis or analysis, nor
-any third-party package beyond what mmdet's own registries load."""
+any third-party package beyond what mmdet's own registries load; and the torch-free modules load neither torch nor
+mmdet in a fresh process, with no environment variable set."""
 import ast
 import json
 import os
@@ -14,7 +15,7 @@ PKG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mmdet_custom')
 # its own package and packages of a lower layer only
 LAYERS = {
     'version': 0, 'utils': 0,
-    'models': 1, 'datasets': 1, 'evaluation': 1, 'engine': 1, 'checkpoint': 1,
+    'models': 1, 'datasets': 1, 'evaluation': 1, 'engine': 1, 'checkpoint': 1, 'register': 1,
     'converters': 2, 'anchor_search': 2, 'analysis': 2,
     'apis': 3,
     'hpo': 4,
@@ -78,37 +79,45 @@ def test_upward_imports_are_found_at_any_depth(tmp_path):
     assert found == ['analysis', 'apis', 'apis', 'hpo', 'utils']
 
 
-def _run(code, **env):
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, **env}, cwd=osp.dirname(PKG))
+def _run(code):
+    env = {k: v for k, v in os.environ.items() if k != 'MMDET_CUSTOM_NO_REGISTER'}  # read by nothing any more
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=osp.dirname(PKG))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_registers_without_converters_apis_or_extra_packages():
+def test_register_registers_without_converters_apis_or_extra_packages():
     loaded = _run(
         'import json, sys\n'
         'import mmdet.datasets, mmdet.engine, mmdet.evaluation, mmdet.models, mmdet.visualization, timm\n'
         'before = {m.split(".")[0] for m in sys.modules}\n'
-        'import mmdet_custom\n'
         'from mmdet.registry import MODELS, METRICS\n'
+        'unregistered = MODELS.get("TimmCBAMBackbone") is None\n'
+        'import mmdet_custom.register\n'
         'print(json.dumps(dict(added=sorted({m.split(".")[0] for m in sys.modules} - before),\n'
         '                      ours=sorted(m for m in sys.modules if m.startswith("mmdet_custom.")),\n'
-        '                      registered=[MODELS.get("TimmCBAMBackbone") is not None,\n'
-        '                                  METRICS.get("CocoResultsExport") is not None])))\n',
-        MMDET_CUSTOM_NO_REGISTER='')
-    assert loaded['registered'] == [True, True]
-    assert loaded['added'] == ['mmdet_custom'], 'import mmdet_custom loads packages mmdet itself does not'
+        '                      registered=[unregistered, MODELS.get("TimmCBAMBackbone") is not None,\n'
+        '                                  METRICS.get("CocoResultsExport") is not None])))\n')
+    assert loaded['registered'] == [True, True, True]
+    assert loaded['added'] == ['mmdet_custom'], 'import mmdet_custom.register loads packages mmdet itself does not'
     upper = [m for m in loaded['ours'] if m.split('.')[1] in ('converters', 'anchor_search', 'analysis', 'apis', 'hpo')]
-    assert not upper, f'import mmdet_custom loads upper layers: {upper}'
+    assert not upper, f'import mmdet_custom.register loads upper layers: {upper}'
     assert 'mmdet_custom.models.backbones.timm_cbam' in loaded['ours']
 
 
-def test_light_import_loads_no_heavy_stack():
-    heavy = ('torch', 'mmdet', 'mmengine', 'shapely', 'scipy', 'tifffile', 'tqdm', 'matplotlib')
+HEAVY = ('torch', 'mmdet', 'mmengine', 'mmcv', 'timm', 'shapely', 'scipy', 'tifffile', 'tqdm', 'matplotlib')
+# what the light command lines import (converters, eval_results, dataset_stats, bench_eval)
+LIGHT_MODULES = ('mmdet_custom', 'mmdet_custom.utils', 'mmdet_custom.utils.cli', 'mmdet_custom.utils.isaid_meta',
+                 'mmdet_custom.evaluation.functional', 'mmdet_custom.converters',
+                 'mmdet_custom.converters.coco_subset')
+
+
+def test_package_import_registers_nothing_and_loads_no_heavy_stack():
     loaded = _run(
-        'import json, sys\n'
-        'import mmdet_custom, mmdet_custom.evaluation.functional, mmdet_custom.utils\n'
-        f'print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))\n',
-        MMDET_CUSTOM_NO_REGISTER='1')
-    assert loaded == []
+        'import importlib, json, sys\n'
+        f'for name in {LIGHT_MODULES!r}:\n'
+        '    importlib.import_module(name)\n'
+        f'print(json.dumps(dict(heavy=sorted(m for m in {HEAVY!r} if m in sys.modules),\n'
+        '                      registered="mmdet_custom.register" in sys.modules)))\n')
+    assert loaded == dict(heavy=[], registered=False)

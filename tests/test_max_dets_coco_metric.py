@@ -8,7 +8,7 @@ import torch
 from mmdet.evaluation.metrics import CocoMetric
 from mmdet.structures.mask import PolygonMasks
 
-import mmdet_custom  # noqa: F401
+import mmdet_custom.register  # noqa: F401
 from mmdet_custom.datasets import ISAID_CLASSES, ISAIDInstanceDataset
 from mmdet_custom.evaluation.metrics import MaxDetsCocoMetric
 from mmdet_custom.utils.errors import UserError

@@ -15,7 +15,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import DefaultScope
 from torch.nn.modules.batchnorm import _BatchNorm
 
-import mmdet_custom  # noqa: F401  (registers the modules)
+import mmdet_custom.register  # noqa: F401  (registers the modules)
 from mmdet_custom.models.backbones import TimmCBAMBackbone
 from mmdet_custom.models.layers import CBAM
 from mmdet_custom.models.necks import AttentionFPN

@@ -11,7 +11,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
-import mmdet_custom  # noqa: F401  (registers NanSkipHook)
+import mmdet_custom.register  # noqa: F401  (registers NanSkipHook)
 
 CLEAN, NAN_INPUT, NAN_GRAD = 0, 1, 2
 

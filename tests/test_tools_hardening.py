@@ -18,7 +18,6 @@ TOOLS = ('tools/dataset_converters/cells.py', 'tools/dataset_converters/coco_sub
 
 def _tool(rel, *args, debug=False):
     env = dict(os.environ)
-    env.pop('MMDET_CUSTOM_NO_REGISTER', None)  # the light tools set it themselves
     cmd = [sys.executable, osp.join(REPO_ROOT, rel), *map(str, args)] + (['--debug'] if debug else [])
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 

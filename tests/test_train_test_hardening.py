@@ -420,7 +420,6 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 _KILLED_SAVE = """
 import os, sys, time
-os.environ['MMDET_CUSTOM_NO_REGISTER'] = '1'
 import torch
 from mmdet_custom.checkpoint import save_checkpoint_atomic
 def slow_save(obj, f, *args, **kwargs):

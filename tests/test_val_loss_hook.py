@@ -9,7 +9,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.runner import Runner
 from recipe_tools_helpers import shared_smoke_patches, tiny_cfg
 
-import mmdet_custom  # noqa: F401  (registers ValLossHook)
+import mmdet_custom.register  # noqa: F401  (registers ValLossHook)
 from mmdet_custom.engine.hooks.val_loss_hook import ValLossConfigError, loss_pipeline
 
 

@@ -1,7 +1,7 @@
 # Runtime shared by every mmdet_custom config: mmdet's defaults plus the import that registers our modules.
 _base_ = 'mmdet::_base_/default_runtime.py'
 
-custom_imports = dict(imports=['mmdet_custom'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdet_custom.register'], allow_failed_imports=False)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),

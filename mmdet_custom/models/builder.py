@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
+import mmdet_custom.register  # noqa: F401  (registers the project's modules)
 from mmdet_custom.checkpoint import check_checkpoint_matches, load_checkpoint_file
 from mmdet_custom.utils.device import check_device
 
@@ -98,7 +99,6 @@ def build_model(config: Any,
     from mmengine.registry import init_default_scope
     from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-    import mmdet_custom  # noqa: F401  (registers the project's modules)
     from mmdet_custom.utils.config import config_build_errors, read_config
 
     register_all_modules(init_default_scope=False)

@@ -5,9 +5,11 @@ writes CSVs, PNG plots and summary.json; see :mod:`mmdet_custom.analysis.dataset
 json ends with one ``error:`` line naming the file and exit code 2 (``--debug`` shows the traceback).
 """
 import argparse
-import os
 import sys
 import warnings
+
+from mmdet_custom.analysis.dataset_stats import dataset_stats, format_stats
+from mmdet_custom.utils.cli import run_cli
 
 
 def parse_args(argv=None):
@@ -27,7 +29,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.analysis.dataset_stats import dataset_stats, format_stats
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always', UserWarning)
         summary = dataset_stats(args.ann_file, args.output_dir, outlier_k=args.outlier_k, bins=args.bins)
@@ -40,6 +41,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # counting needs neither torch nor mmdet
-    from mmdet_custom.utils.cli import run_cli
     run_cli(main)

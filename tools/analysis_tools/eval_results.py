@@ -18,6 +18,19 @@ import os
 import os.path as osp
 import sys
 
+from mmdet_custom.evaluation.functional import (
+    evaluate_coco_reports,
+    format_summary,
+    format_tables,
+    metrics_to_json,
+    read_results,
+    reports_to_dict,
+)
+from mmdet_custom.utils.cli import run_cli
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import dump_json_atomic
+from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='COCO-style AP/AR of a saved results file (iSAID or COCO protocol)')
@@ -43,16 +56,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.evaluation.functional import (
-        evaluate_coco_reports,
-        format_summary,
-        format_tables,
-        metrics_to_json,
-        read_results,
-        reports_to_dict,
-    )
-    from mmdet_custom.utils.errors import UserError
-    from mmdet_custom.utils.fileio import dump_json_atomic
     if args.out is not None:  # refuse a bad output before the evaluation, not after it
         out = osp.realpath(args.out)
         if out in (osp.realpath(args.gt_json), osp.realpath(args.results_json)):
@@ -64,7 +67,6 @@ def main(argv=None):
             raise UserError(f'--out {args.out}: cannot write in {folder}')
     classes = args.classes
     if classes == ['isaid']:
-        from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
         classes = list(ISAID_CLASSES)
     results, _ = read_results(args.results_json)
     iou_types = args.iou_type
@@ -89,6 +91,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # pycocotools only: neither torch nor mmdet
-    from mmdet_custom.utils.cli import run_cli
     run_cli(main)

@@ -28,7 +28,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.utils.config import read_config
     cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
-    import mmdet_custom  # noqa: F401
+    import mmdet_custom.register  # noqa: F401  (registers the project's modules)
     from mmdet_custom.analysis.gradcam import grad_cam
     results = grad_cam(args.img, cfg, args.checkpoint, args.target_class, args.output_dir,
                        target_layer=args.target_layer, num_preds=args.num_preds, device=args.device)

@@ -36,7 +36,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.utils.config import read_config
     cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
-    import mmdet_custom  # noqa: F401
+    import mmdet_custom.register  # noqa: F401  (registers the project's modules)
     from mmdet_custom.analysis.infer_bench import benchmark_inference, format_table
     from mmdet_custom.utils import dump_json_atomic
     rows = benchmark_inference(cfg, args.checkpoint, batch_sizes=args.batch_sizes,

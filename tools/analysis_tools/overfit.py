@@ -33,7 +33,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.utils.config import read_config
     cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
-    import mmdet_custom  # noqa: F401
+    import mmdet_custom.register  # noqa: F401  (registers the project's modules)
     from mmdet_custom.analysis.overfit import format_history, overfit
     result = overfit(cfg, args.work_dir, num_images=args.num_images, img_ids=args.img_ids,
                      target_ap50=args.target_ap50, metric=args.metric, val_interval=args.val_interval,

@@ -27,7 +27,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.utils.config import read_config
     cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
-    import mmdet_custom  # noqa: F401
+    import mmdet_custom.register  # noqa: F401  (registers the project's modules)
     from mmdet_custom.analysis.score_hist import score_histogram
     summary = score_histogram(cfg, args.checkpoint, args.output_dir, split=args.split,
                               num_images=args.num_images, bins=args.bins, top_classes=args.top_classes,

@@ -27,7 +27,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.utils.config import read_config
     cfg = read_config(args.config, args.cfg_options)  # unknown --cfg-options keys are refused here
-    import mmdet_custom  # noqa: F401  (registers the project's modules)
+    import mmdet_custom.register  # noqa: F401  (registers the project's modules)
     from mmdet_custom.analysis.visualize import visualize_predictions
     files = visualize_predictions(cfg, args.checkpoint, args.output_dir, num_images=args.num_images,
                                   indices=args.indices, show_score_thr=args.show_score_thr, split=args.split,

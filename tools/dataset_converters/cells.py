@@ -13,6 +13,9 @@ import os
 import sys
 import warnings
 
+from mmdet_custom.converters.cells import convert_cells
+from mmdet_custom.utils.cli import run_cli
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Convert cell folders (image.tif + classK.tif) to COCO jsons')
@@ -36,7 +39,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.converters.cells import convert_cells
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always', UserWarning)
         stats = convert_cells(args.root, args.out_dir, val_fraction=args.val_fraction, seed=args.seed,
@@ -53,6 +55,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # a light tool: no torch / mmdet import
-    from mmdet_custom.utils.cli import run_cli
     run_cli(main)

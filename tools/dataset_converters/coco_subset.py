@@ -6,13 +6,14 @@ or categories are refused: one ``error:`` line, exit code 2, nothing written); t
 The logic lives in :mod:`mmdet_custom.converters.coco_subset`.
 """
 import argparse
-import os
 import sys
 import warnings
 
+from mmdet_custom.converters.coco_subset import COCO_SUBSET_CLASSES, convert_coco_subset
+from mmdet_custom.utils.cli import run_cli
+
 
 def parse_args(argv=None):
-    from mmdet_custom.converters.coco_subset import COCO_SUBSET_CLASSES
     parser = argparse.ArgumentParser(description='Keep chosen classes of a COCO instances json (ids -> 1..K)')
     parser.add_argument('in_file', help='COCO instances json, e.g. annotations/instances_train2017.json')
     parser.add_argument('out_file', help='output json, e.g. annotations/instances_train2017_subset.json')
@@ -25,7 +26,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.converters.coco_subset import convert_coco_subset
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always', UserWarning)
         stats = convert_coco_subset(args.in_file, args.out_file, classes=args.classes, drop_empty=args.drop_empty)
@@ -36,6 +36,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # a light tool: no torch / mmdet import
-    from mmdet_custom.utils.cli import run_cli
     run_cli(main)

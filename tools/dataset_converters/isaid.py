@@ -10,14 +10,10 @@ Example::
     python tools/dataset_converters/isaid.py raw out --patch-size 512 --overlap 128 --rle \\
         --classes my_classes.py   # a config with metainfo = dict(classes=..., palette=...)
 """
-import os
+import argparse
+from typing import Optional, Sequence
 
-os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # before mmdet_custom: no torch / mmdet for a converter
-
-import argparse  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
-
-from mmdet_custom.converters.isaid import (  # noqa: E402
+from mmdet_custom.converters.isaid import (
     DEFAULT_SPLITS,
     DEVKIT_AREA_THRESHOLD,
     DEVKIT_SKIP_IMAGES,
@@ -26,7 +22,7 @@ from mmdet_custom.converters.isaid import (  # noqa: E402
     format_summary,
     parse_class_spec,
 )
-from mmdet_custom.utils.cli import run_cli  # noqa: E402
+from mmdet_custom.utils.cli import run_cli
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -42,8 +42,7 @@ What is done here that plain pycocotools does not do, and why:
   results numbered against another numbering of the images (ids one off, which pycocotools scores ~0 without a
   word when every id still names an image; see :mod:`.image_ids`).
 
-Nothing here imports torch or mmdet (with ``MMDET_CUSTOM_NO_REGISTER=1`` set before the first import of
-``mmdet_custom``, importing this costs about a second).
+Nothing here imports torch or mmdet (importing this costs about a second).
 """
 import contextlib
 import io
