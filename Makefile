@@ -28,7 +28,9 @@ test: lint
 lint: install
 	$(VENV)/bin/ruff check .
 
+# then the tables of work_dirs/bench/*.md go into docs/benchmarks.md with the machine and date (never edited by hand)
 bench: install bench-anchors bench-models bench-eval bench-dense
+	$(PY) tools/benchmarks/update_docs.py --bench-dir work_dirs/bench --doc docs/benchmarks.md
 
 # dense patches (100 to 3,000 objects): one training step, mmdet's assigner + bitmaps vs ours, steps above 20 GiB
 # stopped; about 30 min on 2 CPU cores
