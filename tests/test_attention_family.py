@@ -1,4 +1,4 @@
-"""The cell-study attention family (issue 13): ECA, ECADCNMaskHead, TransformerFPN, EfficientNetV2 backbones, configs.
+"""The cells study's attention family (ECA, ECADCNMaskHead, TransformerFPN, EfficientNetV2 backbones, configs).
 
 Module tests check values against hand-computed results or mmdet's own modules (FPN, BFP); the config tests run
 every new config forward + backward on a real shared image (a DSB2018 cell image for the cells configs, an iSAID

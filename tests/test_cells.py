@@ -381,7 +381,7 @@ def test_mask_rcnn_trains_and_tests_on_converted_cells(cells_dir, cells_converte
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# File naming, atomic output, kills, empty outputs (issue 10: defects 4, 7, 14)
+# File naming, atomic output, kills, empty outputs: one mask file per class, outputs whole or not at all
 # ----------------------------------------------------------------------------------------------------------------
 def _n_instances(label_path):
     return len(np.unique(tifffile.imread(label_path))) - 1

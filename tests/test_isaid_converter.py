@@ -1,5 +1,6 @@
 """iSAID converter: devkit windows, patches and COCO json from the real devkit samples, exact masks, filters, json
-input, errors, the command line (no torch, exit 2), refusals and interrupted reruns (issue 10).
+input, errors, the command line (no torch, exit 2), refusals and interrupted reruns (a killed run leaves the
+previous output whole).
 
 Real samples (../shared/data/isaid_devkit): train P0005 (W x H = 884 x 977), val P0003 (1147 x 1023, holds a
 storage tank), test P0006 (1054 x 1529, image only). Source masks are read here with PIL (the converter uses cv2).

@@ -40,7 +40,8 @@ def test_class_names_and_order():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Categories by name (issue 9) and training on nothing (issue 10, defect 2)
+# Categories by name (the devkit's jsons give one class other ids: matched by id, labels go wrong) and training
+# on nothing (a json with no annotation or no known class is refused, not trained on)
 # ------------------------------------------------------------------------------------------------------------------
 def _dataset(cls, ann_file, test_mode=True, **kwargs):
     return cls(ann_file=str(ann_file), data_prefix=dict(img=''), test_mode=test_mode, pipeline=[], **kwargs)

@@ -1,5 +1,5 @@
 """NanSkipHook beyond the loss: non-finite gradients are caught before the step, and the BN running statistics of
-a skipped iteration are restored (issue 10, defect 6)."""
+a skipped iteration are restored (its forward pass had already moved them)."""
 import glob
 import os.path as osp
 import uuid

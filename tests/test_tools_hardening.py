@@ -1,5 +1,5 @@
-"""How user mistakes reach the user in the converters, dataset_stats and the anchor search (issue 10, defect 13):
-one ``error:`` line naming the file, exit code 2, no traceback (``--debug`` shows it)."""
+"""How user mistakes reach the user in the converters, dataset_stats and the anchor search: one ``error:`` line
+naming the file, exit code 2, no traceback (it would hide which file is wrong; ``--debug`` shows it)."""
 import json
 import os
 import os.path as osp

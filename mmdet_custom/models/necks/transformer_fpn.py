@@ -17,7 +17,7 @@ class TransformerFPN(FPN):
     mmdet's :class:`~mmdet.models.necks.FPN` (Lin et al., FPN, CVPR 2017, Sec. 3) computes the pyramid
     :math:`P_l` (``num_outs`` levels, e.g. P2-P6, ``out_channels`` each) unchanged. Two residual branches follow:
 
-    1. **Transformer over all levels** (the attention neck of the cell-segmentation study of issue 13, in the spirit of
+    1. **Transformer over all levels** (the attention neck of a microscopy cell-segmentation study, in the spirit of
        Deformable DETR's multi-scale encoder, Zhu et al., ICLR 2021, Sec. 4.1): each level is average-pooled to an
        ``r x r`` grid (``r = pool_size``; a level smaller than that keeps its own size), flattened to tokens and
        projected to ``embed_dims`` by its own linear layer (pooling and a per-pixel projection commute, so this is

@@ -14,7 +14,7 @@ from ...layers.eca import ECA
 @MODELS.register_module()
 class ECADCNMaskHead(FCNMaskHead):
     r"""mmdet's :class:`FCNMaskHead` (Mask R-CNN, He et al., ICCV 2017, Fig. 4) behind a spatial-channel attention
-    entrance block (the mask-head attention of the cell-segmentation study of issue 13).
+    entrance block (the mask-head attention of a microscopy cell-segmentation study).
 
     .. code-block:: none
 
