@@ -12,6 +12,9 @@ setup(
     version='0.1.0',
     description='MMDetection 3.x extension for aerial (iSAID), cell and COCO-subset instance segmentation',
     packages=find_packages(include=['mmdet_custom', 'mmdet_custom.*']),
+    # the configs ship inside the package, where mmdet ships its own (mmdet/.mim/configs) and mmengine looks for
+    # 'mmdet_custom::' configs: mmdet_custom/.mim/configs links to configs/, a wheel holds a copy of the files
+    package_data={'mmdet_custom': ['.mim/configs/**/*.py']},
     python_requires='>=3.10',
     # torch and mmcv are installed by scripts/install.sh (mmcv 2.1.0 must be built against the local torch)
     install_requires=read_requirements('requirements/runtime.txt'),

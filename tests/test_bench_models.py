@@ -2,15 +2,15 @@
 import copy
 import json
 import runpy
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO_ROOT
 
+from mmdet_custom.analysis import bench_report as br
 from mmdet_custom.analysis import benchmark as bm
 from mmdet_custom.models import speedups
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
 FULL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
 # a CPU-sized run: few proposals, few sampled RoIs
@@ -21,12 +21,12 @@ SMALL = ['model.test_cfg.rpn.nms_pre=200', 'model.test_cfg.rpn.max_per_img=50',
 def _run(name, ms_100, ms_1000, img_s, peak, params=10e6, gflops=5.0, train=True):
     """One measurement as measure_model returns it."""
     infer = {n: dict(s_per_img=ms / 1000, cpu_s_per_img=ms / 2000, detections=float(n), peak_mib=peak,
-                     parts={p: ms / 4000 for p in bm.INFER_PARTS}) for n, ms in (('100', ms_100), ('1000', ms_1000))}
+                     parts={p: ms / 4000 for p in br.INFER_PARTS}) for n, ms in (('100', ms_100), ('1000', ms_1000))}
     out = dict(name=name, params=params, gflops=gflops, gflops_at={'100': gflops + 1, '1000': gflops + 10},
                infer=infer, train=None, profile={}, mem_kind='peak RSS')
     if train:
         out['train'] = dict(s_per_iter=2 / img_s, img_per_s=img_s, cpu_s_per_iter=1 / img_s, peak_mib=2 * peak,
-                            parts={p: 1 / (3 * img_s) for p in bm.TRAIN_PARTS})
+                            parts={p: 1 / (3 * img_s) for p in br.TRAIN_PARTS})
     return out
 
 
@@ -44,7 +44,7 @@ def _report(loads=(0.5, 1.0)):
 
 
 def test_summary_medians_ratios_spreads():
-    rows = {r['name']: r for r in bm.summarize(_report())}
+    rows = {r['name']: r for r in br.summarize(_report())}
     ref, other, tv = rows['ref'], rows['other'], rows['tv']
     assert ref['values']['infer_ms_100'] == pytest.approx(110)  # median of 100, 120, 110
     assert ref['values']['train_img_s'] == pytest.approx(1.5)
@@ -64,18 +64,18 @@ def test_summary_medians_ratios_spreads():
 
 def test_table_columns_and_busy_warning():
     report = _report()
-    table = bm.table_rows(report)
+    table = br.table_rows(report)
     assert table[0] == ['model', 'params (M)', 'GFLOPs @100 dets', 'train img/s (batch 2)', 'infer ms/img @100 dets',
                         'infer ms/img @1000 dets', 'train peak MiB', 'infer peak MiB', 'dets kept @1000']
     assert table[1][0] == 'ref (reference)' and table[1][4] == '110'
     assert table[2][4] == '55.0 (0.50x)'
     assert table[3][3] == '-'  # torchvision: inference only
-    assert bm.busy_warning(report) is None
+    assert br.busy_warning(report) is None
     busy = _report(loads=(1.0, 3.5))
-    assert 'BUSY MACHINE' in bm.busy_warning(busy) and '3.5' in bm.busy_warning(busy)
-    text = bm.format_table(busy)
+    assert 'BUSY MACHINE' in br.busy_warning(busy) and '3.5' in br.busy_warning(busy)
+    text = br.format_table(busy)
     assert 'WARNING: BUSY MACHINE' in text and 'load average 1.0-3.5' in text
-    md = bm.format_markdown(busy)
+    md = br.format_markdown(busy)
     assert '> **BUSY MACHINE' in md and '| ref (reference) |' in md and 'RuntimeError: boom' in md
 
 
@@ -108,14 +108,14 @@ def test_bench_models_cli_tiny(tmp_path, capsys):
     for n in ('5', '10'):
         assert 0 < ref['infer'][n]['detections'] <= int(n)
         parts = ref['infer'][n]['parts']
-        assert set(parts) == set(bm.INFER_PARTS)
+        assert set(parts) == set(br.INFER_PARTS)
         assert sum(parts.values()) == pytest.approx(ref['infer'][n]['s_per_img'], rel=1e-6)
     assert ref['gflops'] > 0 and ref['gflops_at']['10'] > ref['gflops_at']['5'] > ref['gflops']
     # the files: json = the report; markdown holds the table with the ratios computed from the measured numbers
     assert json.loads(out_json.read_text())['runs'].keys() == report['runs'].keys()
     md = out_md.read_text()
     ratio = fast['infer']['10']['s_per_img'] / ref['infer']['10']['s_per_img']
-    assert f'({bm._fmt(ratio, 2)}x)' in md
+    assert f'({br.fmt_value(ratio, 2)}x)' in md
     assert 'device cpu' in md and 'load average' in md and '## Inference by part, ms/image at 10 detections' in md
 
 

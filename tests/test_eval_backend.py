@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from mmdet_custom.analysis import benchmark as bm
+from mmdet_custom.analysis.eval_bench import synthetic_coco_results
 from mmdet_custom.evaluation.functional import evaluate_coco_reports
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
@@ -27,7 +27,7 @@ def val_json(isaid_reference_dir):
     """The devkit's iSAID val patches (4 patches of P0003, 139 objects) and 1000 detections per patch."""
     path = isaid_reference_dir / 'instancesonly_filtered_val.json'
     gt = json.loads(path.read_text())
-    return path, gt, bm.synthetic_coco_results(gt, per_image=1000, seed=0)
+    return path, gt, synthetic_coco_results(gt, per_image=1000, seed=0)
 
 
 def test_synthetic_results_have_the_budget_and_valid_masks(val_json):
@@ -40,8 +40,8 @@ def test_synthetic_results_have_the_budget_and_valid_masks(val_json):
         assert r['segmentation']['size'] == list(sizes[r['image_id']])
         assert r['bbox'] == pytest.approx(mask_utils.toBbox(r['segmentation']).tolist())  # the mask's extent
     # a fixed seed gives the same list; another seed another
-    assert bm.synthetic_coco_results(gt, per_image=20, seed=0) == bm.synthetic_coco_results(gt, per_image=20, seed=0)
-    assert bm.synthetic_coco_results(gt, per_image=20, seed=1) != bm.synthetic_coco_results(gt, per_image=20, seed=0)
+    assert synthetic_coco_results(gt, per_image=20, seed=0) == synthetic_coco_results(gt, per_image=20, seed=0)
+    assert synthetic_coco_results(gt, per_image=20, seed=1) != synthetic_coco_results(gt, per_image=20, seed=0)
 
 
 def _same(a, b):
@@ -58,7 +58,7 @@ def _same(a, b):
 def test_backends_give_identical_numbers_at_1000_detections(val_json, protocol, per_image):
     path, gt, results = val_json
     if per_image != 1000:  # the second protocol on fewer detections (time)
-        results = bm.synthetic_coco_results(gt, per_image=per_image, seed=0)
+        results = synthetic_coco_results(gt, per_image=per_image, seed=0)
     reports = {b: evaluate_coco_reports(str(path), copy.deepcopy(results), ('segm', 'bbox'), protocol, ISAID_CLASSES,
                                         backend=b) for b in BACKENDS}
     for ref, other in zip(reports['pycocotools'], reports['faster-coco-eval']):
@@ -99,7 +99,7 @@ def _as_predictions(results, gt):
 def test_metric_backend_option_gives_the_same_metrics(val_json):
     from mmdet_custom.evaluation.metrics import MaxDetsCocoMetric
     path, gt, _ = val_json
-    results = bm.synthetic_coco_results(gt, per_image=200, seed=2)
+    results = synthetic_coco_results(gt, per_image=200, seed=2)
     out = {}
     for backend in BACKENDS:
         metric = MaxDetsCocoMetric(ann_file=str(path), metric=['bbox', 'segm'], classwise=True, protocol='isaid',

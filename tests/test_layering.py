@@ -110,7 +110,9 @@ HEAVY = ('torch', 'mmdet', 'mmengine', 'mmcv', 'timm', 'shapely', 'scipy', 'tiff
 # what the light command lines import (converters, eval_results, dataset_stats, bench_eval)
 LIGHT_MODULES = ('mmdet_custom', 'mmdet_custom.utils', 'mmdet_custom.utils.cli', 'mmdet_custom.utils.isaid_meta',
                  'mmdet_custom.evaluation.functional', 'mmdet_custom.converters',
-                 'mmdet_custom.converters.coco_subset')
+                 'mmdet_custom.converters.coco_subset', 'mmdet_custom.utils.paths',
+                 'mmdet_custom.analysis.resources', 'mmdet_custom.analysis.bench_report',
+                 'mmdet_custom.analysis.eval_bench')
 
 
 def test_package_import_registers_nothing_and_loads_no_heavy_stack():

@@ -37,13 +37,12 @@ folder with ``annotations/instances_{train,val}.json``), resized to ``img_size``
 data, random images with random box/mask annotations.
 """
 import copy
+import glob
 import json
-import math
+import logging
 import os
 import os.path as osp
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,8 +50,28 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
+import numpy as np
+import torch
+from mmdet.registry import DATASETS
+from mmdet.structures import DetDataSample
+from mmdet.structures.mask import BitmapMasks
+from mmengine.analysis import FlopAnalyzer
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.hub import get_config
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.structures import InstanceData
+
+from mmdet_custom.analysis.model_stats import build_detector, count_flops
+from mmdet_custom.converters.isaid import convert_isaid
+from mmdet_custom.models.speedups import apply_inference_speedups
+from mmdet_custom.utils.config import read_config
+from mmdet_custom.utils.paths import config_path, shared_data_dir
+
+from .bench_report import INFER_PARTS, TRAIN_PARTS, progress_line
+from .resources import PeakMemory, load_average, usable_cores
+
 #: The config spelling of torchvision's reference model.
 TORCHVISION = 'torchvision:maskrcnn_resnet50_fpn'
 FULL_MODEL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
@@ -63,10 +82,6 @@ LIGHT_MODELS = {
     'light: 3 anchors/location': 'configs/light/mask-rcnn_effb0-cbam_attn-fpn_anchors3_1x_isaid.py',
     'light: all + frozen C2': 'configs/light/mask-rcnn_effb0-cbam-frozen1_attn-fpn128_mask2conv_anchors3_1x_isaid.py',
 }
-#: Inference parts, in table order (training adds backward and optimizer).
-INFER_PARTS = ('backbone+neck', 'rpn', 'roi_heads', 'post')
-TRAIN_PARTS = ('backbone+neck', 'rpn', 'roi_heads', 'backward', 'optimizer', 'other')
-_MIB = 2.0**20
 
 
 @dataclass
@@ -128,41 +143,29 @@ def parse_spec(text: str) -> ModelSpec:
 
 
 def resolve_config(config: str) -> str:
-    """Path of a config file (``mmdet::`` and :data:`TORCHVISION` pass unchanged).
+    """Path of a config file: as given (relative to the working folder), else one of the shipped configs
+    (:func:`~mmdet_custom.utils.paths.config_path`: ``configs/cbam/...`` works from any folder); ``mmdet::`` and
+    :data:`TORCHVISION` pass unchanged.
 
     Raises:
-        FileNotFoundError: the file exists neither as given nor under the repository root.
+        FileNotFoundError: the file exists neither as given nor among the shipped configs.
     """
     if '::' in config or config.startswith('torchvision:'):
         return config
-    for candidate in (config, osp.join(REPO_ROOT, config)):
-        if osp.isfile(candidate):
-            return osp.abspath(candidate)
-    raise FileNotFoundError(f'config file not found: {config}')
+    if osp.isfile(config):
+        return osp.abspath(config)
+    try:
+        return config_path(config)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'config file not found: {config} (neither in the working folder nor among the '
+                                f'shipped configs)') from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The machine
 # ----------------------------------------------------------------------------------------------------------------
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def load_average() -> Optional[float]:
-    """The 1-minute load average (None where the OS has none)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def machine_info(device: str = 'cpu') -> Dict:
     """CPU model, cores, Python / torch / torchvision / mmdet versions, torch threads and the device's name."""
-    import torch
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
@@ -207,16 +210,14 @@ def prepare_data(data: Optional[str], work_dir: str) -> Tuple[Optional[str], str
     if data == 'random':
         return None, 'random images with random box/mask annotations'
     if data is None:
-        data = osp.join(SHARED_DATA, 'isaid_devkit')
+        data = osp.join(shared_data_dir(), 'isaid_devkit')
         if not osp.isdir(data):
             return None, f'random images (no iSAID data at {data})'
     if not osp.isdir(data):
         raise FileNotFoundError(f'--data: folder not found: {data}')
     if osp.isfile(osp.join(data, 'annotations', 'instances_train.json')):
         return data, f'iSAID patches from {data}'
-    import glob
     if glob.glob(osp.join(data, 'train', 'images', '*_instance_id_RGB.png')):
-        from mmdet_custom.converters.isaid import convert_isaid
         out = osp.join(work_dir, 'isaid_patches')
         splits = tuple(s for s in ('train', 'val') if osp.isdir(osp.join(data, s, 'images')))
         convert_isaid(data, out, splits=splits, show_progress=False)
@@ -230,9 +231,7 @@ def prepare_data(data: Optional[str], work_dir: str) -> Tuple[Optional[str], str
 
 def _dataset_samples(root: str, split: str, img_size: int, count: int, with_ann: bool) -> list:
     """Up to ``count`` packed samples of the iSAID fragment's dataset at ``img_size`` (no random flip)."""
-    from mmdet.registry import DATASETS
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', '_base_', 'datasets', 'isaid_instance.py'))
+    cfg = Config.fromfile(config_path('_base_/datasets/isaid_instance.py'))
     loader = cfg.train_dataloader if split == 'train' else cfg.test_dataloader
     dataset_cfg = copy.deepcopy(loader.dataset)
     pipeline = [dict(type='LoadImageFromFile')]
@@ -253,11 +252,6 @@ def _dataset_samples(root: str, split: str, img_size: int, count: int, with_ann:
 
 def _random_samples(img_size: int, count: int, seed: int = 0, num_gts: int = 30, num_classes: int = 15) -> list:
     """``count`` packed samples: random images with ``num_gts`` random boxes (rectangular masks) each."""
-    import numpy as np
-    import torch
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
     rng = np.random.default_rng(seed)
     samples = []
     for i in range(count):
@@ -296,11 +290,9 @@ class PartTimer:
 
     def sync(self) -> None:
         if self.cuda:
-            import torch
             torch.cuda.synchronize()
 
     def wrap(self, obj, method: str, label: str) -> None:
-        import torch
         inner = getattr(obj, method)
 
         def timed(*args, **kwargs):
@@ -391,69 +383,20 @@ def profile_top_ops(prof, labels: Sequence[str], top: int = 5,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Memory
-# ----------------------------------------------------------------------------------------------------------------
-def _reset_peak_rss() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_bytes() -> int:
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == 'darwin' else peak * 1024
-
-
-class PeakMemory:
-    """Peak memory of a phase: CUDA max allocated, else the process's peak RSS since :meth:`start`."""
-
-    def __init__(self, cuda: bool) -> None:
-        self.cuda = cuda
-        self.kind = 'cuda max_memory_allocated' if cuda else 'peak RSS'
-
-    def start(self) -> None:
-        import torch
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-        elif not _reset_peak_rss():
-            self.kind = 'peak RSS (cumulative: reset refused)'
-
-    def peak_mib(self) -> float:
-        import torch
-        if self.cuda:
-            return torch.cuda.max_memory_allocated() / _MIB
-        return _peak_rss_bytes() / _MIB
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # One model, in its own process
 # ----------------------------------------------------------------------------------------------------------------
 def _load_cfg(spec: ModelSpec):
     """The spec's config through :func:`~mmdet_custom.utils.config.read_config`: private ``_names`` dropped, the
     ``cfg_options`` checked (a key the config lacks raises ``ConfigKeyError``; ``+key`` adds one) and merged."""
-    from mmdet_custom.utils.config import read_config
     config = resolve_config(spec.config)
     if '::' in config:
-        from mmengine.hub import get_config
         config = get_config(config)
     return read_config(config, spec.cfg_options)
 
 
 def init_weights_quietly(model) -> None:
     """``model.init_weights()`` without mmengine's per-parameter initialisation log."""
-    import logging
 
-    from mmengine.logging import MMLogger
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -472,8 +415,6 @@ def _build_torchvision(num_classes: int, img_size: int, dets: int):
 
 def _flops_torchvision(model, img_size: int) -> Tuple[float, float, float]:
     """(dense GFLOPs per image, box-head MFLOPs per RoI, mask-head MFLOPs per RoI) of torchvision's Mask R-CNN."""
-    import torch
-    from mmengine.analysis import FlopAnalyzer
 
     def count(module, *inputs):
         analyzer = FlopAnalyzer(module, inputs)
@@ -519,7 +460,6 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
         ``s_per_iter``, ``img_per_s``, ``parts``, ``peak_mib``), ``mem_kind``, ``profile`` (part -> top ops) and
         ``threads``.
     """
-    import torch
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -536,7 +476,6 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
         num_classes = 15
         model = _build_torchvision(num_classes, img_size, max(dets)).eval().to(device)
     else:
-        from mmdet_custom.analysis.model_stats import build_detector
         cfg = _load_cfg(spec)
         model = build_detector(cfg)  # random init, registers mmdet's and the project's modules
         init_weights_quietly(model)  # the heads' own init (e.g. fc_cls ~ N(0, 0.01)): realistic score spread
@@ -548,7 +487,6 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
             dense, box, mask = _flops_torchvision(model, img_size)
             proposals = model.rpn._post_nms_top_n['testing']
         else:
-            from mmdet_custom.analysis.model_stats import count_flops
             per_image, per_roi = count_flops(copy.deepcopy(model).cpu(), (img_size, img_size))
             dense = sum(per_image.values()) / 1e9
             box = (per_roi.get('bbox_head', 0) + per_roi.get('bbox_predictor', 0)) / 1e6
@@ -569,11 +507,9 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
             test_samples = _dataset_samples(data_root, 'val', img_size, num_test, with_ann=False)
         else:
             test_samples = _random_samples(img_size, num_test, seed)
-        from mmengine.dataset import pseudo_collate
 
     # ---- inference
     if spec.speedups and not tv:
-        from mmdet_custom.models.speedups import apply_inference_speedups
         apply_inference_speedups(model)
     if spec.compile and not tv:
         result.update(_compile_extract_feat(model, pseudo_collate([test_samples[0]])))
@@ -619,14 +555,12 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
 
     # ---- training
     if spec.train and not tv:
-        from mmengine.optim import build_optim_wrapper
         del timer
         if data_root:
             train_samples = _dataset_samples(data_root, 'train', img_size, num_train, with_ann=True)
         else:
             train_samples = _random_samples(img_size, num_train, seed + 1)
         cfg = _load_cfg(spec)
-        from mmdet_custom.analysis.model_stats import build_detector
         torch.manual_seed(seed)
         model = build_detector(cfg)  # a fresh model: the inference one may carry speedups
         init_weights_quietly(model)
@@ -669,7 +603,6 @@ def _compile_extract_feat(model, batch) -> Dict:
     """Replace ``model.extract_feat`` (backbone + neck) by its ``torch.compile`` (inductor) version; compile it on
     ``batch`` and return ``compile_s`` (the first call) and ``compile_max_abs_diff`` (compiled vs eager features,
     max over levels)."""
-    import torch
     eager = model.extract_feat
     with torch.no_grad():
         inputs = model.data_preprocessor(batch, False)['inputs']
@@ -758,7 +691,6 @@ def run_benchmark(specs: Sequence[ModelSpec],
     if threads:
         env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(threads)
         report['machine']['torch_threads'] = threads
-    env['PYTHONPATH'] = REPO_ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
     with tempfile.TemporaryDirectory(prefix='bench_models_') as work:
         data_root, report['data'] = prepare_data(data, work)
         log(f'data: {report["data"]}')
@@ -777,7 +709,7 @@ def run_benchmark(specs: Sequence[ModelSpec],
                 try:
                     proc = subprocess.run(
                         [sys.executable, '-m', 'mmdet_custom.analysis.benchmark', '--worker', in_file, out_file],
-                        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+                        env=env, capture_output=True, text=True, timeout=timeout)
                     failed = proc.returncode != 0 or not osp.isfile(out_file)
                     error = (proc.stderr.strip().splitlines() or ['no output'])[-1] if failed else None
                 except subprocess.TimeoutExpired:
@@ -791,271 +723,11 @@ def run_benchmark(specs: Sequence[ModelSpec],
                     with open(out_file) as f:
                         result = json.load(f)
                     result['load'] = [load_before, load_after]
-                    log(f'[{rep + 1}/{repeats}] {spec.name}: {_progress(result)} '
+                    log(f'[{rep + 1}/{repeats}] {spec.name}: {progress_line(result)} '
                         f'({time.perf_counter() - t0:.0f} s, load {load_before:.1f})')
                 report['runs'][spec.name].append(result)
     report['wall_s'] = time.time() - started
     return report
-
-
-def _progress(result: Dict) -> str:
-    bits = [f'infer @{n} {v["s_per_img"] * 1000:.0f} ms' for n, v in result['infer'].items()]
-    if 'compile_s' in result:
-        bits.append(f'compile {result["compile_s"]:.0f} s (max |diff| {result["compile_max_abs_diff"]:.1e})')
-    if result.get('train'):
-        bits.append(f'train {result["train"]["img_per_s"]:.3f} img/s')
-    return ', '.join(bits)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Summary and tables
-# ----------------------------------------------------------------------------------------------------------------
-def _median(values: Sequence[float]) -> Optional[float]:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def _spread(values: Sequence[float]) -> Optional[float]:
-    """``(max - min) / median`` of ``values`` (None for fewer than 2 values)."""
-    values = [v for v in values if v is not None]
-    if len(values) < 2:
-        return None
-    med = statistics.median(values)
-    return (max(values) - min(values)) / med if med else None
-
-
-def columns(settings: Dict) -> List[Tuple[str, str]]:
-    """Summary columns ``(key, header)`` for the run's settings (one inference column per detection budget)."""
-    dets = settings['dets']
-    cols = [('params_m', 'params (M)'), (f'gflops_{dets[0]}', f'GFLOPs @{dets[0]} dets'),
-            ('train_img_s', f'train img/s (batch {settings["train_batch"]})')]
-    cols += [(f'infer_ms_{n}', f'infer ms/img @{n} dets') for n in dets]
-    cols += [('train_peak_mib', 'train peak MiB'), ('infer_peak_mib', 'infer peak MiB')]
-    return cols
-
-
-def cpu_columns(settings: Dict) -> List[Tuple[str, str]]:
-    """CPU-time columns (``time.process_time`` of the measuring process, all its threads): the work done, much
-    less sensitive than wall time to other processes competing for the cores."""
-    return [('train_cpu_s', f'train CPU s/iter (batch {settings["train_batch"]})')] + [
-        (f'infer_cpu_ms_{n}', f'infer CPU ms/img @{n} dets') for n in settings['dets']]
-
-
-def summarize(report: Dict) -> List[Dict]:
-    """One row per model: medians over the repeats, spreads, ratios to the first model, inference/training parts.
-
-    Each row holds ``name``, ``values`` (column key -> median or None), ``ratios`` (column key -> value / reference
-    value, None where either is missing), ``spreads`` (timed columns -> spread over repeats), ``infer_parts``
-    (dets -> part -> median ms), ``train_parts`` (part -> median s), ``detections`` (dets -> median kept per image),
-    ``repeats_ok`` and ``errors``.
-    """
-    dets = [str(n) for n in report['settings']['dets']]
-    rows = []
-    for spec in report['specs']:
-        runs = report['runs'][spec['name']]
-        ok = [r for r in runs if 'error' not in r]
-        first = ok[0] if ok else {}
-        values: Dict[str, Optional[float]] = {'params_m': first['params'] / 1e6 if first else None}
-        for n in dets:
-            values[f'gflops_{n}'] = (first.get('gflops_at') or {}).get(n)
-        values['gflops_dense'] = first.get('gflops')
-        per_rep: Dict[str, List[float]] = {}
-        for n in dets:
-            per_rep[f'infer_ms_{n}'] = [r['infer'][n]['s_per_img'] * 1000 for r in ok if n in r['infer']]
-        per_rep['infer_peak_mib'] = [max(v['peak_mib'] for v in r['infer'].values()) for r in ok if r['infer']]
-        for n in dets:
-            per_rep[f'infer_cpu_ms_{n}'] = [r['infer'][n]['cpu_s_per_img'] * 1000 for r in ok if n in r['infer']]
-        per_rep['train_img_s'] = [r['train']['img_per_s'] for r in ok if r.get('train')]
-        per_rep['train_cpu_s'] = [r['train']['cpu_s_per_iter'] for r in ok if r.get('train')]
-        per_rep['train_peak_mib'] = [r['train']['peak_mib'] for r in ok if r.get('train')]
-        for key, vals in per_rep.items():
-            values[key] = _median(vals)
-        row = dict(name=spec['name'], config=spec['config'], values=values,
-                   spreads={k: _spread(v) for k, v in per_rep.items() if not k.endswith('peak_mib')},
-                   infer_parts={n: {p: _median([r['infer'][n]['parts'][p] * 1000 for r in ok if n in r['infer']])
-                                    for p in INFER_PARTS} for n in dets},
-                   detections={n: _median([r['infer'][n]['detections'] for r in ok if n in r['infer']])
-                               for n in dets},
-                   train_parts={p: _median([r['train']['parts'][p] for r in ok if r.get('train')])
-                                for p in TRAIN_PARTS},
-                   repeats_ok=len(ok), errors=[r['error'] for r in runs if 'error' in r],
-                   compile_s=_median([r['compile_s'] for r in ok if 'compile_s' in r]),
-                   compile_max_abs_diff=max([r['compile_max_abs_diff'] for r in ok if 'compile_s' in r],
-                                            default=None),
-                   profile=first.get('profile') or {}, mem_kind=first.get('mem_kind'))
-        rows.append(row)
-    ref = rows[0]['values'] if rows else {}
-    for row in rows:
-        row['ratios'] = {k: (v / ref[k] if v is not None and ref.get(k) else None) for k, v in row['values'].items()}
-    return rows
-
-
-def load_summary(report: Dict) -> Dict:
-    """Load averages of the run: ``min``, ``median``, ``max``, ``cores`` and ``busy`` (max load > usable cores)."""
-    loads = [x for x in report.get('loads', []) if x is not None]
-    cores = report['machine'].get('usable_cores') or report['machine'].get('cores') or 1
-    if not loads:
-        return dict(min=None, median=None, max=None, cores=cores, busy=None)
-    return dict(min=min(loads), median=statistics.median(loads), max=max(loads), cores=cores,
-                busy=max(loads) > cores)
-
-
-def busy_warning(report: Dict) -> Optional[str]:
-    """A warning sentence when the machine was busy during the run (else None)."""
-    load = load_summary(report)
-    if not load['busy']:
-        return None
-    return (f'BUSY MACHINE: the 1-minute load average reached {load["max"]:.1f} (median {load["median"]:.1f}) on '
-            f'{load["cores"]} usable cores: other processes competed for the CPU, absolute times are inflated and '
-            f'noisy; the ratios (interleaved runs) are the more reliable figures.')
-
-
-def _fmt(value: Optional[float], digits: int = 3) -> str:
-    if value is None:
-        return '-'
-    if value == 0:
-        return '0'
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(digits - 1 - magnitude, 0)
-    return f'{value:,.{decimals}f}'
-
-
-def _cell(row: Dict, key: str, reference: bool) -> str:
-    value = row['values'].get(key)
-    if value is None:
-        return '-'
-    if reference:
-        return _fmt(value)
-    ratio = row['ratios'].get(key)
-    return f'{_fmt(value)} ({_fmt(ratio, 2)}x)' if ratio is not None else _fmt(value)
-
-
-def table_rows(report: Dict, cols: Optional[List[Tuple[str, str]]] = None) -> List[List[str]]:
-    """A summary table as a header row and one row per model (the reference absolute, the others with their
-    ratio to it in parentheses). ``cols``: :func:`columns` (default) or :func:`cpu_columns`."""
-    rows = summarize(report)
-    main = cols is None
-    cols = columns(report['settings']) if main else cols
-    top = str(max(report['settings']['dets']))
-    body = [['model'] + [h for _, h in cols] + ([f'dets kept @{top}'] if main else [])]
-    for i, row in enumerate(rows):
-        cells = [row['name'] + (' (reference)' if i == 0 else '')]
-        cells += [_cell(row, key, i == 0) for key, _ in cols]
-        if main:
-            kept = row['detections'].get(top)
-            cells.append(_fmt(kept) if kept is not None else '-')
-        if row['errors'] and not row['repeats_ok']:
-            cells[1:] = ['failed'] * (len(cells) - 1)
-        body.append(cells)
-    return body
-
-
-def format_table(report: Dict) -> str:
-    """The summary table for a terminal (terminaltables), with the load line and the busy warning."""
-    from terminaltables import AsciiTable
-    lines = []
-    for title, cols in ((' models vs the first (ratio in parentheses) ', None),
-                        (' CPU time of the measuring process (less sensitive to load) ',
-                         cpu_columns(report['settings']))):
-        table = AsciiTable(table_rows(report, cols), title=title)
-        for col in range(1, len(table.table_data[0])):
-            table.justify_columns[col] = 'right'
-        lines.append(table.table)
-    load = load_summary(report)
-    if load['max'] is not None:
-        lines.append(f'load average {load["min"]:.1f}-{load["max"]:.1f} (median {load["median"]:.1f}) on '
-                     f'{load["cores"]} usable cores')
-    warning = busy_warning(report)
-    if warning:
-        lines.append('WARNING: ' + warning)
-    return '\n'.join(lines)
-
-
-def _md_table(rows: List[List[str]]) -> List[str]:
-    out = ['| ' + ' | '.join(rows[0]) + ' |', '|' + '|'.join(['---'] + ['--:'] * (len(rows[0]) - 1)) + '|']
-    out += ['| ' + ' | '.join(r) + ' |' for r in rows[1:]]
-    return out
-
-
-def format_markdown(report: Dict) -> str:
-    """The whole report as markdown: machine, settings, load, the summary table, time by part, spreads, profile."""
-    m, s = report['machine'], report['settings']
-    rows = summarize(report)
-    load = load_summary(report)
-    dev = m['device'] + (f' ({m["device_name"]})' if m.get('device_name') else '')
-    out = [f'# Model benchmark ({report["started"]})', '',
-           f'- machine: {m["cpu"]}, {m["cores"]} cores ({m["usable_cores"]} usable), '
-           f'{m.get("mem_gib", "?")} GiB; device {dev}; torch {m["torch"]} ({m["torch_threads"] or "default"} '
-           f'threads), torchvision {m.get("torchvision")}, mmdet {m.get("mmdet")}, mmcv {m.get("mmcv")}, '
-           f'timm {m.get("timm")}, Python {m["python"]}',
-           f'- settings: {s["img_size"]}x{s["img_size"]} input, training batch {s["train_batch"]}, inference '
-           f'batch 1, {s["repeats"]} repeat(s) interleaved x {s["steps"]} timed step(s) after {s["warmup"]} '
-           f'warm-up step(s), random weights; data: {report["data"]}; wall time {report["wall_s"]:.0f} s',
-           f'- memory: {rows[0]["mem_kind"] if rows else "-"}' + (
-               '' if m['device'].startswith('cuda') else ' (whole process: Python, libraries, model and data)')]
-    if load['max'] is not None:
-        out.append(f'- load average (1 min, sampled around every process): {load["min"]:.1f}-{load["max"]:.1f}, '
-                   f'median {load["median"]:.1f}, on {load["cores"]} usable cores')
-    warning = busy_warning(report)
-    if warning:
-        out += ['', f'> **{warning}**']
-    out += ['', '## Summary (reference absolute; the others: value (ratio to the reference))', '']
-    out += _md_table(table_rows(report))
-    out += ['', 'Ratios: value / reference value of the same column (train img/s: > 1 is faster; times and '
-            f'memory: < 1 is better). GFLOPs: dense part + box head x proposals + mask head x {s["dets"][0]} '
-            'detections.']
-    out += ['', '## CPU time (process CPU seconds of the measuring process; less sensitive to load than wall time)',
-            '']
-    out += _md_table(table_rows(report, cpu_columns(s)))
-    for n in [str(d) for d in s['dets']]:
-        out += ['', f'## Inference by part, ms/image at {n} detections (median)', '']
-        table = [['model'] + list(INFER_PARTS) + ['total', 'dets kept']]
-        for row in rows:
-            parts = row['infer_parts'][n]
-            table.append([row['name']] + [_fmt(parts[p]) for p in INFER_PARTS] +
-                         [_fmt(row['values'].get(f'infer_ms_{n}')), _fmt(row['detections'][n])])
-        out += _md_table(table)
-    out += ['', '## Training by part, seconds/iteration (median)', '']
-    table = [['model'] + list(TRAIN_PARTS) + ['total']]
-    for row in rows:
-        if row['values'].get('train_img_s'):
-            total = s['train_batch'] / row['values']['train_img_s']
-            table.append([row['name']] + [_fmt(row['train_parts'][p]) for p in TRAIN_PARTS] + [_fmt(total)])
-    out += _md_table(table)
-    out += ['', '## Spread over repeats ((max - min) / median; "-" with one repeat)', '']
-    keys = ['train_img_s', 'train_cpu_s'] + [f'infer_{k}ms_{n}' for n in s['dets'] for k in ('', 'cpu_')]
-    table = [['model'] + keys + ['repeats ok']]
-    for row in rows:
-        table.append([row['name']] + [('-' if row['spreads'].get(k) is None else f'{100 * row["spreads"][k]:.0f} %')
-                                      for k in keys] + [str(row['repeats_ok'])])
-    out += _md_table(table)
-    compiled = [row for row in rows if row.get('compile_s') is not None]
-    if compiled:
-        out += ['', '## torch.compile (backbone + neck, inductor)', '']
-        out += [f'- {row["name"]}: compiling (first call) {row["compile_s"]:.1f} s; compiled vs eager features '
-                f'max |difference| {row["compile_max_abs_diff"]:.1e}' for row in compiled]
-    errors = [(row['name'], e) for row in rows for e in row['errors']]
-    if errors:
-        out += ['', '## Failed measurements', ''] + [f'- {name}: {e}' for name, e in errors]
-    if any(row['profile'] for row in rows):
-        out += ['', '## Profile: top operators by self time per part (ms, one step)', '']
-        for row in rows:
-            for phase, parts in row['profile'].items():
-                out.append(f'- **{row["name"]}**, {phase}:')
-                for part, ops in sorted(parts.items()):
-                    out.append(f'  - {part}: ' + ', '.join(f'{op} {ms:.1f}' for op, ms in ops))
-    return '\n'.join(out) + '\n'
-
-
-def format_profile(report: Dict) -> str:
-    """The profile as plain text (top operators per model, phase and part)."""
-    lines = []
-    for row in summarize(report):
-        for phase, parts in row['profile'].items():
-            lines.append(f'{row["name"]} - {phase}')
-            for part, ops in sorted(parts.items()):
-                lines.append(f'  {part:>14}: ' + ', '.join(f'{op} {ms:.1f} ms' for op, ms in ops))
-    return '\n'.join(lines)
 
 
 if __name__ == '__main__':
@@ -1063,186 +735,3 @@ if __name__ == '__main__':
         _worker_main(sys.argv[2:])
     else:
         sys.exit('internal entry point of the model benchmark; run tools/benchmarks/bench_models.py')
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluation backends (tools/benchmarks/bench_eval.py)
-# ----------------------------------------------------------------------------------------------------------------
-def synthetic_coco_results(gt: Dict, per_image: int = 1000, copies: int = 8, seed: int = 0) -> List[Dict]:
-    """COCO results with exactly ``per_image`` detections on every image of ``gt``, a detector's worst case.
-
-    Per image: ``copies`` jittered copies of each ground-truth instance (polygons scaled by U(0.8, 1.2) per axis
-    about the box centre and shifted by N(0, sigma) x its box size, sigma cycling over 0.02 / 0.05 / 0.1 / 0.2;
-    10% of them relabelled to a random category), then random rotated rectangles (sides log-uniform in 2..600 px,
-    so every iSAID size band gets detections) of random categories until ``per_image``. Scores are U(0, 1). Masks
-    are compressed RLEs (``counts`` as str) on the image's size; each ``bbox`` is its mask's extent (xywh, px).
-
-    Args:
-        gt (dict): a COCO instances json (polygon segmentations), e.g. the devkit's ``instancesonly_filtered_val``.
-        per_image (int): detections per image. Defaults to 1000 (the iSAID protocol's budget).
-        copies (int): jittered copies per ground-truth instance (fewer when they would exceed ``per_image``).
-        seed (int): NumPy seed; the same inputs give the same list.
-
-    Returns:
-        list[dict]: ``{image_id, category_id, score, bbox, segmentation}`` entries, image by image.
-    """
-    import numpy as np
-    from pycocotools import mask as mask_utils
-    rng = np.random.default_rng(seed)
-    cat_ids = [c['id'] for c in gt['categories']]
-    by_image: Dict[int, list] = {}
-    for ann in gt['annotations']:
-        if isinstance(ann.get('segmentation'), list) and ann['segmentation']:
-            by_image.setdefault(ann['image_id'], []).append(ann)
-    sigmas = (0.02, 0.05, 0.1, 0.2)
-    results = []
-    for img in gt['images']:
-        height, width = img['height'], img['width']
-        anns = by_image.get(img['id'], [])
-        polygons = []
-        for k in range(min(copies * len(anns), per_image)):
-            ann = anns[k % len(anns)]
-            x, y, w, h = ann['bbox']
-            centre = np.array([x + w / 2, y + h / 2])
-            scale = rng.uniform(0.8, 1.2, 2)
-            shift = rng.normal(0, sigmas[(k // len(anns)) % len(sigmas)], 2) * [w, h]
-            polys = [((np.asarray(p, float).reshape(-1, 2) - centre) * scale + centre + shift).ravel().tolist()
-                     for p in ann['segmentation']]
-            cat = ann['category_id'] if rng.random() >= 0.1 else int(rng.choice(cat_ids))
-            polygons.append((polys, cat))
-        while len(polygons) < per_image:
-            w, h = np.exp(rng.uniform(np.log(2), np.log(600), 2))
-            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-            angle = rng.uniform(0, np.pi)
-            rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-            corners = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2 @ rot.T + [cx, cy]
-            polygons.append(([corners.ravel().tolist()], int(rng.choice(cat_ids))))
-        for polys, cat in polygons:
-            rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-            bbox = mask_utils.toBbox(rle).tolist()
-            rle['counts'] = rle['counts'].decode()
-            results.append(dict(image_id=img['id'], category_id=cat, score=float(rng.random()), bbox=bbox,
-                                segmentation=rle))
-    return results
-
-
-def time_eval_backends(gt_file: str, results: Sequence[Dict], backends: Sequence[str] = ('pycocotools',
-                                                                                         'faster-coco-eval'),
-                       iou_types: Sequence[str] = ('segm', 'bbox'), protocol: str = 'isaid', repeats: int = 3,
-                       classes: Optional[Sequence[str]] = None) -> Dict:
-    """Time :func:`~mmdet_custom.evaluation.functional.evaluate_coco_reports` per backend and IoU type, interleaved.
-
-    A run is one ``evaluate_coco_reports(coco_gt, results, [iou_type], protocol, backend=...)`` call: loading the
-    results (``loadRes``), ``evaluate``, ``accumulate`` and reading the 12 summary numbers, i.e. what
-    ``MaxDetsCocoMetric`` spends per IoU type after writing its results file. The ground truth is loaded fresh
-    before each run, untimed (both backends write into its annotations). One untimed warm-up run per backend on 100
-    results, then repeats interleave the backends. Wall time
-    and process CPU time (all threads: faster-coco-eval computes mask IoUs on a thread pool) are recorded.
-
-    Args:
-        gt_file (str): ground-truth COCO json.
-        results (Sequence[dict]): COCO results (e.g. :func:`synthetic_coco_results`).
-        backends (Sequence[str]): backends to compare; the first is the reference of the ratios.
-        iou_types (Sequence[str]): ``'segm'`` and/or ``'bbox'``.
-        protocol (str): ``'isaid'`` (default) or ``'coco'``.
-        repeats (int): runs per backend and IoU type.
-        classes (Sequence[str], optional): class names (categories matched by name). Default: the json's.
-
-    Returns:
-        dict: ``rows`` (one per backend and IoU type: ``backend``, ``iou_type``, ``wall_s`` and ``cpu_s``
-        (median over repeats), ``spread`` ((max - min) / median of wall time), ``ratio`` (the reference backend's
-        median wall time over this one's: the speed-up), ``cpu_ratio``), ``differences`` (IoU type -> the largest
-        absolute difference of any backend's 12 summary numbers and per-class APs from the reference's),
-        ``identical`` (IoU type -> that difference <= 1e-12: the same numbers up to float rounding), ``stats``
-        (backend -> IoU type -> summary numbers), ``detections``, ``images``, ``loads`` (1-minute load averages
-        before and after) and ``machine`` (CPU model, cores, versions).
-    """
-    import importlib.metadata
-
-    from mmdet_custom.evaluation.functional import evaluate_coco_reports, load_coco_gt
-    iou_types = list(iou_types)
-    times = {(b, t): [] for b in backends for t in iou_types}
-    cpu = {(b, t): [] for b in backends for t in iou_types}
-    reports = {}
-    loads = [load_average()]
-    for backend in backends:  # warm-up, untimed: imports, first-call allocations
-        evaluate_coco_reports(load_coco_gt(gt_file, iou_types, what=gt_file), results[:100], iou_types[:1],
-                              protocol, classes, gt_name=gt_file,
-                              **({} if backend == 'pycocotools' else dict(backend=backend)))
-    for _ in range(repeats):
-        for iou_type in iou_types:
-            for backend in backends:
-                coco_gt = load_coco_gt(gt_file, iou_types, what=gt_file)
-                kwargs = {} if backend == 'pycocotools' else dict(backend=backend)  # pycocotools: the default
-                t0, c0 = time.perf_counter(), time.process_time()
-                report = evaluate_coco_reports(coco_gt, results, [iou_type], protocol, classes, gt_name=gt_file,
-                                               **kwargs)[0]
-                times[backend, iou_type].append(time.perf_counter() - t0)
-                cpu[backend, iou_type].append(time.process_time() - c0)
-                reports[backend, iou_type] = report
-    loads.append(load_average())
-    ref = backends[0]
-    rows = []
-    for iou_type in iou_types:
-        for backend in backends:
-            wall, cpu_s = _median(times[backend, iou_type]), _median(cpu[backend, iou_type])
-            rows.append(dict(backend=backend, iou_type=iou_type, wall_s=wall, cpu_s=cpu_s,
-                             spread=_spread(times[backend, iou_type]),
-                             ratio=_median(times[ref, iou_type]) / wall if wall else None,
-                             cpu_ratio=_median(cpu[ref, iou_type]) / cpu_s if cpu_s else None))
-
-    def difference(a, b) -> float:
-        """Largest |a - b| over the summary numbers and per-class APs (inf: other names, or NaN against a number)."""
-        pairs = [(a.stats[k], b.stats.get(k, math.inf)) for k in a.stats]
-        if [n for n, _ in a.per_class] != [n for n, _ in b.per_class] or list(a.stats) != list(b.stats):
-            return math.inf
-        pairs += [(x, y) for (_, va), (_, vb) in zip(a.per_class, b.per_class) for x, y in zip(va, vb)]
-        return max([0.0] + [0.0 if x != x and y != y else abs(x - y) if x == x and y == y else math.inf
-                            for x, y in pairs])
-
-    differences = {t: max(difference(reports[ref, t], reports[b, t]) for b in backends) for t in iou_types}
-    versions = {}
-    for package in ('pycocotools', 'faster-coco-eval'):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    machine = dict(cpu=_cpu_model(), cores=os.cpu_count(), usable_cores=usable_cores(),
-                   python=platform.python_version(), **versions)
-    return dict(rows=rows, identical={t: d <= 1e-12 for t, d in differences.items()}, differences=differences,
-                loads=loads, machine=machine, protocol=protocol,
-                repeats=repeats, detections=len(results), images=len({r['image_id'] for r in results}),
-                stats={b: {t: dict(reports[b, t].stats) for t in iou_types} for b in backends})
-
-
-def _cpu_model() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')),
-                        platform.machine())
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
-def format_eval_table(result: Dict) -> str:
-    """The backend timings as a plain table (seconds, speed-up vs the first backend), the equality verdict per IoU
-    type, and the machine and load."""
-    from mmdet_custom.utils.tables import plain_table
-    rows = [['iou_type', 'backend', 'wall s', 'spread', 'speed-up', 'CPU s', 'CPU speed-up']]
-    for r in result['rows']:
-        rows.append([r['iou_type'], r['backend'], _fmt(r['wall_s']),
-                     '-' if r['spread'] is None else f'{r["spread"]:.0%}', f'{_fmt(r["ratio"], 2)}x',
-                     _fmt(r['cpu_s']), f'{_fmt(r["cpu_ratio"], 2)}x'])
-    machine, loads = result['machine'], [x for x in result['loads'] if x is not None]
-    lines = [f'{result["detections"]} detections on {result["images"]} images, {result["protocol"]} protocol, '
-             f'median of {result["repeats"]} interleaved runs per backend (evaluate_coco_reports: loadRes + '
-             f'evaluate + accumulate + summary)', plain_table(rows, right_columns=[2, 3, 4, 5, 6])]
-    for iou_type, same in result['identical'].items():
-        diff = result['differences'][iou_type]
-        lines.append(f'{iou_type}: the 12 summary numbers and per-class APs of every backend are '
-                     + ('IDENTICAL to the first' if same else 'NOT identical (see --out-json stats)')
-                     + (' (exactly equal)' if diff == 0 else f' (largest difference {diff:.1e})'))
-    load = f'load {min(loads):.1f}-{max(loads):.1f}' if loads else 'load unknown'
-    lines.append(f'machine: {machine["cpu"]}, {machine["usable_cores"]}/{machine["cores"]} usable cores, {load}; '
-                 f'pycocotools {machine.get("pycocotools")}, faster-coco-eval {machine.get("faster-coco-eval")}')
-    return '\n'.join(lines)

@@ -25,8 +25,19 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
+import cv2
 import numpy as np
+import torch
+from mmdet.registry import DATASETS
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import build_optim_wrapper
+from torch.profiler import ProfilerActivity
 
+from mmdet_custom.analysis.benchmark import init_weights_quietly, machine_info, resolve_config
+from mmdet_custom.analysis.resources import PeakMemory
+from mmdet_custom.datasets.utils import innermost_dataset_cfg
+from mmdet_custom.models.builder import build_model
+from mmdet_custom.utils.config import read_config
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
 __all__ = ['DEFAULT_CONFIGS', 'DEFAULT_OBJECTS', 'VARIANTS', 'write_dense_dataset', 'measure_dense_step',
@@ -68,7 +79,6 @@ def write_dense_dataset(root: str, num_objects: int, img_size: int = 800, num_im
     Returns:
         dict: ``ann_file``, ``img_dir`` (absolute paths).
     """
-    import cv2
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(root, 'images'), exist_ok=True)
     cells = max(1, math.ceil(math.sqrt(num_objects)))
@@ -132,15 +142,7 @@ def measure_dense_step(config: str, ann_file: str, img_dir: str, variant: str = 
         ``losses`` (name -> value), ``profile`` (top operators by self CPU time and by self CPU memory, with
         ``profile=True``).
     """
-    import torch
-    from mmdet.registry import DATASETS
-    from mmengine.dataset import pseudo_collate
-    from mmengine.optim import build_optim_wrapper
 
-    from mmdet_custom.analysis.benchmark import PeakMemory, init_weights_quietly, resolve_config
-    from mmdet_custom.datasets.utils import innermost_dataset_cfg
-    from mmdet_custom.models.builder import build_model
-    from mmdet_custom.utils.config import read_config
 
     if threads:
         torch.set_num_threads(threads)
@@ -168,7 +170,6 @@ def measure_dense_step(config: str, ann_file: str, img_dir: str, variant: str = 
     instances = sum(len(s.gt_instances) for s in batch['data_samples'])
     prof = None
     if profile:
-        from torch.profiler import ProfilerActivity
         prof = torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         prof.__enter__()
     step_times = []
@@ -239,7 +240,7 @@ def run_dense_benchmark(configs: Dict[str, str], objects: Sequence[int] = DEFAUL
 
     Raises nothing for a failed or stopped step: its row says why (``stopped``, ``error``).
     """
-    from mmdet_custom.analysis.benchmark import machine_info
+
     report = dict(machine=machine_info(device), img_size=img_size, batch=batch, max_gib=max_gib, steps=steps,
                   date=time.strftime('%Y-%m-%d'), rows=[])
     with tempfile.TemporaryDirectory(prefix='bench_dense_') as tmp:

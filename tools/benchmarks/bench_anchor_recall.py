@@ -22,9 +22,8 @@ import numpy as np
 
 from mmdet_custom.anchor_search import AnchorSetting, max_iou_brute_force, max_iou_exact, recall_table
 from mmdet_custom.utils.cli import run_cli
+from mmdet_custom.utils.paths import shared_data_dir
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SHARED_DATA = os.environ.get('MMDET_CUSTOM_SHARED_DATA', osp.join(osp.dirname(REPO_ROOT), 'shared', 'data'))
 INPUT = 800
 THRESHOLDS = (0.5, 0.7, 0.75)
 
@@ -48,7 +47,7 @@ def isaid_box_sizes(root: str) -> np.ndarray:
 def make_boxes(num: int, seed: int = 0):
     """(num, 4) boxes inside an ``INPUT`` x ``INPUT`` input and a description of their source."""
     rng = np.random.default_rng(seed)
-    root = osp.join(SHARED_DATA, 'isaid_devkit')
+    root = osp.join(shared_data_dir(), 'isaid_devkit')
     real = isaid_box_sizes(root) if osp.isdir(root) else np.zeros((0, 2))
     if len(real):
         wh = real[rng.integers(0, len(real), num)] * np.exp(rng.normal(0., 0.1, (num, 2)))

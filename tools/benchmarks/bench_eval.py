@@ -5,7 +5,7 @@
 
 Builds COCO results with exactly ``--per-image`` detections on every image of the ground truth (default: the
 devkit's iSAID val patches in ../shared/data; jittered ground truth plus random rotated rectangles, fixed seed:
-:func:`mmdet_custom.analysis.benchmark.synthetic_coco_results`), evaluates them with every backend under the iSAID
+:func:`mmdet_custom.analysis.eval_bench.synthetic_coco_results`), evaluates them with every backend under the iSAID
 protocol (maxDets 1/10/1000, iSAID's size bands), interleaved, and prints the time per backend and IoU type, the
 speed-up over the first backend measured in the same run, and whether the 12 summary numbers and per-class APs are
 identical.
@@ -13,7 +13,11 @@ identical.
 import argparse
 import os.path as osp
 
+from mmdet_custom.analysis.eval_bench import format_eval_table, synthetic_coco_results, time_eval_backends
 from mmdet_custom.utils.cli import run_cli
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import dump_json_atomic, load_json
+from mmdet_custom.utils.paths import shared_data_dir
 
 DEFAULT_GT = 'isaid_devkit_reference/instancesonly_filtered_val.json'
 
@@ -35,17 +39,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import os
-    os.environ.setdefault('MMDET_CUSTOM_NO_REGISTER', '1')  # no torch/mmdet needed
-    from mmdet_custom.analysis.benchmark import (
-        SHARED_DATA,
-        format_eval_table,
-        synthetic_coco_results,
-        time_eval_backends,
-    )
-    from mmdet_custom.utils.errors import UserError
-    from mmdet_custom.utils.fileio import dump_json_atomic, load_json
-    gt_file = args.gt or osp.join(SHARED_DATA, DEFAULT_GT)
+    gt_file = args.gt or osp.join(shared_data_dir(), DEFAULT_GT)
     if args.per_image < 1 or args.repeats < 1:
         raise UserError('--per-image and --repeats must be at least 1')
     gt = load_json(gt_file, 'ground-truth json (--gt)')

@@ -10,7 +10,7 @@ EfficientNet-B0 with a plain FPN and no attention, R50 + CBAM, and torchvision's
 (inference only). A CONFIG is a file, ``mmdet::<path>`` (mmdet's own configs) or ``torchvision``. Every model is
 measured in its own process (peak memory per model), random weights, repeats interleaved; the report gives the
 spread over the repeats and warns when the machine's load exceeded its cores. What is timed and how: see
-:mod:`mmdet_custom.analysis.benchmark`.
+:mod:`mmdet_custom.analysis.benchmark` (the report: :mod:`mmdet_custom.analysis.bench_report`).
 """
 import argparse
 
@@ -44,14 +44,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmdet_custom.analysis.benchmark import (
-        default_specs,
-        format_markdown,
-        format_profile,
-        format_table,
-        parse_spec,
-        run_benchmark,
-    )
+    from mmdet_custom.analysis.bench_report import format_markdown, format_profile, format_table
+    from mmdet_custom.analysis.benchmark import default_specs, parse_spec, run_benchmark
     from mmdet_custom.apis.runner import check_writable
     from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
     specs = [parse_spec(c) for c in args.configs] if args.configs else default_specs()
