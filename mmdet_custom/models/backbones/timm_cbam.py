@@ -5,6 +5,7 @@ import threading
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import timm
 import torch
@@ -315,12 +316,18 @@ class TimmCBAMBackbone(BaseModule):
 def _reachable(url: str, timeout: float) -> bool:
     """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds (name lookup included).
 
-    Nothing is sent. The lookup and connection run in a daemon thread, so a hanging resolver also counts as
-    unreachable once ``timeout`` has passed.
+    Behind a proxy (``HTTPS_PROXY`` / ``HTTP_PROXY``, unless ``NO_PROXY`` exempts the host) the proxy is probed
+    instead, as the hub client would connect to it. Nothing is sent. The lookup and connection run in a daemon
+    thread, so a hanging resolver also counts as unreachable once ``timeout`` has passed.
     """
     parts = urlsplit(url)
     if not parts.hostname:
         return False
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass(parts.hostname):
+        parts = urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+        if not parts.hostname:
+            return False
     port = parts.port or (443 if parts.scheme == 'https' else 80)
     answer = []
 
