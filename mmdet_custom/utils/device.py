@@ -157,7 +157,7 @@ def use_device(device: Optional[str]) -> Iterator[str]:
             torch.cuda.set_device(saved_index)
 
 
-#: How to get mmcv's CUDA kernels (scripts/install.sh builds and caches the wheel, see README "GPU").
+#: How to get mmcv's CUDA kernels (scripts/install.sh builds and caches the wheel, see docs/scaling-out.md, "GPU").
 CUDA_BUILD_FIX = ('build mmcv with its CUDA ops: `MMCV_WITH_CUDA=1 make install` on this machine (needs nvcc: '
                   'CUDA_HOME, default /usr/local/cuda; TORCH_CUDA_ARCH_LIST defaults to the local GPU), or install a '
                   'CUDA wheel built for this GPU from the wheel cache ($MMDET_CUSTOM_CACHE/wheels/*_cu*)')
