@@ -1,4 +1,4 @@
-"""Whole-scene inference (issue 12): windows, windowed reading, merge across overlaps, outputs, whole-scene AP.
+"""Whole-scene inference: windows, windowed reading, merge across overlaps, outputs, whole-scene AP.
 
 Most tests drive the real :class:`SceneInferencer` (DataLoader, config test pipeline, merge, writers) with a stub
 detector whose ``test_step`` returns known masks per window, so every expected value is known exactly.
@@ -278,7 +278,8 @@ def test_known_object_round_trips_in_a_3000x2000_scene(tmp_path):
     assert poly.area == obj[2].sum() and poly.bounds == (2180, 1305, 2321, 1396)
     assert geo['features'][0]['properties']['class'] == 'Small_Vehicle'
     import cv2
-    assert cv2.imread(str(out / 'big_overlay.png')).shape == (1365, 2048, 3)
+    overlay = cv2.imread(str(out / 'big_overlay.png'))  # the scene at 2048 px, then the legend on the right
+    assert overlay.shape[0] == 1365 and 2048 + 100 < overlay.shape[1] < 2048 + 400
 
 
 def test_geotiff_polygons_in_map_coordinates(tmp_path):
@@ -544,12 +545,16 @@ def test_real_scene_with_a_tiny_random_model_end_to_end(tmp_path, isaid_raw_dir,
     last = capsys.readouterr().out.strip().splitlines()[-1]  # names the output folder and its files
     scene = summary['scenes'][0]
     assert scene['windows'] == 4 and 0 < scene['detections_after_merge'] <= scene['detections_before_merge'] <= 80
-    res = COCO(str(tmp_path / 'out' / 'scenes.json')).loadRes(str(tmp_path / 'out' / 'results.json'))
+    region = tmp_path / 'out' / 'region'
+    res = COCO(str(region / 'scenes.json')).loadRes(str(region / 'results.json'))
     assert all(a['segmentation']['size'] == [1023, 1147] for a in res.dataset['annotations'])
     assert 'segm_mAP' in summary['eval']['metrics']
-    assert last.startswith(f'written to {tmp_path / "out"}: ')
-    assert set(last.split(': ', 1)[1].split(', ')) >= {'eval.json', 'results.json', 'scenes.json', 'summary.json',
-                                                       'P0003.geojson'}
+    assert json.loads((region / 'eval.json').read_text())['metrics'] == summary['eval']['metrics']
+    assert last.startswith(f'written to {tmp_path / "out"}: manifest.json, scenes/ (1 scenes), region/ (')
+    assert set(last.split('region/ (', 1)[1].rstrip(')').split(', ')) >= {'eval.json', 'results.json',
+                                                                         'scenes.json', 'summary.json'}
+    assert {p.name for p in (tmp_path / 'out' / 'scenes' / 'P0003').iterdir()} >= {
+        'P0003.geojson', 'P0003.gpkg', 'P0003_overlay.png', 'results.json', 'scene.json'}
 
 
 def test_a_file_the_user_put_into_an_output_folder_is_never_deleted(tmp_path):

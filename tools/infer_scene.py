@@ -1,16 +1,18 @@
-"""Predict instances on whole scenes: ``python tools/infer_scene.py CONFIG CHECKPOINT SCENE... --out-dir DIR``.
+"""Predict instances on a region of whole scenes:
+``python tools/infer_scene.py CONFIG CHECKPOINT INPUT... --out-dir DIR [--shard I/N] [--crs EPSG:xxxx]``.
 
-Scenes of any size (PNG/JPEG read whole; GeoTIFF and any GDAL raster read window by window) are cut into
-``--window`` px windows overlapping by ``--overlap`` px (the iSAID devkit tiling), run through the model
-``--batch-size`` windows at a time while ``--num-workers`` processes read ahead, and merged once: duplicates across
-window overlaps are matched per class by mask IoU (or ``--match ios``) inside the overlap, and a detection cut by an
-inner window border yields to one from a window that holds the object whole. ``DIR`` receives ``results.json``
-(COCO results in scene pixels, RLE masks) with ``scenes.json``, ``<stem>.geojson`` (map coordinates and CRS when
-the raster is georeferenced), ``<stem>.gpkg`` (with geopandas + pyogrio), ``<stem>_overlay.png`` and
-``summary.json``; with ``--gt RAW_ISAID_DIR`` also ``eval.json`` (whole-scene segm and bbox AP, iSAID protocol).
-The last line printed names the folder and its files.
-The model runs with output-preserving speedups (BatchNorm folded, chunked channels_last mask head;
-``--no-speedups`` turns them off). The logic lives in :mod:`mmdet_custom.apis.scene`.
+``INPUT`` is a scene file, a folder of rasters, a quoted glob (``'tiles/*.tif'``) or a text file (``.txt``/``.lst``)
+with one scene path per line. Scenes of any size (PNG/JPEG read whole; GeoTIFF and any GDAL raster read window by
+window) are cut into ``--window`` px windows overlapping by ``--overlap`` px (the iSAID devkit tiling), run through
+the model ``--batch-size`` windows at a time while ``--num-workers`` processes read ahead, and merged once per scene.
+
+``DIR`` holds ``manifest.json`` (settings that change outputs; a rerun with other settings is refused),
+``scenes/<stem>/`` (each scene's GeoJSON, GeoPackage, overlay, COCO results and record, written whole as soon as the
+scene is done; a rerun skips complete scenes) and ``region/`` (every scene merged: ``results.json`` +
+``scenes.json``, ``region.gpkg`` in one CRS, ``summary.json``, ``eval.json`` with ``--gt``), written by the process
+that completes the last scene, or by ``--merge-only``. ``--shard I/N`` (or torchrun's ``RANK``/``WORLD_SIZE``)
+runs a deterministic share of the scenes; no process group is used. The last line printed names the folder and its
+files. The logic lives in :mod:`mmdet_custom.apis.scene` (:func:`~mmdet_custom.apis.scene.infer_region`).
 """
 import argparse
 import os
@@ -31,10 +33,23 @@ def _value_range(values):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Whole-scene inference (mmdet_custom)')
-    parser.add_argument('config', help='model config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('inputs', nargs='+', metavar='INPUT', help='scene rasters (PNG, JPEG, TIFF, GeoTIFF, ...)')
-    parser.add_argument('--out-dir', required=True, help='output folder (written whole at the end)')
+    parser.add_argument('config', nargs='?', help='model config file')
+    parser.add_argument('checkpoint', nargs='?', help='checkpoint file')
+    parser.add_argument('inputs', nargs='*', metavar='INPUT',
+                        help='scene rasters (PNG, JPEG, TIFF, GeoTIFF, ...), folders of them, quoted globs, or .txt '
+                        'files with one scene path per line')
+    parser.add_argument('--out-dir', required=True,
+                        help='region folder: manifest.json, scenes/<stem>/ (each written whole when done), region/')
+    parser.add_argument('--shard', metavar='I/N',
+                        help='run shard I of N (from 0) of the scenes; default: torchrun\'s RANK/WORLD_SIZE, else 0/1')
+    parser.add_argument('--crs', metavar='CRS',
+                        help='CRS of region/region.gpkg (e.g. EPSG:32633): scenes in other CRSs are reprojected; '
+                        'without it scenes in different CRSs are refused')
+    parser.add_argument('--merge-only', action='store_true',
+                        help='only merge the complete scenes of --out-dir into region/ (no model; CONFIG, '
+                        'CHECKPOINT and INPUT not needed)')
+    parser.add_argument('--max-scenes', type=int, default=None,
+                        help='run at most this many scenes of this shard now (the others on a later run)')
     parser.add_argument('--window', type=int, default=800, help='window side in pixels (default: 800)')
     parser.add_argument('--overlap', type=int, default=200, help='overlap of neighbouring windows (default: 200)')
     parser.add_argument('--batch-size', type=int, default=None,
@@ -68,11 +83,13 @@ def parse_args(argv=None):
                         '(whole-scene segm and bbox AP, iSAID protocol)')
     parser.add_argument('--overlay-max-side', type=int, default=2048,
                         help='longer side of <stem>_overlay.png in pixels (default: 2048; 0: no overlay)')
+    parser.add_argument('--overlay-scores', action='store_true', help='write each detection\'s score on the overlay')
     parser.add_argument('--no-speedups', action='store_true',
                         help='run the model as built: no BatchNorm folding, no chunked channels_last mask head '
                         '(the speedups keep the detections, to float rounding)')
     parser.add_argument('--no-gpkg', action='store_true', help='do not write GeoPackages')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--no-progress', action='store_true',
+                        help='no progress bar (the bar counts windows across this shard\'s scenes, with the ETA)')
     add_cfg_options(parser)
     args = parser.parse_args(argv)
     if args.value_range is not None:
@@ -83,30 +100,66 @@ def parse_args(argv=None):
     return args
 
 
+def _last_line(out_dir, summary) -> str:
+    """The line naming what was written: the region's files, or how many scenes are complete."""
+    if 'missing' in summary:
+        done, total = summary['complete'], summary['complete'] + len(summary['missing'])
+        return (f'{done} of {total} scenes complete in {out_dir}/scenes; region/ is written by the run that completes '
+                f'the last scene (or --merge-only)')
+    region = os.path.join(out_dir, 'region')
+    files = sorted(f for f in os.listdir(region) if not f.startswith('.'))  # not this project's marker
+    listed = ', '.join(files[:_LISTED]) + (f' and {len(files) - _LISTED} more' if len(files) > _LISTED else '')
+    return f'written to {out_dir}: manifest.json, scenes/ ({len(summary["scenes"])} scenes), region/ ({listed})'
+
+
 def main(argv=None):
     args = parse_args(argv)
+    from mmdet_custom.apis.scene import merge_region
+    if args.merge_only:
+        summary = merge_region(args.out_dir, crs=args.crs, gt_dir=args.gt)
+        print(_last_line(args.out_dir, summary))
+        return summary
+    if args.config is None or args.checkpoint is None or not args.inputs:
+        raise UserError('give CONFIG CHECKPOINT INPUT... (or --merge-only --out-dir DIR)')
     if args.threads < 0:
         raise UserError(f'--threads must be >= 0 (0: torch\'s default), got {args.threads}')
-    from mmdet_custom.apis.scene import SceneInferencer, infer_scenes
+    if args.max_scenes is not None and args.max_scenes < 0:
+        raise UserError(f'--max-scenes must be >= 0, got {args.max_scenes}')
+    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'{what} not found: {path}')
+    from mmengine.config import Config
+
+    from mmdet_custom.apis.scene import SceneInferencer, expand_scene_inputs, infer_region, resolve_shard
+    from mmdet_custom.apis.scene.region import config_sha256, file_sha256
     from mmdet_custom.models.builder import default_device
+    shard = resolve_shard(args.shard)
+    inputs = expand_scene_inputs(args.inputs)
+    device = args.device or default_device()
+    if device == 'cuda' and 'LOCAL_RANK' in os.environ:  # torchrun: one GPU per local rank
+        device = f'cuda:{int(os.environ["LOCAL_RANK"])}'
     batch_size = args.batch_size
     if batch_size is None:
-        batch_size = 1 if (args.device or default_device()).startswith('cpu') else 2
+        batch_size = 1 if device.startswith('cpu') else 2
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    model_id = dict(config_sha256=config_sha256(cfg), checkpoint_sha256=file_sha256(args.checkpoint),
+                    speedups=not args.no_speedups)
     inferencer = SceneInferencer.from_config(
-        args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options,
+        args.config, args.checkpoint, device=device, cfg_options=args.cfg_options,
         speedups=not args.no_speedups, window=args.window,
         overlap=args.overlap, batch_size=batch_size, num_workers=args.num_workers, score_thr=args.score_thr,
         max_per_window=args.max_per_window, match=args.match, match_thr=args.match_thr,
-        border_margin=args.border_margin, progress=not args.no_progress)
-    summary = infer_scenes(inferencer, args.inputs, args.out_dir, gt_dir=args.gt, bands=args.bands,
-                           value_range=args.value_range, overlay_max_side=args.overlay_max_side,
-                           geopackage=not args.no_gpkg)
-    files = sorted(f for f in os.listdir(args.out_dir) if not f.startswith('.'))  # not this project's marker
-    listed = ', '.join(files[:_LISTED]) + (f' and {len(files) - _LISTED} more' if len(files) > _LISTED else '')
-    print(f'written to {args.out_dir}: {listed}')
+        border_margin=args.border_margin, progress=False)
+    summary = infer_region(inferencer, inputs, args.out_dir, model_id=model_id, shard=shard, gt_dir=args.gt,
+                           bands=args.bands, value_range=args.value_range, overlay_max_side=args.overlay_max_side,
+                           overlay_scores=args.overlay_scores, geopackage=not args.no_gpkg, crs=args.crs,
+                           max_scenes=args.max_scenes, progress=not args.no_progress)
+    print(_last_line(args.out_dir, summary))
     return summary
 
 

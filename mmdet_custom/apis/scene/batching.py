@@ -11,6 +11,7 @@ from mmengine.registry import DefaultScope
 from mmdet_custom.utils.config import is_annotation_loader
 from mmdet_custom.utils.errors import UserError
 
+from .memory import release_free_memory
 from .reader import SceneReader
 
 
@@ -58,7 +59,6 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Tuple[int, dict]:
         if torch.utils.data.get_worker_info() is not None:  # a reading worker: the main process trims its own heap
-            from .inferencer import release_free_memory
             release_free_memory()
         image = self.reader.read(self.windows[i])
         return i, self.pipeline(dict(img=image, img_id=int(i), img_path=None))

@@ -2,7 +2,7 @@
 import os.path as osp
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -10,32 +10,9 @@ import torch
 from mmdet_custom.utils.errors import UserError
 
 from .batching import WindowDataset, build_window_pipeline, window_loader
+from .memory import release_free_memory
 from .merge import MergeStats, SceneDetections, SceneDetectionsBuilder, check_match, merge_scene_detections
 from .reader import SceneReader, SceneSettingError, ValueRange, scene_windows
-
-
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
-    try:
-        import ctypes
-        return ctypes.CDLL('libc.so.6').malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op elsewhere).
-
-    After the first large buffer is freed, glibc raises its mmap threshold, so later window-sized buffers (a window,
-    its tensor, its dense masks) come from the heap, and a free heap page only goes back to the system at the heap's
-    top: over hundreds of windows the RSS creeps up by hundreds of MB without any leak (measured: +184 MB on a
-    12000 x 12000 scene, +42 MB with the trim after each batch).
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 @dataclass
@@ -217,8 +194,10 @@ class SceneInferencer:
                     f'a --window that fits the scene, or crop or pad the scene') from None
         return windows
 
-    def predict_raw(self, reader: SceneReader, windows: np.ndarray) -> SceneDetections:
-        """All windows' detections in scene pixels, before merging."""
+    def predict_raw(self, reader: SceneReader, windows: np.ndarray,
+                    on_windows: Optional[Callable[[int], None]] = None) -> SceneDetections:
+        """All windows' detections in scene pixels, before merging; ``on_windows(n)`` is called after each batch of
+        ``n`` windows (e.g. a progress bar over many scenes)."""
         from tqdm import tqdm
         builder = SceneDetectionsBuilder(reader.height, reader.width, windows, self.border_margin, self.score_thr,
                                          self.max_per_window)
@@ -232,6 +211,8 @@ class SceneInferencer:
                 del batch
                 release_free_memory()
                 bar.update(len(indices))
+                if on_windows is not None:
+                    on_windows(len(indices))
         except UserError as e:
             # torch re-raises a reading worker's error with the worker's traceback in the message; a user error
             # keeps its one line (the traceback's last: "<module>.<Type>: <message>")
@@ -255,14 +236,15 @@ class SceneInferencer:
                 masks = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
             builder.add(i, pred.bboxes.cpu().numpy(), pred.scores.cpu().numpy(), pred.labels.cpu().numpy(), masks)
 
-    def __call__(self, path: str, bands: Optional[Sequence[int]] = None,
-                 value_range: ValueRange = None) -> SceneResult:
+    def __call__(self, path: str, bands: Optional[Sequence[int]] = None, value_range: ValueRange = None,
+                 on_windows: Optional[Callable[[int], None]] = None) -> SceneResult:
         """Predict and merge one scene.
 
         Args:
             path (str): a raster (see :mod:`.reader` for formats and the band / bit-depth rule).
             bands (Sequence[int], optional): GDAL band numbers used as R, G, B.
             value_range (tuple | str, optional): scaling of non-8-bit data (``(low, high)`` or ``'auto'``).
+            on_windows (callable, optional): called with the number of windows of each batch done.
 
         Raises:
             FileNotFoundError, SceneReadError: see :class:`~.reader.SceneReader`.
@@ -271,7 +253,7 @@ class SceneInferencer:
         start = time.perf_counter()
         try:
             windows = self.check_scene(reader)
-            raw = self.predict_raw(reader, windows)
+            raw = self.predict_raw(reader, windows, on_windows)
         except BaseException:
             reader.close()
             raise

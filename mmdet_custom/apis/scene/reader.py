@@ -28,6 +28,7 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from mmdet_custom.converters.isaid.windows import devkit_windows
 from mmdet_custom.utils.errors import UserError
 
 #: GDAL drivers whose files cannot be read by window efficiently: such scenes are decoded whole, once.
@@ -53,11 +54,12 @@ class SceneSettingError(UserError, ValueError):
 
 
 def scene_windows(height: int, width: int, window: int = 800, overlap: int = 200) -> np.ndarray:
-    """Windows that cover a ``height`` x ``width`` scene as the iSAID devkit's ``split.py`` cuts training patches.
+    """Windows that cover a ``height`` x ``width`` scene as the iSAID devkit's ``split.py`` cuts training patches:
+    :func:`~mmdet_custom.converters.isaid.windows.devkit_windows` with the ``'clip'`` small-image rule.
 
     Windows are ``window`` px wide with stride ``window - overlap``; the last window of a row or column is shifted
     back inside the scene (flush with its edge) rather than padded; a side of ``window`` px or less gets one window
-    covering it whole. Row-major order (top row first).
+    covering it whole (the other side is still cut). Row-major order (top row first).
 
     Args:
         height (int): scene height in pixels.
@@ -71,24 +73,10 @@ def scene_windows(height: int, width: int, window: int = 800, overlap: int = 200
     Raises:
         SceneSettingError: a non-positive size or window, or an overlap outside ``[0, window)``.
     """
-    if window <= 0 or not 0 <= overlap < window:  # the settings first: a bad window is not a bad scene
-        raise SceneSettingError(f'need window > 0 and 0 <= overlap < window, got window={window}, '
-                                f'overlap={overlap}')
-    if height <= 0 or width <= 0:
-        raise SceneSettingError(f'scene size must be positive, got {height} x {width}')
-
-    def starts(length: int) -> list:
-        out, start = [], 0
-        while True:
-            if start + window >= length:
-                out.append(max(length - window, 0))
-                return out
-            out.append(start)
-            start += window - overlap
-
-    xs, ys = starts(width), starts(height)
-    return np.array([(x, y, min(x + window, width), min(y + window, height)) for y in ys for x in xs],
-                    dtype=np.int64).reshape(-1, 4)
+    try:
+        return devkit_windows(height, width, window, overlap, small_image='clip')
+    except ValueError as e:
+        raise SceneSettingError(str(e)) from None
 
 
 def _select_bands(path: str, count: int, colorinterp: Sequence[str], bands: Optional[Sequence[int]]) -> Tuple[int]:

@@ -16,7 +16,8 @@ Output folder (written to a sibling temporary folder and swapped in whole, see
 import os
 import os.path as osp
 import time
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_dir, check_output_outside_inputs, dump_json_atomic
@@ -24,7 +25,7 @@ from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
 from . import writers
 from .gt import find_isaid_masks, isaid_mask_size, read_isaid_instances, scene_gt_coco
-from .reader import SceneReader, ValueRange
+from .reader import SceneReader, ValueRange, scene_windows
 
 #: The iSAID budget of detections per image (applied per window; see :func:`evaluate_scenes`).
 ISAID_MAX_DETS = 1000
@@ -71,29 +72,34 @@ def evaluate_scenes(gt: dict, results: list, iou_types: Sequence[str] = ('segm',
     return dict(protocol=protocol.name, max_dets=list(protocol.max_dets), metrics=dict(metrics))
 
 
-def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Optional[str] = None,
-                 bands: Optional[Sequence[int]] = None, value_range: ValueRange = None,
-                 overlay_max_side: int = 2048, geopackage: bool = True, log=print) -> dict:
-    """Run ``inferencer`` on each scene and write the output folder described in the module text.
+@dataclass
+class SceneHeader:
+    """What the checks before inference learnt of one scene (nothing decoded but a PNG's chunks)."""
+    path: str
+    stem: str
+    height: int
+    width: int
+    num_windows: int
+    georeferenced: bool
+    crs_wkt: Optional[str]
+    gt_paths: Optional[Tuple[str, str]] = None
 
-    Args:
-        inferencer (SceneInferencer): the model and the window / merge settings.
-        inputs (Sequence[str]): scene files (stems must differ: they name the per-scene files).
-        out_dir (str): output folder (created; a folder this project did not write is refused).
-        gt_dir (str, optional): raw iSAID folder (devkit layout) holding the masks of the same scenes; evaluates.
-        bands, value_range: see :class:`~.reader.SceneReader`.
-        overlay_max_side (int): longer side of the overlay PNG; 0 writes none. Defaults to 2048.
-        geopackage (bool): write ``<stem>.gpkg`` when geopandas and pyogrio are installed. Defaults to True.
-        log (callable): receives one summary line per scene. Defaults to ``print``.
+
+def check_inputs(inferencer, inputs: Sequence[str], gt_dir: Optional[str] = None,
+                 bands: Optional[Sequence[int]] = None, value_range: ValueRange = None) -> List[SceneHeader]:
+    """Check every scene before the first window of the first one runs: a bad last scene or mask must not cost the
+    inference of the others.
+
+    Each scene is opened (bands, bit depth, a truncated PNG), its window shapes go through the config's test
+    pipeline (``inferencer.check_scene``), and with ``gt_dir`` its iSAID masks are found and their size compared.
 
     Returns:
-        dict: the content of ``summary.json`` (and ``eval`` when evaluated).
+        list[SceneHeader]: one per input, in input order.
 
     Raises:
         FileNotFoundError: a missing scene or ``gt_dir``.
-        UserError: duplicate stems, an output folder overlapping an input, a scene that cannot be read, ground truth
-            that is missing or of another size than its scene, a model whose classes are not iSAID's with ``gt_dir``;
-            all checked for every scene before the first window runs.
+        UserError: no input, duplicate stems (they name the outputs), a scene that cannot be read, ground truth that
+            is missing or of another size than its scene, a model whose classes are not iSAID's with ``gt_dir``.
     """
     inputs = [os.fspath(p) for p in inputs]
     if not inputs:
@@ -103,7 +109,14 @@ def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Option
             raise FileNotFoundError(f'scene not found: {path}')
     stems = [osp.splitext(osp.basename(p))[0] for p in inputs]
     if len(set(stems)) != len(stems):
-        raise UserError(f'input scenes must have different file names (they name the outputs): {stems}')
+        seen, twice = set(), []
+        for path, stem in zip(inputs, stems):
+            if stem in seen:
+                twice.append(path)
+            seen.add(stem)
+        raise UserError(f'input scenes must have different file names (they name the outputs); named twice: '
+                        f'{twice[:5]}')
+    gt_paths = [None] * len(inputs)
     if gt_dir is not None:
         if not osp.isdir(gt_dir):
             raise FileNotFoundError(f'--gt folder not found: {gt_dir}')
@@ -112,19 +125,120 @@ def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Option
             raise UserError(f'--gt evaluates against iSAID masks, but the model\'s classes {unknown} are not iSAID '
                             f'classes {list(ISAID_CLASSES)}')
         gt_paths = [find_isaid_masks(gt_dir, stem) for stem in stems]  # fail before hours of inference
-    check_output_outside_inputs(out_dir, *inputs, *([gt_dir] if gt_dir else []), out_flag='--out-dir')
-    # every input checked before the first window of the first scene runs: a bad last scene or mask must not cost
-    # the inference of the others
-    for i, path in enumerate(inputs):
+    headers = []
+    for path, stem, gt in zip(inputs, stems, gt_paths):
         with SceneReader(path, bands=bands, value_range=value_range) as reader:
             check_scene = getattr(inferencer, 'check_scene', None)
-            if check_scene is not None:
-                check_scene(reader)
-            if gt_dir is not None:
-                height, width = isaid_mask_size(*gt_paths[i])
+            windows = check_scene(reader) if check_scene is not None else scene_windows(
+                reader.height, reader.width, inferencer.window, inferencer.overlap)
+            if gt is not None:
+                height, width = isaid_mask_size(*gt)
                 if (height, width) != (reader.height, reader.width):
-                    raise UserError(f'{gt_paths[i][0]} is {width} x {height} px but the scene {path} is '
+                    raise UserError(f'{gt[0]} is {width} x {height} px but the scene {path} is '
                                     f'{reader.width} x {reader.height}: not the masks of this scene')
+            headers.append(SceneHeader(path, stem, reader.height, reader.width, len(windows), reader.georeferenced,
+                                       writers.crs_wkt(reader.crs), gt))
+    return headers
+
+
+def write_scene_files(folder: str, stem: str, scene, classes: Sequence[str], palette: Sequence[tuple],
+                      overlay_max_side: int = 2048, geopackage: bool = True, overlay_scores: bool = False) -> dict:
+    """Write one scene's ``<stem>.geojson``, ``<stem>.gpkg`` and ``<stem>_overlay.png`` into ``folder``.
+
+    Args:
+        folder (str): the (temporary) output folder.
+        stem (str): the scene's file stem.
+        scene (SceneResult): the merged detections and the open reader (not closed here).
+        classes (Sequence[str]): class names by label; category ids are ``label + 1``.
+        palette (Sequence[tuple]): RGB colour per class.
+        overlay_max_side (int): longer side of the overlay; 0 writes none. Defaults to 2048.
+        geopackage (bool): write the GeoPackage when geopandas and pyogrio are installed. Defaults to True.
+        overlay_scores (bool): write scores on the overlay. Defaults to False.
+
+    Returns:
+        dict: ``crs`` (string or None), ``georeferenced``, ``geopackage`` (written or not).
+    """
+    dets, reader = scene.detections, scene.reader
+    category_ids = list(range(1, len(classes) + 1))
+    pixel_geoms = writers.pixel_polygons(dets)
+    geoms = writers.to_map(pixel_geoms, reader.transform) if reader.georeferenced else pixel_geoms
+    crs = reader.crs if reader.georeferenced else None
+    writers.write_geojson(osp.join(folder, f'{stem}.geojson'), dets, geoms, classes, category_ids, crs)
+    gpkg = geopackage and writers.geopackage_available()
+    if gpkg:
+        writers.write_geopackage(osp.join(folder, f'{stem}.gpkg'), dets, geoms, classes, category_ids,
+                                 crs if reader.georeferenced else writers.PIXEL_CRS_WKT)
+    if overlay_max_side > 0:
+        writers.write_overlay(osp.join(folder, f'{stem}_overlay.png'), reader, dets, pixel_geoms, palette,
+                              overlay_max_side, classes=classes, scores=overlay_scores)
+    return dict(crs=None if crs is None else crs.to_string(), georeferenced=reader.georeferenced,
+                geopackage=bool(gpkg))
+
+
+def scene_summary(scene, timings: dict) -> dict:
+    """The ``summary.json`` entry of one scene: windows, detections before and after the merge, seconds."""
+    return dict(windows=scene.num_windows, detections_before_merge=scene.merge.before,
+                detections_after_merge=scene.merge.after, merge=scene.merge.as_dict(),
+                seconds={k: round(v, 3) for k, v in timings.items()},
+                windows_per_second=round(scene.num_windows / max(timings['predict'], 1e-9), 3))
+
+
+def scene_log_line(stem: str, scene, timings: dict) -> str:
+    """One line per scene: windows, detections before and after the merge, seconds."""
+    return (f'{stem}: {scene.num_windows} windows, {scene.merge.before} detections -> {scene.merge.after} after '
+            f'merge ({scene.merge.suppressed} suppressed, {scene.merge.unioned} joined), '
+            f'{timings["total"]:.1f} s ({scene.num_windows / max(timings["predict"], 1e-9):.2f} windows/s)')
+
+
+def evaluate_to(folder: str, images: list, results: list, gt_paths: list, classes: Sequence[str],
+                with_masks: bool, gt_dir: str, log=print) -> dict:
+    """Evaluate ``results`` against the raw iSAID masks ``gt_paths`` (one pair per image) and write
+    ``folder/eval.json``; returns its content."""
+    scenes_gt = []
+    for image, (id_png, colour_png) in zip(images, gt_paths):
+        inst = read_isaid_instances(id_png, colour_png, classes)
+        if (inst.height, inst.width) != (image['height'], image['width']):
+            raise UserError(f'{id_png} is {inst.width} x {inst.height} px but the scene {image["file_name"]} '
+                            f'is {image["width"]} x {image["height"]}: not the masks of this scene')
+        scenes_gt.append((image['id'], image['file_name'], inst))
+    gt = scene_gt_coco(scenes_gt, classes, list(range(1, len(classes) + 1)))
+    evaluation = evaluate_scenes(gt, results, ('segm', 'bbox') if with_masks else ('bbox', ), classes)
+    evaluation.update(gt_dir=gt_dir, gt_instances=len(gt['annotations']))
+    dump_json_atomic(evaluation, osp.join(folder, 'eval.json'), indent=1)
+    metrics = evaluation['metrics']
+    log('whole-scene evaluation (iSAID protocol): ' + ', '.join(
+        f'{k} {v:.3f}' for k, v in metrics.items() if k.endswith(('_mAP', '_mAP_50'))))
+    return evaluation
+
+
+def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Optional[str] = None,
+                 bands: Optional[Sequence[int]] = None, value_range: ValueRange = None,
+                 overlay_max_side: int = 2048, geopackage: bool = True, overlay_scores: bool = False,
+                 log=print) -> dict:
+    """Run ``inferencer`` on each scene and write the output folder described in the module text, whole at the end
+    (for many scenes, resumable and sharded, see :func:`~.region.infer_region`).
+
+    Args:
+        inferencer (SceneInferencer): the model and the window / merge settings.
+        inputs (Sequence[str]): scene files (stems must differ: they name the per-scene files).
+        out_dir (str): output folder (created; a folder this project did not write is refused).
+        gt_dir (str, optional): raw iSAID folder (devkit layout) holding the masks of the same scenes; evaluates.
+        bands, value_range: see :class:`~.reader.SceneReader`.
+        overlay_max_side (int): longer side of the overlay PNG; 0 writes none. Defaults to 2048.
+        geopackage (bool): write ``<stem>.gpkg`` when geopandas and pyogrio are installed. Defaults to True.
+        overlay_scores (bool): write each detection's score on the overlay. Defaults to False.
+        log (callable): receives one summary line per scene. Defaults to ``print``.
+
+    Returns:
+        dict: the content of ``summary.json`` (and ``eval`` when evaluated).
+
+    Raises:
+        FileNotFoundError, UserError: see :func:`check_inputs` (all checked before the first window runs); an
+            output folder overlapping an input.
+    """
+    headers = check_inputs(inferencer, inputs, gt_dir, bands, value_range)
+    check_output_outside_inputs(out_dir, *[h.path for h in headers], *([gt_dir] if gt_dir else []),
+                                out_flag='--out-dir')
     classes = list(inferencer.classes)
     category_ids = list(range(1, len(classes) + 1))
     palette = writers.class_palette(len(classes), inferencer.palette)
@@ -134,59 +248,30 @@ def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Option
                    scenes=[])
     results, images, with_masks = [], [], True
     with atomic_dir(out_dir) as tmp:
-        for image_id, (path, stem) in enumerate(zip(inputs, stems), 1):
+        for image_id, header in enumerate(headers, 1):
             start = time.perf_counter()
-            scene = inferencer(path, bands=bands, value_range=value_range)
+            scene = inferencer(header.path, bands=bands, value_range=value_range)
             try:
-                dets, reader = scene.detections, scene.reader
-                with_masks = with_masks and dets.with_masks
+                with_masks = with_masks and scene.detections.with_masks
                 write_start = time.perf_counter()
-                results.extend(writers.coco_results(dets, image_id, category_ids))
-                images.append(dict(id=image_id, file_name=osp.basename(path), height=reader.height,
-                                   width=reader.width))
-                pixel_geoms = writers.pixel_polygons(dets)
-                geoms = writers.to_map(pixel_geoms, reader.transform) if reader.georeferenced else pixel_geoms
-                crs = reader.crs if reader.georeferenced else None
-                writers.write_geojson(osp.join(tmp, f'{stem}.geojson'), dets, geoms, classes, category_ids, crs)
-                gpkg = geopackage and writers.geopackage_available()
-                if gpkg:
-                    writers.write_geopackage(osp.join(tmp, f'{stem}.gpkg'), dets, geoms, classes, category_ids, crs)
-                if overlay_max_side > 0:
-                    writers.write_overlay(osp.join(tmp, f'{stem}_overlay.png'), reader, dets, pixel_geoms, palette,
-                                          overlay_max_side)
+                results.extend(writers.coco_results(scene.detections, image_id, category_ids))
+                images.append(dict(id=image_id, file_name=osp.basename(header.path), height=header.height,
+                                   width=header.width))
+                written = write_scene_files(tmp, header.stem, scene, classes, palette, overlay_max_side, geopackage,
+                                            overlay_scores)
             finally:
                 scene.reader.close()
             end = time.perf_counter()
             timings = dict(scene.timings, write=end - write_start, total=end - start)
-            item = dict(image_id=image_id, file=path, height=reader.height, width=reader.width,
-                        georeferenced=reader.georeferenced, crs=None if crs is None else crs.to_string(),
-                        windows=scene.num_windows, detections_before_merge=scene.merge.before,
-                        detections_after_merge=scene.merge.after, merge=scene.merge.as_dict(),
-                        seconds={k: round(v, 3) for k, v in timings.items()},
-                        windows_per_second=round(scene.num_windows / max(timings['predict'], 1e-9), 3),
-                        geopackage=bool(gpkg))
+            item = dict(image_id=image_id, file=header.path, height=header.height, width=header.width,
+                        **written, **scene_summary(scene, timings))
             summary['scenes'].append(item)
-            log(f'{stem}: {scene.num_windows} windows, {scene.merge.before} detections -> {scene.merge.after} after '
-                f'merge ({scene.merge.suppressed} suppressed, {scene.merge.unioned} joined), '
-                f'{timings["total"]:.1f} s ({item["windows_per_second"]:.2f} windows/s)')
+            log(scene_log_line(header.stem, scene, timings))
         dump_json_atomic(results, osp.join(tmp, 'results.json'))
         dump_json_atomic(dict(images=images, categories=[dict(id=c, name=n) for c, n in zip(category_ids, classes)]),
                          osp.join(tmp, 'scenes.json'))
         if gt_dir is not None:
-            scenes_gt = []
-            for image, (id_png, colour_png) in zip(images, gt_paths):
-                inst = read_isaid_instances(id_png, colour_png, classes)
-                if (inst.height, inst.width) != (image['height'], image['width']):
-                    raise UserError(f'{id_png} is {inst.width} x {inst.height} px but the scene {image["file_name"]} '
-                                    f'is {image["width"]} x {image["height"]}: not the masks of this scene')
-                scenes_gt.append((image['id'], image['file_name'], inst))
-            gt = scene_gt_coco(scenes_gt, classes, category_ids)
-            evaluation = evaluate_scenes(gt, results, ('segm', 'bbox') if with_masks else ('bbox', ), classes)
-            evaluation.update(gt_dir=gt_dir, gt_instances=len(gt['annotations']))
-            dump_json_atomic(evaluation, osp.join(tmp, 'eval.json'), indent=1)
-            summary['eval'] = evaluation
-            metrics = evaluation['metrics']
-            log('whole-scene evaluation (iSAID protocol): ' + ', '.join(
-                f'{k} {v:.3f}' for k, v in metrics.items() if k.endswith(('_mAP', '_mAP_50'))))
+            summary['eval'] = evaluate_to(tmp, images, results, [h.gt_paths for h in headers], classes, with_masks,
+                                          gt_dir, log)
         dump_json_atomic(summary, osp.join(tmp, 'summary.json'), indent=1)
     return summary

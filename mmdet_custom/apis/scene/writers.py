@@ -3,7 +3,9 @@
 Polygons are traced with :func:`rasterio.features.shapes` on each cropped mask: they follow the pixel *edges*
 (a 1-pixel mask is a unit square), holes included, and several parts make a MultiPolygon. The raster's affine
 transform takes them to map coordinates; a raster without georeferencing keeps pixel coordinates (x right, y down,
-the top-left corner of the scene at (0, 0)).
+the top-left corner of the scene at (0, 0)). A GeoPackage of such a scene carries :data:`PIXEL_CRS_WKT`, an
+engineering CRS named ``scene pixels`` whose unit is the pixel: readers (QGIS, geopandas) then see pixel coordinates
+for what they are instead of a layer without any CRS (which pyogrio warns about on every write).
 """
 import errno
 import json
@@ -14,6 +16,19 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .merge import SceneDetections, decode_crop, scene_rle
+
+#: The CRS of pixel coordinates (column x to the right, row y down, the scene's top-left corner at (0, 0), unit
+#: 1 pixel): an OGC WKT2 engineering CRS, written into GeoPackages of scenes that are not georeferenced.
+PIXEL_CRS_WKT = ('ENGCRS["scene pixels",EDATUM["pixel grid of the scene"],CS[Cartesian,2],'
+                 'AXIS["column (x)",east,ORDER[1],LENGTHUNIT["pixel",1]],'
+                 'AXIS["row (y)",south,ORDER[2],LENGTHUNIT["pixel",1]]]')
+
+
+def crs_wkt(crs) -> Optional[str]:
+    """WKT of a rasterio / pyproj CRS or a WKT / user string (``'EPSG:32633'``); None stays None."""
+    if crs is None:
+        return None
+    return crs.to_wkt() if hasattr(crs, 'to_wkt') else str(crs)
 
 
 def coco_results(dets: SceneDetections, image_id: int, category_ids: Sequence[int]) -> List[dict]:
@@ -119,6 +134,9 @@ def write_geopackage(path: str, dets: SceneDetections, geoms: list, classes: Seq
                      category_ids: Sequence[int], crs=None) -> None:
     """The same features as :func:`write_geojson` in a GeoPackage layer ``detections`` (needs geopandas + pyogrio).
 
+    ``crs`` (a rasterio CRS or WKT) is the layer's CRS; pass :data:`PIXEL_CRS_WKT` for pixel coordinates. None writes
+    a layer without any CRS (pyogrio warns that readers cannot place it): only for map coordinates of an unknown CRS.
+
     Raises:
         ImportError: geopandas or pyogrio is missing (check :func:`geopackage_available` first).
         OSError: GDAL could not write ``path`` (disk full: its "Failed to commit transaction"; read-only), with an
@@ -129,9 +147,19 @@ def write_geopackage(path: str, dets: SceneDetections, geoms: list, classes: Seq
     frame = gpd.GeoDataFrame(
         {'id': np.arange(1, len(dets) + 1), 'class': [classes[i] for i in labels],
          'category_id': [int(category_ids[i]) for i in labels], 'score': dets.scores.astype(float)},
-        geometry=list(geoms), crs=None if crs is None else crs.to_wkt())
+        geometry=list(geoms), crs=crs_wkt(crs))
+    write_frame(frame, path)
+
+
+def write_frame(frame, path: str, layer: str = 'detections') -> None:
+    """Write a GeoDataFrame as the GeoPackage layer ``layer`` (pyogrio), GDAL's write failures as ``OSError``.
+
+    Raises:
+        OSError: GDAL could not write ``path`` (disk full: its "Failed to commit transaction"; read-only), with an
+            errno (28, 30 or 5) and ``path`` as its file name.
+    """
     try:
-        frame.to_file(path, driver='GPKG', layer='detections', engine='pyogrio')
+        frame.to_file(path, driver='GPKG', layer=layer, engine='pyogrio')
     except RuntimeError as e:  # pyogrio's errors (DataSourceError, ...) carry GDAL's text without an errno
         text = str(e)
         if not any(s in text.lower() for s in ('commit transaction', 'no space', 'read-only', 'readonly',
@@ -152,39 +180,80 @@ def class_palette(num_classes: int, palette: Optional[Sequence] = None) -> List[
 
 
 def write_overlay(path: str, reader, dets: SceneDetections, pixel_geoms: list, palette: Sequence[tuple],
-                  max_side: int = 2048, alpha: float = 0.45) -> float:
-    """A downscaled picture of the scene with the detections filled in their class colour and outlined.
+                  max_side: int = 2048, classes: Optional[Sequence[str]] = None, scores: bool = False,
+                  thickness: int = 2) -> float:
+    """A downscaled picture of the scene with each detection outlined in its class colour, and a legend.
+
+    Outlines only (no fill), so that touching objects stay apart; holes are outlined too. The legend is a panel
+    to the right of the picture (it hides no pixel of the scene): one row per class present, its colour, name and
+    count of detections. With ``scores`` each detection's score (two decimals) is written above its top-left corner.
 
     Args:
-        path (str): output PNG.
+        path (str): output PNG (the caller makes it atomic).
         reader (SceneReader): the scene (read decimated, memory bounded by the output).
         dets (SceneDetections): merged detections.
         pixel_geoms (list): their polygons in scene pixels.
         palette (Sequence[tuple]): RGB colour per class.
-        max_side (int): longest side of the picture in pixels. Defaults to 2048.
-        alpha (float): fill opacity. Defaults to 0.45.
+        max_side (int): longest side of the scene picture in pixels (the legend comes on top). Defaults to 2048.
+        classes (Sequence[str], optional): class names by label for the legend; ``class <label>`` when None.
+        scores (bool): write each detection's score. Defaults to False.
+        thickness (int): outline width in picture pixels. Defaults to 2.
 
     Returns:
         float: the scale (picture px per scene px).
+
+    Raises:
+        OSError: the PNG could not be written.
     """
     import cv2
     from shapely.geometry import MultiPolygon
     image, scale = reader.read_overview(max_side)
     image = np.ascontiguousarray(image)
-    fill = np.zeros_like(image)
-    outlines = []
     for k, geom in enumerate(pixel_geoms):
         r, g, b = palette[int(dets.labels[k])]
         polys = geom.geoms if isinstance(geom, MultiPolygon) else [geom]
         rings = [np.round(np.asarray(ring.coords)[:, :2] * scale).astype(np.int32)
                  for poly in polys for ring in [poly.exterior, *poly.interiors]]
-        cv2.fillPoly(fill, rings, (b, g, r))
-        outlines.append((rings, (b, g, r)))
-    covered = fill.any(axis=2)
-    image[covered] = (image[covered] * (1 - alpha) + fill[covered] * alpha).astype(np.uint8)
-    for rings, colour in outlines:
-        cv2.polylines(image, rings, True, colour, 1)
+        cv2.polylines(image, rings, True, (b, g, r), thickness, lineType=cv2.LINE_8)
+    if scores:
+        for k, geom in enumerate(pixel_geoms):
+            r, g, b = palette[int(dets.labels[k])]
+            x0, y0 = geom.bounds[:2]
+            org = (int(round(x0 * scale)), max(int(round(y0 * scale)) - 3, 10))
+            text = f'{float(dets.scores[k]):.2f}'
+            cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (b, g, r), 1, cv2.LINE_AA)
+    image = _with_legend(image, dets, palette, classes)
     if not cv2.imwrite(path, image):
         raise OSError(f'could not write {path}')
     return scale
 
+
+#: Legend layout, in picture pixels: row height, colour swatch side, margin.
+LEGEND_ROW, LEGEND_SWATCH, LEGEND_MARGIN = 22, 14, 8
+LEGEND_BACKGROUND = (32, 32, 32)
+
+
+def _with_legend(image: np.ndarray, dets: SceneDetections, palette: Sequence[tuple],
+                 classes: Optional[Sequence[str]]) -> np.ndarray:
+    """``image`` (BGR) with the legend panel appended on its right (see :func:`write_overlay`)."""
+    import cv2
+    labels, counts = np.unique(dets.labels.astype(int), return_counts=True)
+    rows = [(f'{classes[lab] if classes is not None else f"class {lab}"} ({n})', palette[lab])
+            for lab, n in zip(labels.tolist(), counts.tolist())] or [('no detections', None)]
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    text_w = max(cv2.getTextSize(text, font, font_scale, 1)[0][0] for text, _ in rows)
+    width = LEGEND_MARGIN * 3 + LEGEND_SWATCH + text_w
+    height = max(image.shape[0], LEGEND_MARGIN * 2 + LEGEND_ROW * len(rows))
+    out = np.empty((height, image.shape[1] + width, 3), np.uint8)
+    out[:] = LEGEND_BACKGROUND
+    out[:image.shape[0], :image.shape[1]] = image
+    x = image.shape[1] + LEGEND_MARGIN
+    for i, (text, colour) in enumerate(rows):
+        top = LEGEND_MARGIN + i * LEGEND_ROW
+        if colour is not None:
+            r, g, b = colour
+            cv2.rectangle(out, (x, top), (x + LEGEND_SWATCH - 1, top + LEGEND_SWATCH - 1), (b, g, r), cv2.FILLED)
+        cv2.putText(out, text, (x + LEGEND_SWATCH + LEGEND_MARGIN, top + LEGEND_SWATCH - 2), font, font_scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return out
