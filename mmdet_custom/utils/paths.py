@@ -16,7 +16,8 @@ def config_dir() -> str:
     """Absolute path of the folder of the shipped configs (``mmdet_custom/.mim/configs``).
 
     In a checkout it is a link to the repository's ``configs/`` (edits show at once); an installed wheel holds a
-    copy. mmengine reads it too: ``_base_ = 'mmdet_custom::mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'``.
+    copy. A config of one's own inherits a shipped one by its path (mmengine 0.10.7 resolves ``pkg::`` scopes only
+    for OpenMMLab's packages): ``_base_ = '<config_path(...)>'``.
     """
     return osp.join(_PACKAGE_DIR, '.mim', 'configs')
 
