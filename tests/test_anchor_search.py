@@ -378,8 +378,8 @@ def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
         assert f'\n{row} ' in printed
     text = out.read_text()
     assert 'study: tiny' in text and '4 completed trials' in text and str(ann) in text
-    assert (tmp_path / 'plots' / 'optimization_history.png').stat().st_size > 0
-    assert (tmp_path / 'plots' / 'param_importances.png').stat().st_size > 0
+    for name in ('optimization_history', 'param_importances', 'parallel_coordinate'):
+        assert (tmp_path / 'plots' / f'{name}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
     variant = tmp_path / 'variant.py'
     variant.write_text(f"_base_ = ['{config}', '{out}']\nmodel = _base_._anchors_tiny\n")
@@ -398,17 +398,21 @@ def test_tool_end_to_end_on_real_isaid(isaid_raw_dir, tmp_path, capsys):
 
 
 def test_importances_skipped_gracefully(tmp_path):
+    """One completed trial: the history and parallel-coordinate plots are drawn, the importances skipped with the
+    reason (the plots and their names are the study engine's, shared with tools/hpo.py)."""
     import optuna
 
-    from mmdet_custom.anchor_search import save_study_plots
+    from mmdet_custom.studies.plots import save_plots, written
     gt = _toy_gt(50)
     space = SearchSpace.around(SEED_ANCHORS)
     weights = resolve_weights((('pos', 1.0), ), 0.7)
     study = open_study('sqlite:///:memory:', 'one', space, weights)
     run_study(study, space, gt, weights, 1, enqueue=[('config', SEED_ANCHORS)])
-    with pytest.warns(UserWarning, match='importances need >= 2 completed trials'):
-        written = save_study_plots(study, str(tmp_path))
-    assert [Path(p).name for p in written] == ['optimization_history.png']
+    results = save_plots(study, str(tmp_path))
+    assert results['param_importances'] == ('skipped: importances need >= 2 completed trials with different '
+                                            'objective values')
+    assert [Path(p).name for p in written(results)] == ['optimization_history.png', 'parallel_coordinate.png']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['optimization_history.png', 'parallel_coordinate.png']
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE, ))) == 1
 
 

@@ -20,13 +20,9 @@ import pytest
 from mmengine.config import Config
 
 from mmdet_custom.anchor_search import SearchSpace, anchor_setting_from_cfg, best_trial, fragment_name
-from mmdet_custom.anchor_search.workers import (
-    FRAGMENT_ATTR,
-    WORKER_PREFIX,
-    LivenessMonitor,
-    compare_and_set_attr,
-    read_attr_raw,
-)
+from mmdet_custom.anchor_search.search import FRAGMENT_ATTR
+from mmdet_custom.studies.once import compare_and_set_attr, read_attr_raw
+from mmdet_custom.studies.workers import WORKER_PREFIX, LivenessMonitor
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ PKG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mmdet_custom')
 # its own package and packages of a lower layer only
 LAYERS = {
     'version': 0, 'utils': 0,
-    'models': 1, 'datasets': 1, 'evaluation': 1, 'engine': 1, 'checkpoint': 1, 'register': 1,
+    'models': 1, 'datasets': 1, 'evaluation': 1, 'engine': 1, 'checkpoint': 1, 'studies': 1, 'register': 1,
     'converters': 2, 'anchor_search': 2, 'analysis': 2,
     'apis': 3,
     'hpo': 4,
@@ -123,3 +123,13 @@ def test_package_import_registers_nothing_and_loads_no_heavy_stack():
         f'print(json.dumps(dict(heavy=sorted(m for m in {HEAVY!r} if m in sys.modules),\n'
         '                      registered="mmdet_custom.register" in sys.modules)))\n')
     assert loaded == dict(heavy=[], registered=False)
+
+
+def test_study_engine_imports_no_optuna():
+    """The search packages import mmdet_custom.studies at their top; Optuna, SQLAlchemy and matplotlib load only when
+    a study is opened or plotted."""
+    loaded = _run(
+        'import json, sys\n'
+        'import mmdet_custom.studies.once, mmdet_custom.studies.plots, mmdet_custom.studies.storage\n'
+        'print(json.dumps(sorted(m for m in ("optuna", "sqlalchemy", "matplotlib", "torch") if m in sys.modules)))\n')
+    assert loaded == []

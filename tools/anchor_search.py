@@ -20,8 +20,15 @@ and that worker writes atomically (temporary file, then rename) on its machine. 
 already written is not written again; ``--trials 0`` rewrites the fragment of a finished study. Every command prints
 the comparison table (config / stride-adjusted / data-suggested / best) and where the fragment was written. Both
 outputs are checked before the first trial. The logic lives in :mod:`mmdet_custom.anchor_search` (the rule in
-:mod:`mmdet_custom.anchor_search.workers`). Input mistakes end with one ``error:`` line and exit code 2 (``--debug``
+:mod:`mmdet_custom.studies.once`). Input mistakes end with one ``error:`` line and exit code 2 (``--debug``
 shows the traceback); so does a worker of this command that failed or was killed, after the others finished.
+
+Per-class cost: at the end the command prints the recall of every class and COCO size (small / medium / large, box
+area in network-input pixels) for the config's anchors and the best trial, and the change; the writer of the fragment
+also writes it as ``<work-dir>/recall_change.json``. ``--min-recall NAME[@IOU]=VALUE`` (repeatable; NAME a class of
+the training set, a size or ``all``; IOU default the RPN positive IoU) makes trials below a floor infeasible (Optuna
+constraints, see :mod:`mmdet_custom.anchor_search.floors`); the fragment is the best trial meeting every floor, and
+when none does nothing is written and the command ends with exit code 2.
 """
 import argparse
 import os.path as osp
@@ -54,6 +61,10 @@ def parse_args(argv=None):
                         help='objective = sum of weight x recall@IOU; IOU "pos" is the RPN assigner pos_iou_thr')
     parser.add_argument('--heartbeat-interval', type=int, default=10,
                         help='seconds between heartbeats of a running trial and of a worker (default 10)')
+    parser.add_argument('--min-recall', action='append', default=[], metavar='NAME[@IOU]=VALUE',
+                        help='recall floor of a class of the training set, a size (small, medium, large: COCO box area '
+                        'in network-input pixels) or all, at IOU (default: the RPN positive IoU), e.g. '
+                        'Small_Vehicle@0.5=0.95; trials below a floor are infeasible (repeatable)')
     parser.add_argument('--grace-period', type=int, default=60,
                         help='seconds without heartbeat after which a trial is failed and a worker counts as dead '
                         '(default 60)')
@@ -74,22 +85,24 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.anchor_search import (
         AnchorSearchError,
-        check_writable_path,
         format_comparison,
-        format_groups,
+        format_recall_change,
         fragment_name,
+        parse_floors,
         parse_weights,
         search_anchors,
     )
     from mmdet_custom.datasets.utils import set_data_root
     from mmdet_custom.utils.config import read_config
+    from mmdet_custom.utils.fileio import check_writable
     weights = parse_weights(args.weights)
+    floors = parse_floors(args.min_recall)
     study_name = args.study_name or osp.splitext(osp.basename(args.config))[0]
     out = args.out or osp.join('configs', '_base_', 'anchors', f'{study_name}.py')
     work_dir = args.work_dir or osp.join('work_dirs', 'anchor_search', study_name)
     # outputs first: an unwritable place must not be found after all trials
-    check_writable_path(out, '--out')
-    check_writable_path(work_dir, '--work-dir', is_dir=True)
+    check_writable(out, '--out')
+    check_writable(work_dir, '--work-dir', is_dir=True)
     cfg = read_config(args.config, args.cfg_options)
     if args.data_root is not None:
         set_data_root(cfg, args.data_root, args.cfg_options)
@@ -97,21 +110,28 @@ def main(argv=None):
     result = search_anchors(cfg, args.trials, args.storage, study_name, weights, seed=args.seed,
                             n_workers=args.n_workers, out=out, work_dir=work_dir,
                             heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-                            log=lambda line: print(line, flush=True))
+                            log=lambda line: print(line, flush=True), min_recall=floors)
 
     gt = result.gt
     print(f'\n{len(gt)} boxes in {gt.num_images} images of {gt.source} '
           f'({gt.num_crowd} crowd, {gt.num_zero_size} zero-size skipped)')
     print(format_comparison(result.rows))
-    print('\nper class and COCO size (box area in network-input pixels):')
-    print(format_groups([('config', result.baseline), ('best', result.best)]))
+    print(f'\nrecall per class and COCO size (box area in network-input pixels), {result.rows[-1][0]} against the '
+          f'config\'s anchors:')
+    print(format_recall_change(result.change))
     frag = result.fragment
+    if not result.feasible:
+        raise AnchorSearchError(
+            f'no completed trial of study {study_name!r} meets every --min-recall floor (the best trial regardless of '
+            f'them is shown above); nothing was written. Lower a floor, or run more trials with the same command')
     if frag:
         who = 'this command' if frag.get('by_me') else f'worker {frag.get("writer", "?").split(":", 1)[-1]}'
         print(f'\nfragment of trial {frag.get("best_trial")} ({frag.get("complete_trials")} completed trials) '
               f'written by {who} on {frag.get("host")}: {frag.get("path")}')
         for path in frag.get('plots', []):
             print(f'plot: {path}')
+        if frag.get('recall_change'):
+            print(f'recall change: {frag["recall_change"]}')
         print(f'use: _base_ = [<config>, \'{frag.get("path")}\'] and model = _base_.{fragment_name(study_name)} '
               f'(anchors and RPN pos_iou_thr {result.pos_iou:g})')
     else:

@@ -19,12 +19,10 @@ work_dir: argument > config > ``work_dirs/<config name>``) so that a config beha
   ``data_root`` (``--data-root``) points every dataset and evaluator at one folder.
 """
 import difflib
-import errno
 import inspect
 import math
 import os
 import os.path as osp
-import tempfile
 import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
@@ -54,7 +52,7 @@ from mmdet_custom.utils.config import (  # noqa: F401  (re-exported)
     read_config,
 )
 from mmdet_custom.utils.errors import UserError
-from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
+from mmdet_custom.utils.fileio import atomic_path, check_writable, dump_json_atomic
 
 __all__ = [
     'ConfigKeyError', 'DatasetCheckError', 'OptionError', 'read_config', 'check_cfg_options', 'load_config', 'train',
@@ -281,34 +279,6 @@ def check_images(dataset: Any, what: str, max_report: int = 3, logger: Any = Non
         logger.info(f'checked {len(seen)} {what} images (exist, readable header) in '
                     f'{time.perf_counter() - start:.1f} s')
     return len(seen)
-
-
-def check_writable(path: str, flag: str) -> None:
-    """Refuse an output file that cannot be written, before any work is done; nothing is created.
-
-    The file's folder must exist and take a new file (a probe file is created and removed at once), or its nearest
-    existing ancestor must be a writable folder (the writer creates the rest).
-
-    Raises:
-        UserError: naming ``flag`` and ``path`` and why it cannot be written.
-    """
-    if osp.isdir(path):
-        raise UserError(f'{flag} {path} is a folder; give a file name')
-    folder = osp.dirname(osp.abspath(path))
-    existing = folder
-    while not osp.exists(existing):
-        existing = osp.dirname(existing)
-    try:
-        if not osp.isdir(existing):
-            raise NotADirectoryError(errno.ENOTDIR, 'not a folder', existing)
-        if existing == folder:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        elif not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, 'no permission to create a folder in it', existing)
-    except OSError as e:
-        raise UserError(f'{flag} {path} cannot be written ({e.strerror or e}: {e.filename or folder}); choose '
-                        f'another place. Nothing was run.') from e
 
 
 def _json_safe(value: Any) -> Any:

@@ -12,34 +12,41 @@ trials always run. A run started with several workers splits what is left of the
 is exact; several runs started at the same moment on several machines each check the count before every trial,
 and may overshoot by at most one trial per extra run.
 
-At the end (:func:`run_study`): ``best_config.py`` (the best COMPLETE trial's config, written atomically),
-``study_summary.json`` and Optuna's history / importance / parallel-coordinate plots (PNG) in the work dir.
+Workers register in the study and beat (:mod:`mmdet_custom.studies.workers`); at the end the last worker of the
+study to finish -- of this command or of others sharing the storage -- writes ``best_config.py`` (the best COMPLETE
+trial's config), ``study_summary.json`` and Optuna's plots (``plots/optimization_history.png``,
+``param_importances.png``, ``parallel_coordinate.png``) in its work dir, once (:mod:`mmdet_custom.studies.once`;
+the record is the study attribute ``result``), each file atomically. Storage, workers and plots are the engine every
+study of the project shares (:mod:`mmdet_custom.studies`); this module holds the recipe search's objective and outputs.
 """
 import math
-import multiprocessing
 import os
 import os.path as osp
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from mmdet_custom.utils.errors import UserError
-from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
-from mmdet_custom.utils.optuna_storage import (  # noqa: F401  (redact_url re-exported)
+from mmdet_custom.studies.once import Outputs, run_registered
+from mmdet_custom.studies.plots import save_plots
+from mmdet_custom.studies.storage import (  # noqa: F401  (redact_url re-exported)
     StorageError,
     fail_stale_trials,
     open_rdb_storage,
     optimize_one,
     redact_url,
 )
+from mmdet_custom.studies.workers import new_worker_key, run_processes, shares
+from mmdet_custom.utils.errors import UserError
+from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
 
 from .space import check_space, json_safe, load_space, suggest_options
 from .trial import ensure_val_loss_hook, run_trial, trial_config
 
 __all__ = ['StudyError', 'StudySpec', 'open_study', 'count_trials', 'run_worker', 'run_study', 'write_best_config',
-           'study_summary', 'redact_url']
+           'write_results', 'study_summary', 'redact_url', 'RESULT_ATTR']
 
 PRUNERS = ('median', 'hyperband', 'none')
+#: Study user attribute holding the write record of the results (best config, summary, plots).
+RESULT_ATTR = 'result'
 SAMPLERS = ('tpe', 'random')
 
 
@@ -109,7 +116,7 @@ class StudySpec:
 
 
 def _storage(spec: StudySpec):
-    """The study's RDBStorage (``utils.optuna_storage``: SQLite lock wait, heartbeats, driver hints)."""
+    """The study's RDBStorage (``studies.storage``: SQLite lock wait, heartbeats, driver hints)."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     try:
         return open_rdb_storage(spec.storage, spec.heartbeat_interval, spec.grace_period,
@@ -247,15 +254,53 @@ def _base_config(spec: StudySpec):
     return cfg
 
 
-def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: int = 0) -> int:
-    """Run trials of the study until its budget is reached (or ``max_trials`` were run here).
+def _finished_trials(study) -> int:
+    """Trials that ended (COMPLETE, PRUNED, FAIL): the version of the results (:mod:`mmdet_custom.studies.once`)."""
+    from optuna.trial import TrialState
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+
+
+def write_results(study, spec: StudySpec, base_cfg, space, best_config: Optional[str] = None,
+                  plots: bool = True) -> Dict[str, Any]:
+    """Write the best config (when a trial completed), the plots and ``study_summary.json`` (listing the files),
+    each atomically. Returns the write record's fields: ``files`` (name -> path) and ``summary`` (its path)."""
+    summary = study_summary(study, spec)
+    files = {}
+    if summary['best'] is not None:
+        files['best_config'] = write_best_config(study, spec, base_cfg, space,
+                                                 best_config or osp.join(spec.work_dir, 'best_config.py'))
+    if plots:
+        files['plots'] = save_plots(study, osp.join(spec.work_dir, 'plots'), spec.metric)
+    summary['files'] = files
+    path = osp.join(spec.work_dir, 'study_summary.json')
+    dump_json_atomic(summary, path, indent=1)
+    return dict(files=files, summary=osp.abspath(path),
+                best_trial=summary['best']['number'] if summary['best'] is not None else None)
+
+
+def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: int = 0, key: Optional[str] = None,
+               best_config: Optional[str] = None, plots: bool = True, force_write: bool = False,
+               log=print) -> Dict[str, Any]:
+    """Run trials of the study until its budget is reached (or ``max_trials`` were run here), registered in the
+    study as worker ``key``; then, the last worker of the study to finish writes the results once
+    (:func:`write_results`, through :func:`mmdet_custom.studies.once.run_registered`).
+
+    Args:
+        spec (StudySpec): the study.
+        max_trials (int, optional): trials of this worker at most (None: until the budget is reached).
+        worker_index (int): seeds this worker's sampler (seed + index).
+        key (str, optional): the worker's registration (made by the pool; default a new one).
+        best_config (str, optional): where the best config goes (default ``<work_dir>/best_config.py``).
+        plots (bool): draw the plots.
+        force_write (bool): write the results even when the study's finished trials were written already.
 
     Returns:
-        int: the number of trials this worker ran.
+        dict: the write record of the results (``files``, ``summary``, ``writer``, ``by_me``...).
 
     Raises:
         UserError: a trial failed with a user error that every trial would repeat (a bad space key, a metric the
-            validation does not give, a dataset problem): the worker stops and names it.
+            validation does not give, a dataset problem): the worker stops, the results are written as usual, and
+            the error is raised naming it.
     """
     spec.check()
     base_cfg = _base_config(spec)
@@ -273,48 +318,32 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
         finally:
             first[0] = False
 
-    ran = 0
-    while max_trials is None or ran < max_trials:
-        fail_stale_trials(study)
-        counts = count_trials(study)
-        if counts['waiting'] == 0 and counts['counted'] >= spec.n_trials:
-            break
-        optimize_one(study, objective, catch=(Exception,), gc_after_trial=True)  # one finished elsewhere: dropped
-        ran += 1
-        if fatal:
-            raise fatal[0]
-    return ran
+    def run():
+        ran = 0
+        while (max_trials is None or ran < max_trials) and not fatal:
+            fail_stale_trials(study)
+            counts = count_trials(study)
+            if counts['waiting'] == 0 and counts['counted'] >= spec.n_trials:
+                break
+            optimize_one(study, objective, catch=(Exception,), gc_after_trial=True)  # one finished elsewhere: dropped
+            ran += 1
+        if ran:
+            log(f'worker {worker_index}: ran {ran} trials')
+
+    outputs = Outputs(RESULT_ATTR, lambda: _finished_trials(study),
+                      lambda: write_results(study, spec, base_cfg, space, best_config, plots), force=force_write,
+                      what='results')
+    trials = spec.n_trials if max_trials is None else max_trials
+    record = run_registered(study, key or new_worker_key(), trials, run, outputs, spec.heartbeat_interval,
+                            spec.grace_period, log)
+    if fatal:
+        raise fatal[0]
+    return record
 
 
-def _worker_entry(spec: StudySpec, max_trials: int, worker_index: int) -> None:
-    """Entry point of a worker process: a user error is one ``error:`` line and exit code 2."""
-    try:
-        n = run_worker(spec, max_trials, worker_index)
-        print(f'worker {worker_index}: ran {n} trials', flush=True)
-    except UserError as e:
-        print(f'error: worker {worker_index}: {e}', file=sys.stderr, flush=True)
-        sys.exit(2)
-
-
-def _start_method() -> str:
-    """``fork`` where the platform has it: the workers start at once with this process's imports (torch, mmdet),
-    where ``spawn`` re-imports them in each worker (tens of seconds). Safe here: the parent has run no torch op
-    (no OpenMP pool), started no thread and closed its database connections before forking, and every worker opens
-    its own storage."""
-    return 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'
-
-
-def _close(study) -> None:
-    """Close the database connections of ``study``'s storage (a forked worker must not share them)."""
-    storage = getattr(study, '_storage', None)
-    backend = getattr(storage, '_backend', storage)
-    engine = getattr(backend, 'engine', None)
-    if engine is not None:
-        engine.dispose()
-
-
-def _shares(total: int, n_workers: int) -> List[int]:
-    return [s for s in (total // n_workers + (1 if i < total % n_workers else 0) for i in range(n_workers)) if s]
+def _worker(key: str, share: int, index: int, spec: StudySpec, best_config: Optional[str], plots: bool) -> None:
+    """A worker process of :func:`run_study` (run by :func:`mmdet_custom.studies.workers.run_processes`)."""
+    run_worker(spec, share, index, key, best_config, plots, log=lambda line: print(line, flush=True))
 
 
 def run_study(spec: StudySpec, n_workers: int = 1, best_config: Optional[str] = None,
@@ -324,20 +353,22 @@ def run_study(spec: StudySpec, n_workers: int = 1, best_config: Optional[str] = 
     Before any trial: the config must validate, the space must fit the config (a dry run,
     :func:`~mmdet_custom.hpo.space.check_space`), the study must be new or of the same config / space / metric /
     direction. Dead workers' trials are failed and queued again (see the module docstring), then what is left of
-    the budget is split between the workers (``n_workers == 1`` runs in this process).
+    the budget is split between the workers (``n_workers == 1`` runs in this process). The last worker of the study
+    to finish writes the results (:func:`write_results`) once; with nothing left to run, this command rewrites them.
 
     Args:
         spec (StudySpec): the study.
-        n_workers (int): worker processes on this machine (``spawn``ed; each trains one trial at a time).
+        n_workers (int): worker processes on this machine (forked; each trains one trial at a time).
         best_config (str, optional): where the best trial's config goes; ``<work_dir>/best_config.py`` when None.
         plots (bool): write Optuna's plots to ``<work_dir>/plots``.
 
     Returns:
-        dict: the summary (also ``<work_dir>/study_summary.json``): counts, best trial, trials, written files.
+        dict: the summary (as in ``study_summary.json``): counts, best trial, trials, and the files of the last
+        write of the results.
 
     Raises:
-        UserError: see above; a worker that stopped on a user error (after the summary is written); no trial
-            COMPLETE at the end (nothing to write as best config).
+        UserError: see above; a worker that stopped on a user error or did not exit 0 (after the results are
+            written); no trial COMPLETE at the end (nothing to write as best config).
     """
     spec.check()
     if n_workers < 1:
@@ -356,35 +387,20 @@ def run_study(spec: StudySpec, n_workers: int = 1, best_config: Optional[str] = 
           f'counted, {counts["waiting"]} queued, {counts["died"]} lost with their worker; {todo} to run with '
           f'{n_workers} worker(s)', flush=True)
     errors = []
-    shares = _shares(todo, n_workers)
-    if len(shares) == 1:
+    trial_shares = shares(todo, n_workers) or [0]
+    if len(trial_shares) == 1:
         try:
-            run_worker(spec, shares[0], 0)
+            run_worker(spec, trial_shares[0], 0, best_config=best_config, plots=plots,
+                       force_write=trial_shares[0] == 0, log=lambda line: print(line, flush=True))
         except UserError as e:
             errors.append(str(e))
-    elif shares:
-        _close(study)
-        del study
-        ctx = multiprocessing.get_context(_start_method())
-        procs = [ctx.Process(target=_worker_entry, args=(spec, share, i), name=f'hpo-worker-{i}')
-                 for i, share in enumerate(shares)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        errors += [f'worker {i} exited with code {p.exitcode} (its error is printed above)'
-                   for i, p in enumerate(procs) if p.exitcode != 0]
+    else:
+        _, errors = run_processes(study, _worker, trial_shares, (spec, best_config, plots), name='hpo-worker')
+        errors = [f'{e} (its error is printed above)' for e in errors]
     study = open_study(spec)
     summary = study_summary(study, spec)
-    written = {}
-    if summary['best'] is not None:
-        out = best_config or osp.join(spec.work_dir, 'best_config.py')
-        written['best_config'] = write_best_config(study, spec, base_cfg, space, out)
-    if plots:
-        from .plots import save_plots
-        written['plots'] = save_plots(study, osp.join(spec.work_dir, 'plots'), spec.metric)
-    summary['files'] = written
-    dump_json_atomic(summary, osp.join(spec.work_dir, 'study_summary.json'), indent=1)
+    record = study.user_attrs.get(RESULT_ATTR) or {}
+    summary['files'] = record.get('files', {}) if record.get('state') == 'written' else {}
     if errors:
         raise StudyError('; '.join(errors))
     if summary['best'] is None:

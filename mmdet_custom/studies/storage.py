@@ -4,16 +4,18 @@ Studies shared by workers on one or several machines live in an Optuna ``RDBStor
 machine, ``postgresql://user:password@host:5432/db`` or ``mysql://user:password@host/db`` across machines. A running
 trial records a heartbeat every ``heartbeat_interval`` seconds; a trial whose heartbeat is older than
 ``grace_period`` seconds (its worker was killed) is marked FAIL by ``optuna.storages.fail_stale_trials``.
-optuna and sqlalchemy are imported inside the functions (this module stays light).
+optuna and sqlalchemy are imported inside the functions: the search packages import this module to name its errors,
+and ``import mmdet_custom.studies`` must not load Optuna.
 """
 import os
 import os.path as osp
 import warnings
 from typing import Optional
 
-from .errors import UserError
+from mmdet_custom.utils.errors import UserError
 
-__all__ = ['StorageError', 'redact_url', 'is_in_memory_sqlite', 'open_rdb_storage', 'optimize_one', 'fail_stale_trials']
+__all__ = ['StorageError', 'redact_url', 'is_in_memory_sqlite', 'open_rdb_storage', 'optimize_one', 'fail_stale_trials',
+           'rdb_backend', 'close_storage']
 
 
 class StorageError(UserError, ValueError):
@@ -116,3 +118,19 @@ def fail_stale_trials(study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def rdb_backend(study):
+    """The ``optuna.storages.RDBStorage`` under a study's storage (Optuna wraps it in a cache), or None for other
+    storages (e.g. ``InMemoryStorage``: one process, nobody to agree with)."""
+    import optuna
+    storage = getattr(study, '_storage', None)
+    storage = getattr(storage, '_backend', storage)
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
+def close_storage(study) -> None:
+    """Close the database connections of ``study``'s storage: a forked worker must not share its parent's."""
+    rdb = rdb_backend(study)
+    if rdb is not None:
+        rdb.engine.dispose()

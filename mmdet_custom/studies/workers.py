@@ -1,40 +1,36 @@
-"""Workers of one anchor-search study, on one machine or many, and the single write of its fragment.
+"""Workers of one Optuna study, on one machine or many: the registry, heartbeats, liveness, and a pool of worker
+processes on this machine.
 
 Every worker process registers in the study's user attributes (``worker:<host>:<tag>`` = its host, pid,
 state and a heartbeat counter ``beat`` that a thread bumps every ``heartbeat_interval`` seconds) before its first
 trial. States: ``running`` (trials to run), ``done`` (its trials ran; it may still write), ``exited``, ``failed``
-(stopped on an error) and ``dead`` (set by another worker that saw its heartbeat stop).
+(stopped on an error) and ``dead`` (set by another worker that saw its heartbeat stop). A worker counts as dead when
+its ``beat`` has not changed for ``grace_period`` seconds of the observing worker's own clock (no clock is compared
+across machines). The registry tells the last worker to finish, who writes the study's outputs once
+(:mod:`.once`).
 
-**Who writes the fragment.** A worker whose trials have run waits until no other worker is ``running`` -- a
-``running`` worker whose ``beat`` has not changed for ``grace_period`` seconds of the waiting worker's own clock
-counts as dead (no clock is compared across machines) -- and then claims the write: the study attribute
-``fragment`` is swapped from the value it read to ``{state: writing, writer, complete_trials}`` in one
-``UPDATE ... WHERE value = <read value>`` (optimistic concurrency: of several workers finishing together exactly
-one swap succeeds, in SQLite, PostgreSQL and MySQL alike). The winner writes the fragment from the study's best
-trial (atomically: a temporary file beside it, then ``os.replace``) and the plots, then records
-``{state: written, path, host, best_trial, complete_trials}``. The others wait for that record and write nothing.
-A claimant that dies while writing stops beating; after ``grace_period`` seconds a waiting worker takes the claim
-over. A set of COMPLETE trials is written once: a later worker (another machine joining, a resumed study) writes
-again only when the study has gained completed trials since. ``--trials 0`` rewrites on request.
-
-Optuna's storage API has no compare-and-swap; the swap is one SQL statement on Optuna's own
-``study_user_attributes`` table (``optuna.storages._rdb.models``), through the storage's SQLAlchemy engine.
+The pool (:func:`run_processes`) splits a number of trials between K processes (:func:`shares`), registers them all
+before any starts (so none can think itself the last), forks them (``spawn`` where there is no ``fork``), joins them
+and reports those that did not exit 0. A worker process ends a user error with one ``error:`` line and exit code 2
+(:func:`worker_main`).
 """
-import json
+import multiprocessing
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
 import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-#: Study user attribute holding the fragment's write record.
-FRAGMENT_ATTR = 'fragment'
+from mmdet_custom.utils.errors import UserError
+
+from .storage import close_storage, rdb_backend
+
 #: Prefix of the study user attributes that register workers.
 WORKER_PREFIX = 'worker:'
 RUNNING, DONE, EXITED, FAILED, DEAD = 'running', 'done', 'exited', 'failed', 'dead'
-WRITING, WRITTEN = 'writing', 'written'
 
 
 def new_worker_key() -> str:
@@ -78,7 +74,7 @@ class Registration:
         """Write the record (state ``running`` unless given) and start beating."""
         self.write(pid=os.getpid())
         if self.interval:
-            self._thread = threading.Thread(target=self._beat, name=f'anchor-search-heartbeat-{self.key}',
+            self._thread = threading.Thread(target=self._beat, name=f'study-heartbeat-{self.key}',
                                             daemon=True)
             self._thread.start()
         return self
@@ -145,97 +141,74 @@ def wait_for_running_workers(storage, study_id: int, me: str, grace_period: floa
             return dead
         if not announced:
             log(f'{me[len(WORKER_PREFIX):]}: waiting for {len(waiting)} running worker(s) to finish (the last to '
-                f'finish writes the fragment): {", ".join(k[len(WORKER_PREFIX):] for k in waiting)}')
+                f'finish writes the outputs): {", ".join(k[len(WORKER_PREFIX):] for k in waiting)}')
             announced = True
         time.sleep(poll)
 
 
-# ----------------------------------------------------------------------------------------------- compare-and-swap
-def _table():
-    from optuna.storages._rdb.models import StudyUserAttributeModel
-    return StudyUserAttributeModel.__table__
 
 
-def read_attr_raw(storage, study_id: int, key: str) -> Optional[str]:
-    """The stored json text of a study user attribute (None when absent), read from the database, not a cache."""
-    import sqlalchemy as sa
-    table = _table()
-    with storage.engine.connect() as conn:
-        row = conn.execute(sa.select(table.c.value_json).where(table.c.study_id == study_id,
-                                                                table.c.key == key)).first()
-    return None if row is None else row[0]
+# ----------------------------------------------------------------------------------------------- the pool
+def shares(total: int, n_workers: int) -> List[int]:
+    """``total`` trials split between ``n_workers`` as evenly as possible, workers without a trial left out.
 
-
-def compare_and_set_attr(storage, study_id: int, key: str, expected: Optional[str], value) -> bool:
-    """Set a study user attribute to ``value`` only if its stored json text is still ``expected`` (None: absent).
-
-    One ``INSERT`` (refused by the table's unique (study_id, key) constraint when another process inserted first) or
-    one ``UPDATE ... WHERE value_json = expected``: atomic in every SQL database.
-
-    Returns:
-        bool: whether this call set it.
+    >>> shares(9, 2), shares(1, 3), shares(0, 2)
+    ([5, 4], [1], [])
     """
-    import sqlalchemy as sa
-    table = _table()
-    text = json.dumps(value)
+    return [s for s in (total // n_workers + (1 if i < total % n_workers else 0) for i in range(n_workers)) if s]
+
+
+def start_method() -> str:
+    """``fork`` where the platform has it: the workers start at once with this process's imports (torch, mmdet) and
+    data (the anchor search's boxes), where ``spawn`` re-imports them in each worker (tens of seconds). Safe here:
+    the parent has started no thread and closed its database connections before forking, and every worker opens its
+    own storage."""
+    return 'fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn'
+
+
+def worker_main(target: Callable, key: str, *args) -> None:
+    """Entry point of a worker process: ``target(key, *args)``; a user error is one ``error:`` line, exit code 2
+    (the traceback of anything else is Python's, exit code 1)."""
     try:
-        with storage.engine.begin() as conn:
-            if expected is None:
-                conn.execute(sa.insert(table).values(study_id=study_id, key=key, value_json=text))
-                return True
-            result = conn.execute(sa.update(table).where(table.c.study_id == study_id, table.c.key == key,
-                                                         table.c.value_json == expected).values(value_json=text))
-            return result.rowcount == 1
-    except sa.exc.IntegrityError:
-        return False
+        target(key, *args)
+    except UserError as e:
+        print(f'error: {key[len(WORKER_PREFIX):]}: {e}', file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
-# ----------------------------------------------------------------------------------------------- the one write
-def write_fragment_once(storage, study_id: int, me: str, complete_trials: Callable[[], int],
-                        write: Callable[[], dict], grace_period: float, poll: float, force: bool = False,
-                        log: Callable[[str], None] = print) -> dict:
-    """Claim the fragment's write (see the module docstring), write it if this worker wins, return the record.
+def run_processes(study, target: Callable, trial_shares: Sequence[int], args: tuple = (),
+                  name: str = 'study-worker') -> Tuple[List[str], List[str]]:
+    """Run ``target(key, share, index, *args)`` in one process per share, registered in ``study`` first; wait for all.
+
+    Every worker is registered (``running``, or ``done`` for a share of 0) before any starts, so that none can
+    think itself the last of the study; the parent's database connections are closed before the fork (``study``
+    must not be used afterwards: open it again).
 
     Args:
-        storage (optuna.storages.RDBStorage): the study's storage.
-        study_id (int): the study.
-        me (str): this worker's key (registered and beating, so that others can tell whether it died).
-        complete_trials (callable): the number of COMPLETE trials now.
-        write (callable): writes the fragment and plots; returns the record's fields (``path``, ``best_trial``,
-            ``complete_trials``, ...).
-        grace_period (float): seconds after which a silent claimant counts as dead.
-        poll (float): seconds between two looks at a claim held by another worker.
-        force (bool): write even when the current set of complete trials was written already.
+        study (optuna.Study): the study, in an RDB storage that processes share (not in-memory SQLite).
+        target (callable): a picklable function ``(key, share, index, *args)``: the worker (it adopts its
+            registration; ``index`` numbers the workers of this pool from 0, e.g. to seed their samplers).
+        trial_shares (Sequence[int]): trials of each worker (see :func:`shares`).
+        args (tuple): more picklable arguments of ``target``.
+        name (str): process name prefix.
 
     Returns:
-        dict: the ``written`` record, with ``by_me`` True when this call wrote; ``{}`` when the study holds no
-        complete trial.
+        tuple[list[str], list[str]]: the workers' keys, and one line per worker that did not exit 0 (its own error
+        is printed by the worker).
     """
-    monitor = LivenessMonitor(grace_period)
-    while True:
-        raw = read_attr_raw(storage, study_id, FRAGMENT_ATTR)
-        record = json.loads(raw) if raw is not None else None
-        n = complete_trials()
-        if n == 0:
-            return {}
-        if isinstance(record, dict) and record.get('state') == WRITTEN and record.get('complete_trials') == n \
-                and not force:
-            return dict(record, by_me=False)
-        if isinstance(record, dict) and record.get('state') == WRITING:
-            writer = workers_of(storage, study_id).get(record.get('writer'), {})
-            if writer.get('state') not in (EXITED, FAILED, DEAD) and monitor.alive(record.get('writer'),
-                                                                                   writer.get('beat')):
-                time.sleep(poll)
-                continue
-            log(f'{me[len(WORKER_PREFIX):]}: the fragment\'s writer {record.get("writer")} stopped while writing; '
-                f'taking over')
-        claim = dict(state=WRITING, writer=me, complete_trials=n, token=uuid.uuid4().hex)
-        if not compare_and_set_attr(storage, study_id, FRAGMENT_ATTR, raw, claim):
-            continue  # another worker changed the record first: look again
-        fields = write()
-        done = dict(fields, state=WRITTEN, writer=me, host=socket.gethostname(), pid=os.getpid(),
-                    time=time.strftime('%Y-%m-%d %H:%M:%S %Z'))
-        if not compare_and_set_attr(storage, study_id, FRAGMENT_ATTR, json.dumps(claim), done):
-            log(f'{me[len(WORKER_PREFIX):]}: the fragment\'s record was taken over while this worker wrote (its '
-                f'heartbeat looked stopped for {grace_period:g} s); both writes were atomic')
-        return dict(done, by_me=True)
+    rdb = rdb_backend(study)
+    study_id = rdb.get_study_id_from_name(study.study_name)
+    keys = [new_worker_key() for _ in trial_shares]
+    for key, share in zip(keys, trial_shares):
+        Registration(rdb, study_id, key, None, trials=share).write(state=RUNNING if share else DONE)
+    close_storage(study)
+    ctx = multiprocessing.get_context(start_method())
+    procs = [ctx.Process(target=worker_main, args=(target, key, share, i, *args), name=f'{name}-{i}')
+             for i, (key, share) in enumerate(zip(keys, trial_shares))]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    errors = [f'worker {key[len(WORKER_PREFIX):]} (pid {p.pid}) exited with code {p.exitcode}'
+              for key, p in zip(keys, procs) if p.exitcode != 0]
+    return keys, errors

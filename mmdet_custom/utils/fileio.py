@@ -6,6 +6,7 @@ any error the temporary file is removed and the destination is left as it was.
 """
 import contextlib
 import csv
+import errno
 import json
 import os
 import os.path as osp
@@ -97,6 +98,48 @@ def write_csv_atomic(path: PathLike, header: Sequence[str], rows: Iterable[Seque
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def check_writable(path: PathLike, flag: str, is_dir: bool = False) -> None:
+    """Refuse, before any work, an output file (or folder, ``is_dir=True``) that cannot be written; nothing is left
+    behind.
+
+    An existing file must be writable; the file's folder must exist and take a new file (a probe file is created and
+    removed at once), or its nearest existing ancestor must be a writable folder (the writer creates the rest).
+
+    Args:
+        path (str | PathLike): the file or folder to be written.
+        flag (str): the command-line flag that gave it, for the message (e.g. ``'--out'``).
+        is_dir (bool): ``path`` is a folder. Defaults to False.
+
+    Raises:
+        UserError: naming ``flag`` and ``path`` and why: a folder where a file is expected (or a file where a folder
+            is), an existing file that is not writable, an ancestor that is a file, a folder that takes no file.
+    """
+    path = os.fspath(path)
+    full = osp.abspath(path)
+    if osp.isdir(full) and not is_dir:
+        raise UserError(f'{flag} {path} is a folder; give a file name')
+    if is_dir and osp.exists(full) and not osp.isdir(full):
+        raise UserError(f'{flag} {path} is a file, not a folder')
+    if not is_dir and osp.exists(full) and not os.access(full, os.W_OK):
+        raise UserError(f'{flag} {path} cannot be written (permission denied); choose another place. Nothing was run.')
+    folder = full if is_dir else osp.dirname(full)
+    existing = folder
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        raise UserError(f'{flag} {path} cannot be written: {existing} is a file, not a folder; choose another place. '
+                        f'Nothing was run.')
+    try:
+        if existing == folder:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, 'no permission to create a folder in it', existing)
+    except OSError as e:
+        raise UserError(f'{flag} {path} cannot be written ({e.strerror or e}: {e.filename or folder}); choose '
+                        f'another place. Nothing was run.') from e
 
 
 # ----------------------------------------------------------------------------------------------------------------
