@@ -23,8 +23,9 @@ from typing import NamedTuple
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get('MMDET_CUSTOM_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data'))
+from mmdet_custom.utils.paths import shared_data_dir
+
+SHARED_DATA = Path(shared_data_dir())  # $MMDET_CUSTOM_SHARED_DATA, else ../shared/data beside the checkout
 # fixtures that read ../shared/data: a test depending on one of them (at any depth) gets the needs_data marker
 DATA_FIXTURES = frozenset({'isaid_raw_dir', 'isaid_reference_dir', 'cells_dir', 'tiny_coco_dir'})
 

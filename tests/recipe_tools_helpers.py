@@ -1,7 +1,7 @@
 """Data and configs shared by the scale-out / recipe-tool tests (dist_train, hpo, lr_find, ValLossHook)."""
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO_ROOT  # noqa: F401  (re-exported to test_lr_find, test_distributed, test_hpo)
 
 
 def make_smoke_patches(root: Path, train: int = 2, val: int = 1, size: int = 128, seed: int = 0) -> Path:

@@ -3,10 +3,10 @@ import runpy
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
 from mmdet_custom.apis import ablation as ab
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
 
 

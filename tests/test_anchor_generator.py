@@ -1,14 +1,13 @@
 """PerLevelAnchorGenerator: anchors against hand-computed values and mmdet's AnchorGenerator, and in a model."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO_ROOT
 
 from mmdet_custom.anchor_search import AnchorSetting, grid_anchors
 from mmdet_custom.models.task_modules.prior_generators import PerLevelAnchorGenerator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_CONFIG = REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r50_fpn_1x_isaid.py'
 STRIDE_ADJUSTED = REPO_ROOT / 'configs' / '_base_' / 'anchors' / 'isaid_stride_adjusted.py'
 

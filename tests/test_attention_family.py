@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import load_config
+from helpers import REPO_ROOT, load_config
 from mmdet.models.necks import BFP, FPN
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.registry import MODELS
@@ -24,7 +24,6 @@ from mmdet_custom.models.layers import ECA, eca_kernel_size
 from mmdet_custom.models.necks import TransformerFPN
 from mmdet_custom.models.roi_heads import ECADCNMaskHead
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FAMILY = REPO_ROOT / 'configs' / 'attention'
 CELLS_CONFIGS = [
     'mask-rcnn_r101_fpn_1x_cells.py',

@@ -14,7 +14,7 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 import torch
-from helpers import shrink_for_cpu, use_data_root
+from helpers import REPO_ROOT, shrink_for_cpu, use_data_root
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from PIL import Image
@@ -31,8 +31,6 @@ from mmdet_custom.converters.cells import (
     split_ids,
 )
 from mmdet_custom.utils.errors import UserError
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _load(out_dir, split):

@@ -7,11 +7,9 @@ import shutil
 from collections import Counter
 
 import pytest
-from helpers import shrink_for_cpu
+from helpers import REPO_ROOT, shrink_for_cpu
 
 from mmdet_custom.converters.coco_subset import COCO_SUBSET_CLASSES, convert_coco_subset, subset_coco
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')

@@ -5,14 +5,12 @@ The configs are globbed at collection time, so configs added later (cells, COCO 
 covered without touching this file.
 """
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import load_config
+from helpers import REPO_ROOT, load_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / 'configs'
 # model configs: configs/hpo/ holds search spaces for tools/hpo.py (python modules, tested in tests/test_hpo.py)
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if not {'_base_', 'hpo'} & set(p.relative_to(CONFIG_DIR).parts))

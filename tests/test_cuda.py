@@ -10,12 +10,11 @@ does not travel to a lent GPU machine): data are generated.
 import copy
 import os
 import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import SMOKE_CONFIG, load_config, shrink_for_cpu
+from helpers import REPO_ROOT, SMOKE_CONFIG, load_config, shrink_for_cpu
 from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
@@ -23,7 +22,6 @@ from mmengine.structures import InstanceData
 import mmdet_custom.register  # noqa: F401  (registers the modules)
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FULL_MODEL = 'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py'
 R50 = 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'
 #: each test runs on the CPU (the ordinary suite) and on CUDA (skipped without a GPU)

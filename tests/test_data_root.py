@@ -10,12 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import load_config
+from helpers import REPO_ROOT, load_config
 
 from mmdet_custom.apis.ann_files import AnnFileMismatchError
 from mmdet_custom.datasets.utils import DataRootError, set_data_root
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_CONFIG = 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py'
 SMOKE_CONFIG = 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'
 

@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO_ROOT
 
 from mmdet_custom.utils.cli import run_cli
 from mmdet_custom.utils.device import (
@@ -23,7 +23,6 @@ from mmdet_custom.utils.device import (
     use_device,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: every tool with a --device flag, found by text (a new one is checked without being listed here)
 DEVICE_TOOLS = sorted(p for p in (REPO_ROOT / 'tools').rglob('*.py') if '--device' in p.read_text())
 NO_DRIVER = ('Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and installed a driver '

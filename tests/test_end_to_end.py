@@ -2,18 +2,16 @@
 -> resume -> test (segm mAP) -> refusal."""
 import json
 import runpy
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import shrink_for_cpu, use_data_root
+from helpers import REPO_ROOT, shrink_for_cpu, use_data_root
 from mmengine.config import Config
 
 from mmdet_custom.apis import test as run_test
 from mmdet_custom.apis import train
 from mmdet_custom.checkpoint import UnsafeCheckpointError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_CONFIG = str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py')
 
 pytestmark = pytest.mark.slow  # 3 runners, 3 iterations, 2 checkpoints with optimizer state: ~30 s on 2 cores

@@ -4,12 +4,11 @@ import os
 import runpy
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOL = REPO_ROOT / 'tools' / 'analysis_tools' / 'eval_results.py'
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -37,7 +38,6 @@ from mmdet_custom.converters.isaid import (
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES, ISAID_PALETTE
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / 'tools' / 'dataset_converters' / 'isaid.py'
 SAMPLES = {'train': 'P0005', 'val': 'P0003'}
 # P0005 is 977 rows x 884 columns, P0003 1023 x 1147: two windows per axis at 800/200 (stride 600), the second

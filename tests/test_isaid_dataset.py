@@ -2,9 +2,9 @@
 reads categories by name: the devkit's own jsons get the right labels; unknown names and empty training jsons fail."""
 import collections
 import json
-from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 from mmdet.datasets import CocoDataset, iSAIDDataset
 
 from mmdet_custom.datasets import ISAID_CLASSES, EmptyTrainingSetError, ISAIDInstanceDataset
@@ -135,7 +135,7 @@ def test_cells_config_reads_categories_by_name(tmp_path):
     the training set (before any iteration), and names out of order get the right labels."""
     from mmdet.registry import DATASETS
     from mmengine.config import Config
-    cfg = Config.fromfile(str(Path(__file__).resolve().parents[1] / 'configs/_base_/datasets/cells.py'))
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs/_base_/datasets/cells.py'))
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         assert loader.dataset.type == 'NamedCocoDataset'
     train = cfg.train_dataloader.dataset

@@ -3,8 +3,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT = str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py')
 ANCHORS_STEP = str(REPO_ROOT / 'configs/mask_rcnn/mask-rcnn_r50_fpn_anchors_1x_isaid.py')
 R50_CBAM = str(REPO_ROOT / 'configs/cbam/mask-rcnn_r50-cbam_fpn_anchors_1x_isaid.py')

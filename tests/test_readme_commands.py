@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = [REPO_ROOT / 'README.md', *sorted((REPO_ROOT / 'docs').glob('*.md'))]
 PLACEHOLDERS = {'CONFIG': 'configs/mask_rcnn/mask-rcnn_r50_fpn_1x_isaid.py', 'CKPT': 'work_dirs/run/epoch_1.pth',
                 'CHECKPOINT': 'work_dirs/run/epoch_1.pth'}

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO_ROOT
 
 from mmdet_custom.analysis.dataset_stats import dataset_stats
 from mmdet_custom.utils.errors import UserError
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = ('tools/dataset_converters/cells.py', 'tools/dataset_converters/coco_subset.py',
          'tools/analysis_tools/dataset_stats.py', 'tools/anchor_search.py')
 

@@ -14,12 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_isaid_cfg
+from helpers import REPO_ROOT, tiny_isaid_cfg
 
 from mmdet_custom.apis.runner import ConfigKeyError, DatasetCheckError, check_cfg_options, read_config, test, train
 from mmdet_custom.checkpoint import (
@@ -32,7 +31,6 @@ from mmdet_custom.checkpoint import (
 from mmdet_custom.utils.cli import run_cli
 from mmdet_custom.utils.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = str(REPO_ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r18_fpn_300i_isaid-smoke.py')
 OTHER_ANCHORS = {'model.rpn_head.anchor_generator.ratios': [0.5, 1.0, 2.0, 4.0]}
 

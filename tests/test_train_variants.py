@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [
     'configs/cbam/mask-rcnn_r50-cbam_attn-fpn_anchors_1x_isaid.py',
     'configs/cbam/mask-rcnn_effb0-cbam_attn-fpn_anchors_1x_isaid.py',
