@@ -1,4 +1,4 @@
-# The full model of the CBAM study (issue 3), on top of the anchors step:
+# The full model of the CBAM study (attention for iSAID's small objects), on top of the anchors step:
 #   EfficientNet-B0 (timm) with CBAM after its C2-C5 stages, AttentionFPN, a box head with dropout and a mask head
 #   with residual connections, trained with AdamW + ReduceLROnPlateau on segm AP50 (parts: see the fragments).
 # Ablations (one part dropped each): ./mask-rcnn_effb0_attn-fpn_anchors_1x_isaid.py (no backbone CBAM),

@@ -1,5 +1,6 @@
-# The model parts of the CBAM study (issue 3), as named pieces for a config to plug into its parent's Mask R-CNN.
-# mmengine refuses a key such as `model` defined by two files of one _base_ list, hence named dicts, e.g.:
+# The model parts of the CBAM study (channel + spatial attention for iSAID's small objects), as named pieces for a
+# config to plug into its parent's Mask R-CNN. mmengine refuses a key such as `model` defined by two files of one _base_
+# list, hence named dicts, e.g.:
 #   _base_ = [<parent config>, '../_base_/models/cbam_parts.py']
 #   model = dict(backbone=dict(plugins=_base_._r50_cbam_plugins), neck=_base_._attention_fpn_neck)
 # Used by configs/cbam (iSAID) and configs/cells.
