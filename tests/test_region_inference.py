@@ -326,9 +326,10 @@ def test_overlay_outlines_in_class_colours_with_a_legend_and_scores(tmp_path):
 # The command line in several processes (random-init R18 Mask R-CNN)
 # ----------------------------------------------------------------------------------------------------------------
 def _cli(config, ckpt, inputs, out, *extra):
+    # 512 px windows: 8 windows over the six scenes (the smoke config resizes any window to 256 px)
     return [sys.executable, os.path.join(REPO, 'tools', 'infer_scene.py'), config, ckpt, *inputs, '--out-dir',
             str(out), '--device', 'cpu', '--threads', '1', '--num-workers', '0', '--score-thr', '0.0',
-            '--window', str(WINDOW), '--overlap', str(OVERLAP), '--no-progress', '--overlay-max-side', '256',
+            '--window', '512', '--overlap', str(OVERLAP), '--no-progress', '--overlay-max-side', '256',
             '--cfg-options', 'model.test_cfg.rcnn.max_per_img=10', *extra]
 
 
@@ -373,7 +374,3 @@ def test_cli_two_shards_and_a_killed_run_give_the_outputs_of_one_process(tmp_pat
     out = run(_cli(config, ckpt, listed, tmp_path / 'killed'))
     assert f'{complete} already complete (skipped), {6 - complete} to run' in out
     assert read_region(tmp_path / 'killed')[:3] == expected[:3]
-    # a changed setting against the manifest: exit 2, one line
-    proc = subprocess.run(_cli(config, ckpt, listed, tmp_path / 'one', '--match-thr', '0.7'), cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 2 and 'match_thr 0.5 -> 0.7' in proc.stderr and 'Traceback' not in proc.stderr

@@ -131,7 +131,7 @@ def main(argv=None):
     from mmengine.config import Config
 
     from mmdet_custom.apis.scene import SceneInferencer, expand_scene_inputs, infer_region, resolve_shard
-    from mmdet_custom.apis.scene.region import config_sha256, file_sha256
+    from mmdet_custom.apis.scene.manifest import config_sha256, file_sha256
     from mmdet_custom.models.builder import default_device
     shard = resolve_shard(args.shard)
     inputs = expand_scene_inputs(args.inputs)

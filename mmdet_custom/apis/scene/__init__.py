@@ -7,7 +7,8 @@ written as COCO results, GeoJSON / GeoPackage and an overlay.
 - :mod:`.writers`: COCO results, GeoJSON, GeoPackage, overlay;
 - :mod:`.gt`: whole-scene ground truth from the raw iSAID masks;
 - :mod:`.inferencer` / :mod:`.run`: :class:`SceneInferencer` and :func:`infer_scenes` (one folder, written whole);
-- :mod:`.inputs` / :mod:`.region`: scene lists, shards, and :func:`infer_region` / :func:`merge_region`, the
+- :mod:`.inputs` / :mod:`.manifest` / :mod:`.region`: scene lists and shards, the region folder's manifest and
+  records, and :func:`infer_region` / :func:`merge_region`, the
   resumable, sharded region run of ``tools/infer_scene.py``.
 """
 from .gt import read_isaid_instances, scene_gt_coco
