@@ -396,7 +396,6 @@ def _load_cfg(spec: ModelSpec):
 
 def init_weights_quietly(model) -> None:
     """``model.init_weights()`` without mmengine's per-parameter initialisation log."""
-
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)

@@ -240,7 +240,6 @@ def run_dense_benchmark(configs: Dict[str, str], objects: Sequence[int] = DEFAUL
 
     Raises nothing for a failed or stopped step: its row says why (``stopped``, ``error``).
     """
-
     report = dict(machine=machine_info(device), img_size=img_size, batch=batch, max_gib=max_gib, steps=steps,
                   date=time.strftime('%Y-%m-%d'), rows=[])
     with tempfile.TemporaryDirectory(prefix='bench_dense_') as tmp:

@@ -25,9 +25,12 @@ import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmdet.registry import DATASETS
+from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
+from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
 from mmdet_custom.models.builder import build_model
@@ -59,7 +62,6 @@ class DetectionScores(torch.nn.Module):
         self.register_buffer('labels', labels.detach().long())
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        from mmdet.structures.bbox import bbox2roi
         feats = self.detector.extract_feat(inputs)
         rois = bbox2roi([self.bboxes])
         cls_score = self.detector.roi_head._bbox_forward(feats, rois)['cls_score']
@@ -86,7 +88,6 @@ def layer_grad_cams(scorer: torch.nn.Module, layer: torch.nn.Module, inputs: tor
         GradCAMError: (a ``ValueError``) when the layer's output is not a ``(1, C, h, w)`` tensor or the layer is not
             run.
     """
-    from pytorch_grad_cam.utils.image import scale_cam_image
     store = {}
 
     def keep_output(module, args, output):
@@ -172,7 +173,6 @@ def grad_cam(img: str,
             layer, or fewer than ``num_preds`` detections of the class (the message says how many were found).
         FileNotFoundError: ``img`` or ``checkpoint`` does not exist.
     """
-    from pytorch_grad_cam.utils.image import show_cam_on_image
     if not osp.isfile(img):
         raise FileNotFoundError(f'image not found: {img}')
     cfg = load_cfg(config, cfg_options)
@@ -180,7 +180,6 @@ def grad_cam(img: str,
     model = build_model(cfg, checkpoint, device)
     source = f'checkpoint {checkpoint} (meta.dataset_meta)'
     if not model.dataset_meta.get('classes'):
-        from mmdet.registry import DATASETS
         dataset_type = innermost_dataset_cfg(cfg.test_dataloader.dataset).type
         model.dataset_meta = DATASETS.get(dataset_type).METAINFO
         source = f'{name} (test_dataloader.dataset type {dataset_type})'

@@ -16,6 +16,7 @@ configs) AP is the official iSAID protocol (maxDets 1000, iSAID's size bands), o
 table names the protocol.
 """
 import copy
+import csv
 import functools
 import glob
 import hashlib
@@ -26,7 +27,18 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.config.utils import _get_package_and_cfg_path
+from mmengine.utils import get_installed_path
+
+from mmdet_custom.analysis.benchmark import machine_info, prepare_data
+from mmdet_custom.analysis.infer_bench import benchmark_inference
+from mmdet_custom.analysis.model_stats import disable_pretrained
+from mmdet_custom.apis.runner import test as run_test
+from mmdet_custom.apis.runner import train
 from mmdet_custom.datasets.utils import innermost_dataset_cfg
+from mmdet_custom.utils.config import read_config
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic, write_csv_atomic
 
@@ -67,10 +79,7 @@ def load_any_config(config: str):
 
 @functools.lru_cache(maxsize=64)
 def _load_cached(config: str):
-    from mmdet_custom.utils.config import read_config
     if '::' in config:
-        from mmengine.config.utils import _get_package_and_cfg_path
-        from mmengine.utils import get_installed_path
         package, path = _get_package_and_cfg_path(config)
         return read_config(osp.join(get_installed_path(package), '.mim', 'configs', path))
     return read_config(config)  # private names (fragment parts) dropped: they are no change of the model
@@ -78,7 +87,6 @@ def _load_cached(config: str):
 
 def parent_config(config: str) -> Optional[str]:
     """The config's first ``_base_`` as a path (``package::path`` kept), or None when it has none."""
-    from mmengine.config import Config
     bases = Config._get_base_files(config)
     if not bases:
         return None
@@ -252,9 +260,6 @@ def prepare_ablation_cfg(config: str, work_dir: str, iters: int, data_root: Opti
         batch_size (int, optional): training batch size.
         cfg_options (dict, optional): overrides merged last.
     """
-    from mmengine.config import ConfigDict
-
-    from mmdet_custom.analysis.model_stats import disable_pretrained
     cfg = load_any_config(config)
     cfg.work_dir = work_dir
     cfg.train_cfg = ConfigDict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
@@ -302,10 +307,6 @@ def run_one(config: str, work_dir: str, iters: int, infer_iters: int = 3, **prep
 
     Errors of the run itself are caught and returned in ``error`` (the table goes on with the next config).
     """
-    from mmdet_custom.analysis.infer_bench import benchmark_inference
-    from mmdet_custom.apis.runner import test as run_test
-    from mmdet_custom.apis.runner import train
-
     parent = parent_config(config)
     try:
         entries = config_diff(load_any_config(config).to_dict(), load_any_config(parent).to_dict()) if parent \
@@ -385,7 +386,6 @@ def write_table(rows: Sequence[AblationRow], md_path: str, csv_path: str, settin
 
 def read_csv(path: str) -> List[AblationRow]:
     """Read back a CSV written by :func:`write_table`."""
-    import csv
     rows = []
     with open(path, newline='') as f:
         for rec in csv.DictReader(f):
@@ -432,7 +432,6 @@ def run_ablation(configs: Sequence[str], work_dir: str, iters: int, out: Optiona
     Raises:
         AblationInputError: no config matched, two configs share a name, or ``iters`` < 1.
     """
-    from mmdet_custom.analysis.benchmark import machine_info, prepare_data
     files = expand_configs(configs)
     if iters < 1:
         raise AblationInputError(f'--iters must be >= 1, got {iters}')
@@ -497,5 +496,4 @@ def finished_row(config_dir: str, fingerprint: str) -> Optional[AblationRow]:
 
 
 def _cuda() -> bool:
-    import torch
     return torch.cuda.is_available()

@@ -17,6 +17,8 @@ import datetime
 import warnings
 from typing import Any, Iterator
 
+import torch
+import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 
 from mmdet_custom.utils.errors import UserError
@@ -89,8 +91,6 @@ def prepare_distributed(cfg: Config) -> bool:
             ``pytorch`` (slurm / mpi set devices in mmengine too), or ``sync_bn`` in the config (``SyncBatchNorm``
             synchronises CUDA tensors only).
     """
-    import torch
-    import torch.distributed as dist
     launcher = cfg.get('launcher', 'none') or 'none'
     if launcher == 'none':
         return False

@@ -26,8 +26,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
+from mmengine.config import ConfigDict
 from mmengine.hooks import Hook
+from mmengine.runner import Runner
 
+from mmdet_custom.analysis._io import new_figure, save_figure
+from mmdet_custom.apis.runner import isolate_run
+from mmdet_custom.utils.config import read_config
 from mmdet_custom.utils.errors import UserError
 
 __all__ = [
@@ -195,11 +200,7 @@ def lr_range_test(config: Union[str, Any],
         UserError: a bad config key (see :func:`mmdet_custom.utils.config.read_config`).
     """
     _check_args(start, end, iters, smooth, diverge)
-    from mmengine.config import ConfigDict
-    from mmengine.runner import Runner
 
-    from mmdet_custom.apis.runner import isolate_run
-    from mmdet_custom.utils.config import read_config
     cfg = read_config(config, cfg_options)
     isolate_run(cfg)  # its work dir is temporary: a later run in this process must not log there
     gamma = (end / start) ** (1.0 / (iters - 1))
@@ -236,7 +237,6 @@ def lr_range_test(config: Union[str, Any],
 def plot_lr_find(result: LRFindResult, out: str, title: Optional[str] = None) -> str:
     """Plot loss (raw and smoothed) against lr on a log axis, mark the suggested and minimum-loss lrs, and save it
     to ``out`` atomically (format from the extension). Returns ``out``."""
-    from mmdet_custom.analysis._io import new_figure, save_figure
     fig, axes = new_figure(figsize=(7, 4.5))
     ax = axes[0][0]
     lrs = np.asarray(result.lrs)

@@ -9,10 +9,15 @@ which calls ``init_weights`` and so loads ImageNet weights as the config asks.)
 import copy
 from typing import Any, Mapping, Optional, Union
 
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from torch import nn
 
 import mmdet_custom.register  # noqa: F401  (registers the project's modules)
 from mmdet_custom.checkpoint import check_checkpoint_matches, load_checkpoint_file
+from mmdet_custom.utils.config import config_build_errors, read_config
 from mmdet_custom.utils.device import check_device
 
 __all__ = ['build_model', 'disable_pretrained', 'default_device']
@@ -94,13 +99,6 @@ def build_model(config: Any,
             :func:`mmdet_custom.utils.device.check_device`).
     """
     device = check_device(device)
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.registry import init_default_scope
-    from mmengine.runner.checkpoint import _load_checkpoint_to_model
-
-    from mmdet_custom.utils.config import config_build_errors, read_config
-
     register_all_modules(init_default_scope=False)
     cfg = read_config(config if isinstance(config, str) else copy.deepcopy(config), cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))

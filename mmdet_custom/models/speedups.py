@@ -6,6 +6,11 @@ the project's configs). Used by whole-scene inference (on by default) and the mo
 """
 from typing import Optional
 
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
 __all__ = ['apply_inference_speedups', 'fuse_conv_bn']
 
 
@@ -26,10 +31,6 @@ def fuse_conv_bn(module):
     Returns:
         int: the number of BatchNorms folded.
     """
-    import torch.nn as nn
-    from torch.nn.modules.batchnorm import _BatchNorm
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     folded = 0
     last_name, last_conv = None, None
     for name, child in list(module.named_children()):
@@ -52,12 +53,10 @@ def fuse_conv_bn(module):
 
 
 def _to_channels_last(x):
-    import torch
     return x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
 
 
 def _to_contiguous(outputs):
-    import torch
     if torch.is_tensor(outputs):
         return outputs.contiguous()
     if isinstance(outputs, (tuple, list)):
@@ -88,7 +87,6 @@ def apply_inference_speedups(model, fuse_bn: bool = True, channels_last: bool = 
     Raises:
         ValueError: the model is in training mode, or the speedups were applied already.
     """
-    import torch
     if model.training:
         raise ValueError('apply_inference_speedups needs a model in eval mode (call model.eval() first)')
     if getattr(model, '_inference_speedups', None):
