@@ -443,7 +443,8 @@ def test_load_gt_boxes_on_converted_isaid_patches(isaid_raw_dir, tmp_path):
     assert np.abs(exact - max_iou_brute_force(gt.boxes, gt.img_shapes, SEED_ANCHORS)).max() <= 1e-9
 
 
-# ----------------------------------------------------------------------------------------------- hardening (issue 10)
+# ----------------------------------------------------------------------------------------------- hardening: parallel
+# workers, killed workers, bad input
 def _worker_params(study):
     return [tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)]
 

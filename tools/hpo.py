@@ -6,8 +6,12 @@ the validation metric to Optuna after every validation (the pruner stops poor tr
 ``<work-dir>/trial_NNNN`` (resolved ``config.py``, ``metrics.json``, logs, checkpoints, ``error.txt`` if it failed).
 Several processes (``--n-workers``, or this command started on several machines with the same ``--storage`` and
 ``--study-name``) share one study; a worker that dies leaves its trial to be failed and retried by the others; the
-same command resumes a study. At the end: ``best_config.py``, ``study_summary.json`` and ``plots/*.png`` in the
-work dir. Example space: configs/hpo/space_mask-rcnn_isaid.py. The logic lives in :mod:`mmdet_custom.hpo`.
+same command resumes a study. Workers register in the study and beat; at the end the last worker of the study to finish
+(of this command or of others sharing the storage) writes ``best_config.py``, ``study_summary.json`` and
+``plots/{optimization_history,param_importances,parallel_coordinate}.png`` in its work dir, once (the study
+attribute ``result`` records where); with no trial left to run, the command rewrites them. Example space:
+configs/hpo/space_mask-rcnn_isaid.py. The logic lives in :mod:`mmdet_custom.hpo` on the study engine
+:mod:`mmdet_custom.studies`.
 """
 import argparse
 import os.path as osp
