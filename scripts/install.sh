@@ -182,7 +182,7 @@ try:
     import mmdet
     import mmengine
 
-    import mmdet_custom  # noqa: F401
+    import mmdet_custom.register  # noqa: F401  (the registration every config runs)
     from mmdet_custom.utils.device import OpsCheckError, check_mmcv_ops, cuda_problem, mmcv_has_cuda_kernels
 except ImportError as e:
     fail(f'{e}: mmcv.ops (nms, RoIAlign) are missing or broken: mmcv was built without its compiled ops. Delete the '
