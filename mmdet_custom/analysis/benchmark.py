@@ -70,6 +70,15 @@ from mmdet_custom.utils.config import read_config
 from mmdet_custom.utils.paths import config_path, shared_data_dir
 
 from .bench_report import INFER_PARTS, TRAIN_PARTS, progress_line
+from .part_timer import (
+    PartTimer,
+    infer_parts,
+    profile_top_ops,
+    train_parts,
+    wrap_mmdet_predict,
+    wrap_mmdet_train,
+    wrap_torchvision,
+)
 from .resources import PeakMemory, load_average, usable_cores
 
 #: The config spelling of torchvision's reference model.
@@ -90,7 +99,7 @@ class ModelSpec:
 
     Args:
         name (str): row label.
-        config (str): config file (relative paths are tried against the working folder, then the repository),
+        config (str): config file (relative paths are tried against the working folder, then the shipped configs),
             ``mmdet::<path>`` (a config shipped with mmdet), or :data:`TORCHVISION`.
         cfg_options (dict): overrides merged into the config (dotted keys, as ``--cfg-options``).
         speedups (bool): apply :func:`mmdet_custom.models.speedups.apply_inference_speedups` before the inference
@@ -274,115 +283,6 @@ def _random_samples(img_size: int, count: int, seed: int = 0, num_gts: int = 30,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Timing the model's parts
-# ----------------------------------------------------------------------------------------------------------------
-class PartTimer:
-    """Wall time spent in chosen methods of a model, by label (inclusive times; nested calls add to both labels).
-
-    :meth:`wrap` replaces a bound method on its instance by a wrapper that synchronises CUDA (when ``cuda``),
-    times the call, and opens a ``torch.profiler.record_function(label)`` range (for :func:`profile_top_ops`).
-    """
-
-    def __init__(self, cuda: bool = False) -> None:
-        self.cuda = cuda
-        self.times: Dict[str, float] = {}
-        self.labels: List[str] = []
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def wrap(self, obj, method: str, label: str) -> None:
-        inner = getattr(obj, method)
-
-        def timed(*args, **kwargs):
-            self.sync()
-            start = time.perf_counter()
-            with torch.profiler.record_function(label):
-                out = inner(*args, **kwargs)
-            self.sync()
-            self.times[label] = self.times.get(label, 0.0) + time.perf_counter() - start
-            return out
-
-        setattr(obj, method, timed)
-        if label not in self.labels:
-            self.labels.append(label)
-
-    def reset(self) -> None:
-        self.times = {}
-
-
-def _wrap_mmdet_predict(model, timer: PartTimer) -> None:
-    timer.wrap(model, 'extract_feat', 'backbone+neck')
-    timer.wrap(model.rpn_head, 'predict', 'rpn')
-    timer.wrap(model.roi_head, 'predict', 'roi_heads')
-    timer.wrap(model.roi_head.bbox_head, 'predict_by_feat', 'post')
-    if getattr(model.roi_head, 'with_mask', False):
-        timer.wrap(model.roi_head.mask_head, 'predict_by_feat', 'post')
-
-
-def _wrap_mmdet_train(model, optim_wrapper, timer: PartTimer) -> None:
-    timer.wrap(model, 'extract_feat', 'backbone+neck')
-    timer.wrap(model.rpn_head, 'loss_and_predict', 'rpn')
-    timer.wrap(model.roi_head, 'loss', 'roi_heads')
-    timer.wrap(optim_wrapper, 'backward', 'backward')
-    timer.wrap(optim_wrapper, 'step', 'optimizer')
-
-
-def _wrap_torchvision(model, timer: PartTimer) -> None:
-    # modules: their forward is wrapped; the transform (resize, normalise, mask pasting) falls in post
-    timer.wrap(model.backbone, 'forward', 'backbone+neck')
-    timer.wrap(model.rpn, 'forward', 'rpn')
-    timer.wrap(model.roi_heads, 'forward', 'roi_heads')
-    timer.wrap(model.roi_heads, 'postprocess_detections', 'post')
-
-
-def infer_parts(times: Dict[str, float], total: float) -> Dict[str, float]:
-    """Exclusive seconds per inference part from the inclusive wrapper times: the ``post`` wrappers sit inside
-    roi_heads (box decoding + NMS, mask pasting); post = total - backbone+neck - rpn - roi_heads less post, i.e.
-    also the data preprocessor and result packing."""
-    inner_post = times.get('post', 0.0)
-    roi = max(times.get('roi_heads', 0.0) - inner_post, 0.0)
-    parts = {'backbone+neck': times.get('backbone+neck', 0.0), 'rpn': times.get('rpn', 0.0), 'roi_heads': roi}
-    parts['post'] = max(total - sum(parts.values()), 0.0)
-    return parts
-
-
-def train_parts(times: Dict[str, float], total: float) -> Dict[str, float]:
-    """Seconds per training part; ``other`` = total - the timed parts (data preprocessor, loss parsing, ...)."""
-    parts = {p: times.get(p, 0.0) for p in TRAIN_PARTS[:-1]}
-    parts['other'] = max(total - sum(parts.values()), 0.0)
-    return parts
-
-
-def profile_top_ops(prof, labels: Sequence[str], top: int = 5,
-                    outside: str = 'post') -> Dict[str, List[Tuple[str, float]]]:
-    """Top operators by self time under each labelled range of a ``torch.profiler.profile`` run.
-
-    Each operator event is charged to the nearest enclosing range whose name is in ``labels``, else to
-    ``outside`` (inference: ``'post'``, i.e. data preprocessing, result packing, torchvision's transform).
-
-    Returns:
-        dict[str, list[tuple[str, float]]]: label -> up to ``top`` (operator, self milliseconds), largest first.
-    """
-    labels = set(labels)
-    totals: Dict[str, Dict[str, float]] = {}
-    for event in prof.events():
-        if event.name in labels:
-            continue
-        parent, part = event.cpu_parent, outside
-        while parent is not None:
-            if parent.name in labels:
-                part = parent.name
-                break
-            parent = parent.cpu_parent
-        self_us = event.self_cpu_time_total + getattr(event, 'self_device_time_total', 0.0)
-        ops = totals.setdefault(part, {})
-        ops[event.name] = ops.get(event.name, 0.0) + self_us / 1000.0
-    return {part: sorted(ops.items(), key=lambda kv: -kv[1])[:top] for part, ops in totals.items()}
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # One model, in its own process
 # ----------------------------------------------------------------------------------------------------------------
 def _load_cfg(spec: ModelSpec):
@@ -514,9 +414,9 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
         result.update(_compile_extract_feat(model, pseudo_collate([test_samples[0]])))
     timer = PartTimer(cuda)
     if tv:
-        _wrap_torchvision(model, timer)
+        wrap_torchvision(model, timer)
     else:
-        _wrap_mmdet_predict(model, timer)
+        wrap_mmdet_predict(model, timer)
 
     def infer_step(i):
         if tv:
@@ -566,7 +466,7 @@ def measure_model(spec: ModelSpec, img_size: int = 800, device: str = 'cpu', dat
         model = model.to(device).train()
         optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
         timer = PartTimer(cuda)
-        _wrap_mmdet_train(model, optim_wrapper, timer)
+        wrap_mmdet_train(model, optim_wrapper, timer)
 
         def train_step(i):
             batch = [train_samples[(i * train_batch + k) % len(train_samples)] for k in range(train_batch)]
