@@ -63,6 +63,8 @@ def installed(tmp_path_factory):
 
 def test_wheel_ships_every_config_as_a_file(installed):
     site, _ = installed
+    from mmdet_custom.version import __version__
+    assert (site / f'mmdet_custom-{__version__}.dist-info').is_dir()  # setup.py reads the version from the package
     shipped = site / 'mmdet_custom' / '.mim' / 'configs'
     assert shipped.is_dir() and not shipped.is_symlink()  # a copy, not the checkout's link
     ours = sorted(p.relative_to(REPO_ROOT / 'configs') for p in (REPO_ROOT / 'configs').rglob('*.py'))
