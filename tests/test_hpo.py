@@ -59,7 +59,22 @@ def run_tool(config, space, storage, name, work_dir, trials, *extra, timeout=600
            '--metric', 'val/loss', '--pruner', 'median', '--pruner-startup', '1', '--seed', '0', *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return json.loads((Path(work_dir) / 'study_summary.json').read_text())
+    summary = json.loads((Path(work_dir) / 'study_summary.json').read_text())
+    check_one_write(storage, name, summary, proc.stdout)
+    return summary
+
+
+def check_one_write(storage, name, summary, log):
+    """The two workers registered in the study, both exited, and exactly one of them wrote the results (the study
+    engine's registry and one write, mmdet_custom.studies), after every trial had ended."""
+    study = optuna.load_study(study_name=name, storage=storage)
+    workers = {k: v for k, v in study.user_attrs.items() if k.startswith('worker:')}
+    assert len(workers) == 2 and {w['state'] for w in workers.values()} == {'exited'}, workers
+    assert sorted(w['pid'] for w in workers.values()) == sorted({t['pid'] for t in summary['trials'] if t['pid']})
+    record = study.user_attrs['result']
+    assert record['state'] == 'written' and record['writer'] in workers and log.count('wrote the results') == 1, log
+    assert record['version'] == len([t for t in summary['trials'] if t['state'] in ('COMPLETE', 'PRUNED', 'FAIL')])
+    assert record['summary'] == str((Path(summary['files']['best_config'])).parent / 'study_summary.json')
 
 
 def enqueue_args(*param_sets):

@@ -9,7 +9,12 @@ anchors are the first trial, so the best setting is never worse than the config'
 Any number of worker processes, on one machine (``n_workers``) or several (the same storage and study name), share
 one study in an Optuna RDB (SQLite, PostgreSQL, MySQL); the fragment is written once, from the best trial, by the
 last worker to finish. Storage, workers, heartbeats, the one write and the plots are the engine every study of the
-project shares (:mod:`mmdet_custom.studies`); this module holds the search space, the objective and the outputs.
+project shares (:mod:`mmdet_custom.studies`); this module holds the study of the anchor search and its outputs (the
+space is in :mod:`.space`, the objective in :mod:`.objective`, the fragment in :mod:`.report`).
+
+The single objective can hide a per-class cost; every search reports the per-class and per-size recall of the best
+trial against the config's anchors (``recall_change.json``), and recall floors make trials infeasible
+(:mod:`.floors`).
 """
 import datetime
 import json
@@ -66,6 +71,7 @@ def make_storage(storage, heartbeat_interval: Optional[int] = HEARTBEAT_INTERVAL
     Raises:
         AnchorSearchError: the URL is malformed, its driver is missing, or the database cannot be opened or created
             (named, password hidden).
+        UserError: a SQLite file that cannot be written (:func:`mmdet_custom.utils.fileio.check_writable`).
     """
     if not isinstance(storage, str):
         return storage

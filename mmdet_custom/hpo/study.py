@@ -336,6 +336,8 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
     trials = spec.n_trials if max_trials is None else max_trials
     record = run_registered(study, key or new_worker_key(), trials, run, outputs, spec.heartbeat_interval,
                             spec.grace_period, log)
+    if record.get('by_me'):
+        log(f'worker {worker_index}: wrote the results of {record["version"]} finished trials: {record["summary"]}')
     if fatal:
         raise fatal[0]
     return record
