@@ -11,8 +11,9 @@ Writes ``--scenes`` synthetic scenes and a random-init ResNet-18 Mask R-CNN chec
 3. one process killed (SIGKILL) once half of the scenes are complete, then rerun: the rerun's time against the
    uninterrupted run's.
 
-Times are wall-clock seconds of whole commands (start-up and model build included). The last line is a json of the
-figures. Numbers depend on the machine's load: run it on an idle machine, or compare within one run.
+Times are wall-clock seconds of whole commands (start-up and model build included); ``cores_used`` is the CPU time
+of the processes over their wall time (2 processes can only gain when 2 cores are free). The last line is a json of
+the figures. Numbers depend on the machine's load: run it on an idle machine, or compare within one run.
 """
 import argparse
 import json
@@ -72,6 +73,12 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 def _run(cmds):
     start = time.perf_counter()
     procs = [subprocess.Popen(c, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -89,8 +96,11 @@ def main(argv=None):
     shutil.rmtree(work, ignore_errors=True)
     ckpt = _prepare(work, args.scenes, args.size)
     load = os.getloadavg()[0]
+    cpu = _cpu()
     one, _ = _run([_cmd(ckpt, work, 'one')])
+    cpu_one, cpu = _cpu() - cpu, _cpu()
     two, _ = _run([_cmd(ckpt, work, 'two', '--shard', f'{r}/2') for r in (0, 1)])
+    cpu_two = _cpu() - cpu
     killed = subprocess.Popen(_cmd(ckpt, work, 'killed'), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     start = time.perf_counter()
@@ -110,10 +120,14 @@ def main(argv=None):
     figures = dict(scenes=args.scenes, size=args.size, load_1min=round(load, 2),
                    one_process_s=round(one, 1), one_process_scenes_per_min=round(args.scenes / one * 60, 2),
                    two_processes_s=round(two, 1), two_processes_scenes_per_min=round(args.scenes / two * 60, 2),
-                   speedup=round(one / two, 2), killed_after_s=round(before_kill, 1), complete_at_kill=done,
+                   speedup=round(one / two, 2), one_process_cpu_s=round(cpu_one, 1),
+                   two_processes_cpu_s=round(cpu_two, 1),
+                   cores_used=dict(one=round(cpu_one / one, 2), two=round(cpu_two / two, 2)),
+                   killed_after_s=round(before_kill, 1), complete_at_kill=done,
                    rerun_s=round(rerun, 1), rerun_vs_uninterrupted=round(rerun / one, 2), same_results=same)
     print(f'1 process: {figures["one_process_scenes_per_min"]} scenes/min ({one:.1f} s); 2 processes: '
-          f'{figures["two_processes_scenes_per_min"]} scenes/min ({two:.1f} s), {figures["speedup"]}x; killed at '
+          f'{figures["two_processes_scenes_per_min"]} scenes/min ({two:.1f} s), {figures["speedup"]}x (cores used: '
+          f'{figures["cores_used"]["one"]} and {figures["cores_used"]["two"]}); killed at '
           f'{done}/{args.scenes} scenes, rerun {rerun:.1f} s ({figures["rerun_vs_uninterrupted"]}x the whole run); '
           f'same results: {same}')
     print(json.dumps(figures))

@@ -1,4 +1,6 @@
-"""Whole-scene inference on a list of scenes, written to one output folder (what ``tools/infer_scene.py`` runs).
+"""Whole-scene inference on a list of scenes, written to one output folder at the end (:func:`infer_scenes`), and
+the pieces it shares with the resumable region run of ``tools/infer_scene.py`` (:mod:`.region`): the checks of every
+input before the first window, the per-scene files, the evaluation.
 
 Output folder (written to a sibling temporary folder and swapped in whole, see
 :func:`~mmdet_custom.utils.fileio.atomic_dir`):
@@ -8,8 +10,10 @@ Output folder (written to a sibling temporary folder and swapped in whole, see
   .loadRes('results.json')`` works);
 - ``<stem>.geojson`` per scene: a FeatureCollection of instance polygons (``id``, ``class``, ``category_id``,
   ``score``), in map coordinates with the raster's CRS when it is georeferenced, else in pixels;
-  ``<stem>.gpkg`` the same as a GeoPackage when geopandas and pyogrio are installed;
-- ``<stem>_overlay.png``: the scene downscaled (longer side ``overlay_max_side``) with the detections drawn;
+  ``<stem>.gpkg`` the same as a GeoPackage when geopandas and pyogrio are installed (pixel scenes in the
+  engineering CRS :data:`~.writers.PIXEL_CRS_WKT`);
+- ``<stem>_overlay.png``: the scene downscaled (longer side ``overlay_max_side``), each detection outlined in its
+  class colour, a legend of the classes on the right (scores written with ``overlay_scores``);
 - ``summary.json``: per scene windows, detections before and after the merge, merge counts and seconds;
 - ``eval.json`` with ``gt_dir``: segm and bbox AP of the whole scenes against the raw iSAID masks.
 """
