@@ -1,9 +1,11 @@
 """The whole-scene benchmark's library (mmdet_custom.apis.scene_bench, behind tools/benchmarks/bench_scene.py): its
-settings, the run specs it refuses, the mask helpers, and part 1 (the oracle merge) in a worker process on a real
-mosaic. SAHI is optional: without it the SAHI row reports the import error and the other rows are measured."""
+settings, the run specs it refuses, the mask matching (mmdet_custom.analysis.scene_matching), and part 1 (the oracle
+merge) in a worker process on a real mosaic. SAHI is optional: without it the SAHI row reports the import error and
+the other rows are measured."""
 import numpy as np
 import pytest
 
+from mmdet_custom.analysis.scene_matching import duplicate_pairs, to_rle
 from mmdet_custom.apis import scene_bench as sb
 from mmdet_custom.utils.errors import UserError
 
@@ -22,12 +24,12 @@ def test_run_specs_expand_b_and_w_and_refuse_malformed_ones():
 
 
 def test_rle_and_duplicate_pairs():
-    empty = sb.to_rle([[0, 0, 1, 1]], 10, 10)  # no polygon of 3 points: an empty mask, not an error
+    empty = to_rle([[0, 0, 1, 1]], 10, 10)  # no polygon of 3 points: an empty mask, not an error
     assert empty['size'] == [10, 10]
     square = [[2, 2, 8, 2, 8, 8, 2, 8]]
     results = [dict(category_id=1, segmentation=square), dict(category_id=1, segmentation=square),
                dict(category_id=2, segmentation=square)]
-    assert sb.duplicate_pairs(results, 10, 10) == 1  # same class, IoU 1; the other class does not count
+    assert duplicate_pairs(results, 10, 10) == 1  # same class, IoU 1; the other class does not count
 
 
 def test_oracle_predictions_cut_objects_to_the_window():
