@@ -30,6 +30,7 @@ from mmdet_custom.studies.plots import save_plots
 from mmdet_custom.studies.storage import (  # noqa: F401  (redact_url re-exported)
     StorageError,
     fail_stale_trials,
+    is_in_memory_sqlite,
     open_rdb_storage,
     optimize_one,
     redact_url,
@@ -334,8 +335,9 @@ def run_worker(spec: StudySpec, max_trials: Optional[int] = None, worker_index: 
                       lambda: write_results(study, spec, base_cfg, space, best_config, plots), force=force_write,
                       what='results')
     trials = spec.n_trials if max_trials is None else max_trials
-    record = run_registered(study, key or new_worker_key(), trials, run, outputs, spec.heartbeat_interval,
-                            spec.grace_period, log)
+    # an in-memory database lives in one connection of one process: no heartbeat thread, nobody to wait for
+    beat = None if is_in_memory_sqlite(spec.storage) else spec.heartbeat_interval
+    record = run_registered(study, key or new_worker_key(), trials, run, outputs, beat, spec.grace_period, log)
     if record.get('by_me'):
         log(f'worker {worker_index}: wrote the results of {record["version"]} finished trials: {record["summary"]}')
     if fatal:
