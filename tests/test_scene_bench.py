@@ -2,8 +2,11 @@
 settings, the run specs it refuses, the mask matching (mmdet_custom.analysis.scene_matching), and part 1 (the oracle
 merge) in a worker process on a real mosaic. SAHI is optional: without it the SAHI row reports the import error and
 the other rows are measured."""
+import runpy
+
 import numpy as np
 import pytest
+from helpers import REPO_ROOT
 
 from mmdet_custom.analysis.scene_matching import duplicate_pairs, to_rle
 from mmdet_custom.apis import scene_bench as sb
@@ -11,7 +14,8 @@ from mmdet_custom.utils.errors import UserError
 
 
 def _args(*argv):
-    return sb.build_parser().parse_args(list(argv))
+    """The tool's settings, as tools/benchmarks/bench_scene.py parses them."""
+    return runpy.run_path(str(REPO_ROOT / 'tools' / 'benchmarks' / 'bench_scene.py'))['parse_args'](list(argv))
 
 
 def test_run_specs_expand_b_and_w_and_refuse_malformed_ones():

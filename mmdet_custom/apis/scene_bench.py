@@ -65,13 +65,11 @@ from mmdet_custom.apis.scene.inferencer import release_free_memory
 from mmdet_custom.apis.scene.merge import SceneDetections, decode_crop, encode_crops
 from mmdet_custom.checkpoint import check_checkpoint_matches
 from mmdet_custom.models.speedups import apply_inference_speedups
-from mmdet_custom.utils.cli import add_device
 from mmdet_custom.utils.config import read_config
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES, ISAID_PALETTE
 from mmdet_custom.utils.paths import config_path, shared_data_dir
 
-DESCRIPTION = 'Whole-scene inference against SAHI: same model, same windows, same machine, one run.'
 SOURCES = (('val', 'P0003'), ('train', 'P0005'))
 #: The CPU-sized benchmark model: the iSAID baseline (800 px windows) with the demo's ResNet-18, 128-channel FPN and
 #: heads (configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py), 300 proposals, up to 100 detections per window.
@@ -530,50 +528,31 @@ def model_runs(args) -> list:
     return rows
 
 
-def build_parser(description: str = DESCRIPTION) -> argparse.ArgumentParser:
-    """The settings of the benchmark (``tools/benchmarks/bench_scene.py``'s flags), and the hidden flags its
-    worker processes (``python -m mmdet_custom.apis.scene_bench --worker ...``) read."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('--size', type=int, default=6000,
-                        help='mosaic side of the merge-quality part in pixels (default: 6000)')
-    parser.add_argument('--model-size', type=int, default=6000,
-                        help='mosaic side of the model runs in pixels (default: 6000: 100 windows; 3000 has 25)')
-    parser.add_argument('--repeats', type=int, default=2, help='rounds of model runs; the fastest is kept')
-    parser.add_argument('--skip-quality', action='store_true', help='only the model runs')
-    parser.add_argument('--no-eval', action='store_true',
-                        help='merge-quality part: speed and memory only (no matching against the ground truth)')
+def worker_parser() -> argparse.ArgumentParser:
+    """The flags :func:`run_worker` hands a worker process (``python -m mmdet_custom.apis.scene_bench --worker
+    METHOD ...``): the run's method, scene and model, and the benchmark's settings it needs."""
+    parser = argparse.ArgumentParser(description='one run of the scene benchmark (internal)')
+    parser.add_argument('--worker', required=True, choices=('ours', 'sahi', 'ours-oracle', 'sahi-oracle'))
+    parser.add_argument('--scene', required=True)
+    parser.add_argument('--results-out', required=True)
+    parser.add_argument('--config', default='')
+    parser.add_argument('--checkpoint', default='')
+    parser.add_argument('--instances', help='the mosaic\'s objects (oracle runs)')
+    parser.add_argument('--size', type=int, required=True)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--num-workers', type=int, default=0)
+    parser.add_argument('--score-thr', type=float, default=0.05)
     parser.add_argument('--window', type=int, default=800)
     parser.add_argument('--overlap', type=int, default=200)
-    parser.add_argument('--batch-size', type=int, default=1,
-                        help='windows per model call of ours (B in --runs; default: 1, infer_scene\'s CPU default)')
-    parser.add_argument('--num-workers', type=int, default=1, help='reading workers of ours (W in --runs; default: 1)')
-    parser.add_argument('--score-thr', type=float, default=0.05)
-    parser.add_argument('--max-per-img', type=int, default=100, help='detections per window of the default model')
-    add_device(parser, 'cpu')
-    parser.add_argument('--config', help='model config (default: the CPU-sized ResNet-18 model, random init)')
-    parser.add_argument('--checkpoint', help='checkpoint of --config (default: random init, saved here)')
-    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'bench_scene'),
-                        help='where the mosaics, the model and the report go (default: work_dirs/bench_scene)')
-    parser.add_argument('--skip-model', action='store_true', help='only the merge-quality part')
-    parser.add_argument('--timeout', type=int, default=3600, help='seconds per model run')
-    parser.add_argument('--threads', type=int, default=0,
-                        help='torch intra-op threads of every model run (default: 0, torch\'s own choice)')
-    parser.add_argument('--runs', nargs='+', metavar='METHOD:FORMAT:BATCH:WORKERS:SPEEDUPS',
-                        default=['sahi:png:1:0:0', 'sahi:png:1:0:1', 'ours:tif:B:W:1'],
-                        help='model runs, in this order each round: sahi|ours, png|tif, batch size (B: '
-                        '--batch-size), reading workers (W: --num-workers), speedups 0|1 (default: SAHI as is, SAHI '
-                        'with our speedups applied to its model, ours as shipped (GeoTIFF, --batch-size, '
-                        '--num-workers, speedups); ours:png:1:0:0 runs ours as SAHI does)')
-    parser.add_argument('--speedups', action='store_true', help=argparse.SUPPRESS)
-    parser.add_argument('--worker', choices=('ours', 'sahi', 'ours-oracle', 'sahi-oracle'), help=argparse.SUPPRESS)
-    parser.add_argument('--instances', help=argparse.SUPPRESS)
-    parser.add_argument('--scene', help=argparse.SUPPRESS)
-    parser.add_argument('--results-out', help=argparse.SUPPRESS)
+    parser.add_argument('--threads', type=int, default=0)
+    parser.add_argument('--speedups', action='store_true')
     return parser
 
 
 def run_scene_benchmark(args: argparse.Namespace) -> dict:
-    """The whole benchmark (parts 1 and 2 of the module docstring) with the settings of :func:`build_parser`;
+    """The whole benchmark (parts 1 and 2 of the module docstring) with the settings of
+    ``tools/benchmarks/bench_scene.py`` (``args``: its parsed flags);
     prints its tables and writes ``<work_dir>/bench_scene.json``.
 
     Returns:
@@ -625,7 +604,7 @@ def run_scene_benchmark(args: argparse.Namespace) -> dict:
 
 def _worker_main(argv) -> None:
     """Subprocess entry of one run: ``python -m mmdet_custom.apis.scene_bench --worker METHOD ...``."""
-    args = build_parser().parse_args(argv)
+    args = worker_parser().parse_args(argv)
     print(json.dumps(oracle_worker(args) if args.worker.endswith('-oracle') else worker(args)))
 
 
