@@ -198,6 +198,21 @@ def test_interrupted_and_sharded_runs_give_the_uninterrupted_outputs(tmp_path):
     assert '5 already complete (skipped), 1 to run' in lines[0] and lines[1].startswith('s3: ')
 
 
+def test_a_shard_reads_only_the_headers_of_other_shards_scenes(tmp_path):
+    """A truncated PNG (intact header) in shard 1: shard 0 runs its scene without decoding it; shard 1 refuses it,
+    naming the file, before its first window."""
+    from mmdet_custom.apis.scene import SceneReadError
+    paths = write_scenes(tmp_path / 'in')[:2]                 # 4 windows each: s0 -> rank 0, s1 -> rank 1
+    data = open(paths[1], 'rb').read()
+    open(paths[1], 'wb').write(data[:len(data) // 2])
+    inferencer, model = blob_inferencer()
+    status = infer_region(inferencer, paths, str(tmp_path / 'out'), shard=(0, 2), progress=False, log=quiet)
+    assert status['ran'] == 1 and status['missing'] == ['s1'] and model.windows_seen == 4
+    with pytest.raises(SceneReadError, match=r's1\.png: the PNG is truncated or corrupt'):
+        infer_region(inferencer, paths, str(tmp_path / 'out'), shard=(1, 2), progress=False, log=quiet)
+    assert model.windows_seen == 4
+
+
 def test_changed_settings_are_refused_naming_them(tmp_path, capsys):
     """Another score threshold or checkpoint against an existing manifest: one error line naming the setting and
     both values, exit 2, before any window; a folder the tool did not write is refused too."""

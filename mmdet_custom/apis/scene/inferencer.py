@@ -130,6 +130,7 @@ class SceneInferencer:
         self.score_thr, self.max_per_window = score_thr, max_per_window
         self.match, self.match_thr, self.border_margin = match, match_thr, border_margin
         self.progress = progress
+        self._shapes_checked = set()  # window shapes the pipeline took (see check_scene)
 
     @classmethod
     def from_config(cls, config, checkpoint: Optional[str] = None, device: Optional[str] = None,
@@ -183,7 +184,8 @@ class SceneInferencer:
                 ``window`` longer than the scene's other side), naming the scene, the shape and the cause.
         """
         windows = scene_windows(reader.height, reader.width, self.window, self.overlap)
-        for w, h in {(int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in windows}:
+        shapes = {(int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in windows} - self._shapes_checked
+        for w, h in sorted(shapes):  # a region of thousands of scenes has a few window shapes: each checked once
             try:
                 self.pipeline(dict(img=np.zeros((h, w, 3), np.uint8), img_id=0, img_path=None))
             except Exception as e:  # noqa: BLE001 (any failure of the config's transforms)
@@ -192,6 +194,7 @@ class SceneInferencer:
                     f'{reader.width} x {reader.height} px scene) fail in the config\'s test pipeline '
                     f'({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ""}); choose '
                     f'a --window that fits the scene, or crop or pad the scene') from None
+            self._shapes_checked.add((w, h))
         return windows
 
     def predict_raw(self, reader: SceneReader, windows: np.ndarray,

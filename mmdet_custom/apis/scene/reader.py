@@ -79,6 +79,32 @@ def scene_windows(height: int, width: int, window: int = 800, overlap: int = 200
         raise SceneSettingError(str(e)) from None
 
 
+def is_georeferenced(crs, transform) -> bool:
+    """A raster is georeferenced when it has a CRS or a non-identity geotransform (GCP-only rasters are not)."""
+    return crs is not None or not transform.is_identity
+
+
+def raster_header(path: str) -> tuple:
+    """``(height, width, crs, transform)`` of a raster, from its header: no pixel is read and neither bands nor bit
+    depth are checked (:class:`SceneReader` does that).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        SceneReadError: GDAL cannot open it.
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'scene not found: {path}')
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.height, ds.width, ds.crs, ds.transform
+    except RasterioIOError as e:
+        raise SceneReadError(f'{path}: not a raster GDAL can read ({e})') from e
+
+
 def _select_bands(path: str, count: int, colorinterp: Sequence[str], bands: Optional[Sequence[int]]) -> Tuple[int]:
     """The three 1-based band numbers read as R, G, B (see the module's band rule)."""
     if bands is not None:
@@ -146,7 +172,7 @@ class SceneReader:
         except RasterioIOError as e:
             raise SceneReadError(f'{self.path}: not a raster GDAL can read ({e})') from e
         self.dtype = np.dtype(dtypes.pop()) if len(dtypes) == 1 else np.dtype('float64')
-        self.georeferenced = self.crs is not None or not self.transform.is_identity
+        self.georeferenced = is_georeferenced(self.crs, self.transform)
         self.whole_read = self.driver in WHOLE_READ_DRIVERS
         self._unique_bands = sorted(set(self.bands))
         self._band_pos = [self._unique_bands.index(b) for b in self.bands]

@@ -154,12 +154,17 @@ def infer_region(inferencer, inputs: Sequence[str], out_dir: str, model_id: Opti
     settings = region_settings(inferencer, model_id, bands, value_range, overlay_max_side, overlay_scores, geopackage)
     fingerprint = settings_fingerprint(settings)
     check_manifest(out_dir, settings)  # before the scenes are opened: a wrong folder fails at once
-    headers = check_inputs(inferencer, inputs, gt_dir, bands, value_range)
+    ranks: List[int] = []
+
+    def my_scenes(headers: List[SceneHeader]) -> List[int]:  # the split needs every header's window count
+        ranks.extend(assign_scenes([h.num_windows for h in headers], world_size))
+        return [i for i, r in enumerate(ranks) if r == rank]
+
+    headers = check_inputs(inferencer, inputs, gt_dir, bands, value_range, deep=my_scenes)
     check_output_outside_inputs(out_dir, *[h.path for h in headers], *([gt_dir] if gt_dir else []),
                                 out_flag='--out-dir')
     region_crs([(h.stem, h.georeferenced, h.crs_wkt) for h in headers], crs)
     write_manifest(out_dir, settings, [dict(stem=h.stem, path=h.path) for h in headers])
-    ranks = assign_scenes([h.num_windows for h in headers], world_size)
     mine = [h for h, r in zip(headers, ranks) if r == rank]
     pending = [h for h in mine if complete_record(out_dir, h.stem, fingerprint, h.path) is None]
     skipped = len(mine) - len(pending)

@@ -21,7 +21,7 @@ import os
 import os.path as osp
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from mmdet_custom.utils.errors import UserError
 from mmdet_custom.utils.fileio import atomic_dir, check_output_outside_inputs, dump_json_atomic
@@ -29,7 +29,7 @@ from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
 
 from . import writers
 from .gt import find_isaid_masks, isaid_mask_size, read_isaid_instances, scene_gt_coco
-from .reader import SceneReader, ValueRange, scene_windows
+from .reader import SceneReader, ValueRange, is_georeferenced, raster_header, scene_windows
 
 #: The iSAID budget of detections per image (applied per window; see :func:`evaluate_scenes`).
 ISAID_MAX_DETS = 1000
@@ -90,15 +90,26 @@ class SceneHeader:
 
 
 def check_inputs(inferencer, inputs: Sequence[str], gt_dir: Optional[str] = None,
-                 bands: Optional[Sequence[int]] = None, value_range: ValueRange = None) -> List[SceneHeader]:
-    """Check every scene before the first window of the first one runs: a bad last scene or mask must not cost the
+                 bands: Optional[Sequence[int]] = None, value_range: ValueRange = None,
+                 deep: Optional[Callable[[List[SceneHeader]], Iterable[int]]] = None) -> List[SceneHeader]:
+    """Check the scenes before the first window of the first one runs: a bad last scene or mask must not cost the
     inference of the others.
 
-    Each scene is opened (bands, bit depth, a truncated PNG), its window shapes go through the config's test
-    pipeline (``inferencer.check_scene``), and with ``gt_dir`` its iSAID masks are found and their size compared.
+    Every scene's header is read (size, CRS: nothing decoded). The scenes ``deep`` picks (all by default) are then
+    checked in full: opened as the model will read them (bands, bit depth, a truncated PNG), their window shapes run
+    through the config's test pipeline (``inferencer.check_scene``), and with ``gt_dir`` their iSAID masks found and
+    their size compared. A shard checks its own scenes in full, and the headers of the others (for the split and the
+    CRS rule), so that no rank reads every file of a region.
+
+    Args:
+        inferencer (SceneInferencer): classes, window settings, ``check_scene``.
+        inputs (Sequence[str]): scene files.
+        gt_dir (str, optional): raw iSAID folder with the scenes' masks.
+        bands, value_range: see :class:`~.reader.SceneReader`.
+        deep (callable, optional): the headers (in input order) -> indices of the scenes to check in full.
 
     Returns:
-        list[SceneHeader]: one per input, in input order.
+        list[SceneHeader]: one per input, in input order (``gt_paths`` set for the scenes checked in full).
 
     Raises:
         FileNotFoundError: a missing scene or ``gt_dir``.
@@ -108,9 +119,6 @@ def check_inputs(inferencer, inputs: Sequence[str], gt_dir: Optional[str] = None
     inputs = [os.fspath(p) for p in inputs]
     if not inputs:
         raise UserError('no input scene given')
-    for path in inputs:
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'scene not found: {path}')
     stems = [osp.splitext(osp.basename(p))[0] for p in inputs]
     if len(set(stems)) != len(stems):
         seen, twice = set(), []
@@ -120,7 +128,6 @@ def check_inputs(inferencer, inputs: Sequence[str], gt_dir: Optional[str] = None
             seen.add(stem)
         raise UserError(f'input scenes must have different file names (they name the outputs); named twice: '
                         f'{twice[:5]}')
-    gt_paths = [None] * len(inputs)
     if gt_dir is not None:
         if not osp.isdir(gt_dir):
             raise FileNotFoundError(f'--gt folder not found: {gt_dir}')
@@ -128,20 +135,27 @@ def check_inputs(inferencer, inputs: Sequence[str], gt_dir: Optional[str] = None
         if unknown:
             raise UserError(f'--gt evaluates against iSAID masks, but the model\'s classes {unknown} are not iSAID '
                             f'classes {list(ISAID_CLASSES)}')
-        gt_paths = [find_isaid_masks(gt_dir, stem) for stem in stems]  # fail before hours of inference
     headers = []
-    for path, stem, gt in zip(inputs, stems, gt_paths):
-        with SceneReader(path, bands=bands, value_range=value_range) as reader:
+    for path, stem in zip(inputs, stems):
+        height, width, crs, transform = raster_header(path)
+        windows = scene_windows(height, width, inferencer.window, inferencer.overlap)
+        headers.append(SceneHeader(path, stem, height, width, len(windows), is_georeferenced(crs, transform),
+                                   writers.crs_wkt(crs)))
+    chosen = sorted(set(deep(headers))) if deep is not None else range(len(headers))
+    if gt_dir is not None:
+        for i in chosen:  # every mask found before the first scene is read
+            headers[i].gt_paths = find_isaid_masks(gt_dir, headers[i].stem)
+    for i in chosen:
+        header = headers[i]
+        with SceneReader(header.path, bands=bands, value_range=value_range) as reader:
             check_scene = getattr(inferencer, 'check_scene', None)
-            windows = check_scene(reader) if check_scene is not None else scene_windows(
-                reader.height, reader.width, inferencer.window, inferencer.overlap)
-            if gt is not None:
-                height, width = isaid_mask_size(*gt)
+            if check_scene is not None:
+                check_scene(reader)
+            if header.gt_paths is not None:
+                height, width = isaid_mask_size(*header.gt_paths)
                 if (height, width) != (reader.height, reader.width):
-                    raise UserError(f'{gt[0]} is {width} x {height} px but the scene {path} is '
+                    raise UserError(f'{header.gt_paths[0]} is {width} x {height} px but the scene {header.path} is '
                                     f'{reader.width} x {reader.height}: not the masks of this scene')
-            headers.append(SceneHeader(path, stem, reader.height, reader.width, len(windows), reader.georeferenced,
-                                       writers.crs_wkt(reader.crs), gt))
     return headers
 
 
