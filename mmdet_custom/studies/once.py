@@ -184,12 +184,14 @@ def run_registered(study, key: str, trials: int, run: Callable[[], object], outp
         record = {}
         if outputs is not None:
             grace = (grace_period or 2 * heartbeat_interval) if heartbeat_interval else 0
-            poll = min(heartbeat_interval or 1, max(grace / 4, 0.2))
+            # a look at the registry is one small read: once a second, not once a heartbeat (60 s for the recipe
+            # search), so the last worker writes within a second of the others finishing
+            poll = min(1.0, max(grace / 4, 0.2))
             if trials and heartbeat_interval:
                 if wait_for_running_workers(rdb, study_id, key, grace, poll, log):
                     fail_stale_trials(study)  # the dead workers' trials, once their heartbeat is stale
-            record = write_once(rdb, study_id, outputs.attr, key, outputs.version, outputs.write, grace,
-                                min(poll, 1.0), force=outputs.force, what=outputs.what, log=log)
+            record = write_once(rdb, study_id, outputs.attr, key, outputs.version, outputs.write, grace, poll,
+                                force=outputs.force, what=outputs.what, log=log)
         state = EXITED
         return record
     finally:
