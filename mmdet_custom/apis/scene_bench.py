@@ -61,7 +61,7 @@ from mmdet_custom.analysis.resources import peak_rss_mib, reset_peak_rss, rss_mi
 from mmdet_custom.analysis.scene_matching import duplicate_pairs, match_counts, to_rle
 from mmdet_custom.apis.scene import SceneInferencer, coco_results, evaluate_scenes, scene_gt_coco, scene_windows
 from mmdet_custom.apis.scene.gt import find_isaid_masks, read_isaid_instances
-from mmdet_custom.apis.scene.inferencer import release_free_memory
+from mmdet_custom.apis.scene.memory import release_free_memory
 from mmdet_custom.apis.scene.merge import SceneDetections, decode_crop, encode_crops
 from mmdet_custom.checkpoint import check_checkpoint_matches
 from mmdet_custom.models.speedups import apply_inference_speedups

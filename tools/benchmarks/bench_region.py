@@ -3,6 +3,8 @@ the time of a rerun after a kill at 50 %.
 
 ``python tools/benchmarks/bench_region.py [--scenes 8] [--size 512] [--work-dir work_dirs/bench_region]``
 
+Each run writes into a new ``run-*`` folder under ``--work-dir`` (nothing there is replaced or deleted).
+
 Writes ``--scenes`` synthetic scenes and a random-init ResNet-18 Mask R-CNN checkpoint (the smoke config), then runs
 ``tools/infer_scene.py`` (``--window 256 --overlap 64 --threads 1 --num-workers 0``) as separate processes:
 
@@ -19,21 +21,26 @@ import argparse
 import json
 import os
 import os.path as osp
-import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs/mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py')
+from mmdet_custom.utils.cli import add_device, run_cli
+from mmdet_custom.utils.paths import config_path
+
+TOOLS = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = str(config_path('mask_rcnn/mask-rcnn_r18_fpn_300i_isaid-smoke.py'))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Region inference: 1 vs 2 processes, rerun after a kill')
     parser.add_argument('--scenes', type=int, default=8, help='number of scenes (default: 8)')
     parser.add_argument('--size', type=int, default=512, help='scene side in pixels (default: 512)')
-    parser.add_argument('--work-dir', default='work_dirs/bench_region', help='scratch folder (replaced)')
+    parser.add_argument('--work-dir', default='work_dirs/bench_region',
+                        help='each run writes into a new run-* folder under it')
+    add_device(parser, 'cpu')
     return parser.parse_args(argv)
 
 
@@ -63,14 +70,14 @@ def _prepare(work: str, scenes: int, size: int):
     return ckpt
 
 
-def _cmd(ckpt, work, out, *extra):
-    return [sys.executable, osp.join(REPO, 'tools', 'infer_scene.py'), CONFIG, ckpt, osp.join(work, 'scenes.txt'),
-            '--out-dir', osp.join(work, out), '--device', 'cpu', '--threads', '1', '--num-workers', '0',
+def _cmd(ckpt, work, out, *extra, device='cpu'):
+    return [sys.executable, osp.join(TOOLS, 'infer_scene.py'), CONFIG, ckpt, osp.join(work, 'scenes.txt'),
+            '--out-dir', osp.join(work, out), '--device', device, '--threads', '1', '--num-workers', '0',
             '--window', '256', '--overlap', '64', '--no-progress', '--overlay-max-side', '512', *extra]
 
 
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    return dict(os.environ, OMP_NUM_THREADS='1')
 
 
 def _cpu() -> float:
@@ -81,7 +88,7 @@ def _cpu() -> float:
 
 def _run(cmds):
     start = time.perf_counter()
-    procs = [subprocess.Popen(c, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(c, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in cmds]
     outs = [p.communicate() for p in procs]
     for p, (_, err) in zip(procs, outs):
@@ -92,16 +99,16 @@ def _run(cmds):
 
 def main(argv=None):
     args = parse_args(argv)
-    work = osp.abspath(args.work_dir)
-    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(args.work_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix='run-', dir=osp.abspath(args.work_dir))
     ckpt = _prepare(work, args.scenes, args.size)
     load = os.getloadavg()[0]
     cpu = _cpu()
-    one, _ = _run([_cmd(ckpt, work, 'one')])
+    one, _ = _run([_cmd(ckpt, work, 'one', device=args.device)])
     cpu_one, cpu = _cpu() - cpu, _cpu()
-    two, _ = _run([_cmd(ckpt, work, 'two', '--shard', f'{r}/2') for r in (0, 1)])
+    two, _ = _run([_cmd(ckpt, work, 'two', '--shard', f'{r}/2', device=args.device) for r in (0, 1)])
     cpu_two = _cpu() - cpu
-    killed = subprocess.Popen(_cmd(ckpt, work, 'killed'), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+    killed = subprocess.Popen(_cmd(ckpt, work, 'killed', device=args.device), env=_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     start = time.perf_counter()
     scenes_dir = osp.join(work, 'killed', 'scenes')
@@ -114,7 +121,7 @@ def main(argv=None):
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     before_kill, done = time.perf_counter() - start, complete()
-    rerun, _ = _run([_cmd(ckpt, work, 'killed')])
+    rerun, _ = _run([_cmd(ckpt, work, 'killed', device=args.device)])
     same = all(open(osp.join(work, d, 'region', 'results.json')).read() ==
                open(osp.join(work, 'one', 'region', 'results.json')).read() for d in ('two', 'killed'))
     figures = dict(scenes=args.scenes, size=args.size, load_1min=round(load, 2),
@@ -134,4 +141,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)
