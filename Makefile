@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?= --img-size 800 --repeats 3
 DENSE_ARGS ?=
 
-.PHONY: install demo test lint bench bench-anchors bench-models bench-eval bench-dense bench-scene gpu-check clean
+.PHONY: install demo test lint bench bench-anchors bench-models bench-eval bench-dense bench-scene bench-region gpu-check clean
 
 install:
 	VENV=$(VENV) bash scripts/install.sh
@@ -52,6 +52,10 @@ bench-anchors: install
 bench-scene: install
 	$(PY) -m pip install -q -r requirements/bench.txt
 	$(PY) tools/benchmarks/bench_scene.py
+
+# region-scale scene inference: scenes/min with 1 and 2 processes (--shard), rerun time after a kill at 50 %
+bench-region: install
+	$(PY) tools/benchmarks/bench_region.py
 
 # on a machine with an NVIDIA GPU: make install (CUDA build of mmcv), the cuda tests, the GPU benchmarks, inside
 # GPU_CHECK_BUDGET seconds (default 480); report in work_dirs/gpu_check/report.md; without a GPU it stops at once
