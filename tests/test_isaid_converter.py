@@ -474,7 +474,7 @@ def test_failed_run_keeps_previous_output(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Issue 10: refusals, reported pixels, 16-bit ids, RLE sizes, empty output, reruns, the command line
+# Refusals, reported pixels, 16-bit ids, RLE sizes, empty output, reruns, the command line
 # ----------------------------------------------------------------------------------------------------------------
 def _listing(root):
     return sorted((str(p.relative_to(root)), p.stat().st_size) for p in Path(root).rglob('*'))

@@ -100,7 +100,7 @@ def test_unknown_category_name_is_an_error(tmp_path, test_mode):
 
 
 def test_lower_cased_names_in_training_are_an_error(tmp_path):
-    """Issue 10, defect 2: a train json whose names differ from the classes trained with zero losses and exit 0."""
+    """A train json whose names differ from the classes used to train with zero losses and exit 0: now refused."""
     cats = [dict(id=i + 1, name=name.lower()) for i, name in enumerate(ISAID_CLASSES)]
     path = _write(tmp_path, cats)
     with pytest.raises(UserError) as err:

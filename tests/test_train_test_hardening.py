@@ -1,4 +1,4 @@
-"""Issue 10 for train/test/checkpoints: each defect reproduced, then shown fixed.
+"""Train/test/checkpoint hardening: each defect (a silently wrong run) reproduced, then shown refused.
 
 Real iSAID patches (the devkit sample, 256 px windows) and the CPU smoke model (ResNet-18, 128 px input, random
 init) trained once for 2 iterations (module fixture); every other check fails at start, before any iteration. The

@@ -1,10 +1,11 @@
 """Dense-scene training cost: one training step on patches with 100 to thousands of objects.
 
-iSAID is known for dense patches (the devkit's issue 27: one 800 x 800 patch with 1,239 instances; mmdet's issue
-6525: images with more than 3,000 annotations). :func:`run_dense_benchmark` writes a COCO json of ``N`` objects per
-patch (polygons like the devkit's json: small rotated rectangles in parking-lot rows), then, per (config, ``N``,
-variant), runs *one* training step in a fresh process: the config's own train dataset class and pipeline load two
-patches, ``model.train_step`` runs forward, backward and the optimizer (random weights). A parent thread polls the
+iSAID is known for dense patches (https://github.com/CAPTAIN-WHU/iSAID_Devkit/issues/27: one 800 x 800 patch with
+1,239 instances; https://github.com/open-mmlab/mmdetection/issues/6525: images with more than 3,000 annotations).
+:func:`run_dense_benchmark` writes a COCO json of ``N`` objects per patch (polygons like the devkit's json: small
+rotated rectangles in parking-lot rows), then, per (config, ``N``, variant), runs *one* training step in a fresh
+process: the config's own train dataset class and pipeline load two patches, ``model.train_step`` runs forward,
+backward and the optimizer (random weights). A parent thread polls the
 child's resident memory and stops it above ``max_gib`` so a run cannot take the machine down.
 
 Variants:
