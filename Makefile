@@ -7,6 +7,9 @@ DEMO_DIR ?= work_dirs/demo
 # empty: scripts/demo.sh picks the smoke config, or with DATA the real-data one
 DEMO_CONFIG ?=
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test` (test files stay whole on one process: module fixtures run once);
+# TEST_WORKERS=0 runs the suite in this process
+TEST_WORKERS ?= 2
 BENCH_ARGS ?= --img-size 800 --repeats 3
 DENSE_ARGS ?=
 
@@ -20,9 +23,9 @@ install:
 demo: install
 	VENV=$(VENV) DATA="$(DATA)" DEMO_DIR="$(DEMO_DIR)" DEMO_CONFIG="$(DEMO_CONFIG)" bash scripts/demo.sh
 
-# lint first (seconds), then the suite
+# lint first (seconds), then the suite on TEST_WORKERS processes
 test: lint
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff (lint + import sorting, line length 120; settings in pyproject.toml)
 lint: install

@@ -1,6 +1,7 @@
 """Shared fixtures: real data lives in ../shared/data (never in the repo); tests that need it skip without it.
 
-Expensive steps shared by several modules run once per session into ``tmp_path_factory``: the iSAID conversions of
+Expensive steps shared by several modules run once per test process (``make test`` runs 2 pytest-xdist processes,
+each test file whole on one) into ``tmp_path_factory``: the iSAID conversions of
 the shared samples (:func:`isaid_converted`, :func:`isaid_exact`, :func:`isaid_256`), the DSB2018 cells conversion
 (:func:`cells_converted`) and the generated smoke dataset (:func:`smoke_raw`). Their outputs are read-only for tests:
 a test that writes into one copies it first (``shutil.copytree``).
@@ -171,9 +172,9 @@ def tiny_trained(isaid_256, tmp_path_factory) -> Trained:
 @pytest.fixture(autouse=True)
 def _restore_environ():
     """Each test gets the session's environment back: tools run in-process (``runpy``) set variables for their own
-    process, e.g. the light CLIs ``MMDET_CUSTOM_NO_REGISTER=1``, which leaked into every later subprocess (measured:
-    after tests/test_isaid_converter.py::test_cli, the subprocesses of test_recipe and test_hpo imported
-    mmdet_custom without registering anything and failed)."""
+    process (for example a torchrun ``RANK`` or a thread count), which would leak into every later subprocess of the
+    same test process (measured once: a variable a converter CLI set made later subprocesses of test_recipe and
+    test_hpo fail)."""
     saved = dict(os.environ)
     yield
     if os.environ != saved:
