@@ -42,7 +42,7 @@ bench-dense: install
 
 # evaluation of 1000-detection results: pycocotools vs faster-coco-eval (time, speed-up, identical numbers)
 bench-eval: install
-	$(PY) tools/benchmarks/bench_eval.py --out-json work_dirs/bench/eval.json
+	$(PY) tools/benchmarks/bench_eval.py --out-json work_dirs/bench/eval.json --out-md work_dirs/bench/eval.md
 
 # stock R50 vs the full model and its ablations (+ torchvision), interleaved processes, ratios to R50 in one run
 bench-models: install

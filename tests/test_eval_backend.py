@@ -4,12 +4,14 @@ import copy
 import inspect
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from mmdet_custom.analysis.bench_report import fmt_value
 from mmdet_custom.analysis.eval_bench import synthetic_coco_results
 from mmdet_custom.evaluation.functional import evaluate_coco_reports
 from mmdet_custom.utils.isaid_meta import ISAID_CLASSES
@@ -117,8 +119,9 @@ def test_bench_eval_cli_times_both_backends(val_json, tmp_path, capsys):
     path, _, _ = val_json
     main = runpy.run_path(str(BENCH_EVAL))['main']
     out_json = tmp_path / 'eval.json'
+    out_md = tmp_path / 'eval.md'
     result = main(['--gt', str(path), '--per-image', '50', '--repeats', '2', '--iou-types', 'bbox',
-                   '--out-json', str(out_json)])
+                   '--out-json', str(out_json), '--out-md', str(out_md)])
     text = capsys.readouterr().out
     assert 'faster-coco-eval' in text and 'IDENTICAL' in text and 'load' in text
     assert result['identical'] == {'bbox': True} and result['detections'] == 200
@@ -128,3 +131,10 @@ def test_bench_eval_cli_times_both_backends(val_json, tmp_path, capsys):
     assert rows['faster-coco-eval']['ratio'] == pytest.approx(rows['pycocotools']['wall_s']
                                                               / rows['faster-coco-eval']['wall_s'])
     assert json.loads(out_json.read_text())['stats']['pycocotools']['bbox'] == result['stats']['pycocotools']['bbox']
+    # the markdown report the docs copy (make bench): one row per backend with the same figures, the verdict, a date
+    md = out_md.read_text().splitlines()
+    table = [line.split('|')[1:-1] for line in md if line.startswith('| bbox |')]
+    assert [cells[1].strip() for cells in table] == ['pycocotools', 'faster-coco-eval']
+    assert table[1][4].strip() == f"{fmt_value(rows['faster-coco-eval']['ratio'], 2)}x"
+    assert 'bbox: identical numbers' in md[-1]
+    assert re.fullmatch(r'\d{4}-\d{2}-\d{2}', json.loads(out_json.read_text())['date'])

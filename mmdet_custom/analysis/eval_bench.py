@@ -4,6 +4,7 @@ checked to give the same numbers.
 
 Imports neither torch nor mmdet.
 """
+import datetime
 import importlib.metadata
 import math
 import os
@@ -106,7 +107,7 @@ def time_eval_backends(gt_file: str, results: Sequence[Dict], backends: Sequence
         absolute difference of any backend's 12 summary numbers and per-class APs from the reference's),
         ``identical`` (IoU type -> that difference <= 1e-12: the same numbers up to float rounding), ``stats``
         (backend -> IoU type -> summary numbers), ``detections``, ``images``, ``loads`` (1-minute load averages
-        before and after) and ``machine`` (CPU model, cores, versions).
+        before and after), ``machine`` (CPU model, cores, versions) and ``date`` (UTC, YYYY-MM-DD).
     """
     iou_types = list(iou_types)
     times = {(b, t): [] for b in backends for t in iou_types}
@@ -159,6 +160,7 @@ def time_eval_backends(gt_file: str, results: Sequence[Dict], backends: Sequence
                    python=platform.python_version(), **versions)
     return dict(rows=rows, identical={t: d <= 1e-12 for t, d in differences.items()}, differences=differences,
                 loads=loads, machine=machine, protocol=protocol,
+                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
                 repeats=repeats, detections=len(results), images=len({r['image_id'] for r in results}),
                 stats={b: {t: dict(reports[b, t].stats) for t in iou_types} for b in backends})
 
@@ -184,3 +186,23 @@ def format_eval_table(result: Dict) -> str:
     lines.append(f'machine: {machine["cpu"]}, {machine["usable_cores"]}/{machine["cores"]} usable cores, {load}; '
                  f'pycocotools {machine.get("pycocotools")}, faster-coco-eval {machine.get("faster-coco-eval")}')
     return '\n'.join(lines)
+
+
+def format_eval_markdown(result: Dict) -> str:
+    """The backend timings of :func:`time_eval_backends` as a markdown table (the docs' evaluation benchmark block):
+    seconds per backend and IoU type, speed-up over the first backend in the same run, and the equality verdict."""
+    lines = [f'{result["detections"]} detections on {result["images"]} images, {result["protocol"]} protocol, median '
+             f'of {result["repeats"]} interleaved runs per backend (loadRes + evaluate + accumulate + summary):', '',
+             '| IoU type | backend | wall s | spread | speed-up | CPU s | CPU speed-up |',
+             '|---|---|--:|--:|--:|--:|--:|']
+    for r in result['rows']:
+        spread = '-' if r['spread'] is None else f'{r["spread"]:.0%}'
+        lines.append(f'| {r["iou_type"]} | {r["backend"]} | {fmt_value(r["wall_s"])} | {spread} | '
+                     f'{fmt_value(r["ratio"], 2)}x | {fmt_value(r["cpu_s"])} | {fmt_value(r["cpu_ratio"], 2)}x |')
+    loads = [x for x in result['loads'] if x is not None]
+    verdicts = [f'{t}: ' + ('identical numbers' if same else 'numbers DIFFER')
+                + (' (exactly equal)' if result['differences'][t] == 0
+                   else f' (largest difference {result["differences"][t]:.1e})')
+                for t, same in result['identical'].items()]
+    lines += ['', '; '.join(verdicts) + (f'; load {min(loads):.1f}-{max(loads):.1f}.' if loads else '.')]
+    return '\n'.join(lines) + '\n'

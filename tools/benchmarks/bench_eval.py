@@ -1,7 +1,7 @@
 """Evaluation time of 1000-detection results (``make bench-eval``): pycocotools vs faster-coco-eval, same numbers.
 
 ``python tools/benchmarks/bench_eval.py [--gt JSON] [--per-image 1000] [--repeats 3] [--protocol isaid]
-[--backends pycocotools faster-coco-eval] [--seed 0] [--out-json FILE]``
+[--backends pycocotools faster-coco-eval] [--seed 0] [--out-json FILE] [--out-md FILE]``
 
 Builds COCO results with exactly ``--per-image`` detections on every image of the ground truth (default: the
 devkit's iSAID val patches in ../shared/data; jittered ground truth plus random rotated rectangles, fixed seed:
@@ -13,10 +13,15 @@ identical.
 import argparse
 import os.path as osp
 
-from mmdet_custom.analysis.eval_bench import format_eval_table, synthetic_coco_results, time_eval_backends
+from mmdet_custom.analysis.eval_bench import (
+    format_eval_markdown,
+    format_eval_table,
+    synthetic_coco_results,
+    time_eval_backends,
+)
 from mmdet_custom.utils.cli import run_cli
 from mmdet_custom.utils.errors import UserError
-from mmdet_custom.utils.fileio import dump_json_atomic, load_json
+from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic, load_json
 from mmdet_custom.utils.paths import shared_data_dir
 
 DEFAULT_GT = 'isaid_devkit_reference/instancesonly_filtered_val.json'
@@ -34,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument('--iou-types', nargs='+', default=['segm', 'bbox'], choices=['segm', 'bbox'])
     parser.add_argument('--seed', type=int, default=0, help='seed of the synthetic results (default 0)')
     parser.add_argument('--out-json', default=None, help='write the timings and summary numbers here')
+    parser.add_argument('--out-md', default=None, help='write the markdown table here (the docs copy it)')
     return parser.parse_args(argv)
 
 
@@ -50,6 +56,10 @@ def main(argv=None):
     if args.out_json:
         dump_json_atomic(result, args.out_json, indent=1)
         print(f'written: {args.out_json}')
+    if args.out_md:
+        with atomic_path(args.out_md) as tmp, open(tmp, 'w') as f:
+            f.write(format_eval_markdown(result))
+        print(f'written: {args.out_md}')
     return result
 
 
