@@ -144,6 +144,18 @@ def test_scene_lists_from_folders_globs_and_text_files(tmp_path):
         expand_scene_inputs([str(tmp_path / 'bad.txt')])
     with pytest.raises(UserError, match=r'the pattern .*\*\.vrt matches no raster'):
         expand_scene_inputs([str(scenes / '*.vrt')])
+    # the devkit keeps its annotation masks beside the images: a folder or a glob skips them, naming one takes it
+    isaid = tmp_path / 'val' / 'images'
+    isaid.mkdir(parents=True)
+    for name in ('P0003.png', 'P0003_instance_color_RGB.png', 'P0003_instance_id_RGB.png'):
+        (isaid / name).write_bytes(b'x')
+    skipped = []
+    assert expand_scene_inputs([str(isaid)], skipped) == [str(isaid / 'P0003.png')]
+    assert sorted(skipped) == [str(isaid / 'P0003_instance_color_RGB.png'), str(isaid / 'P0003_instance_id_RGB.png')]
+    assert expand_scene_inputs([str(isaid / 'P*')]) == [str(isaid / 'P0003.png')]
+    assert expand_scene_inputs([str(isaid / 'P0003_instance_id_RGB.png')]) == [str(isaid / 'P0003_instance_id_RGB.png')]
+    with pytest.raises(UserError, match='other than iSAID annotation masks'):
+        expand_scene_inputs([str(isaid / '*_RGB.png')])
     assert resolve_shard('1/3') == (1, 3) and resolve_shard(None, {'RANK': '2', 'WORLD_SIZE': '4'}) == (2, 4)
     assert resolve_shard(None, {}) == (0, 1)
     for bad in ('3/3', '1', 'a/b'):
@@ -304,6 +316,7 @@ def test_overlay_outlines_in_class_colours_with_a_legend_and_scores(tmp_path):
     """Outlines, not fills: the outline pixels of a known object are its class colour, its inside keeps the scene's
     pixels; a legend panel on the right names the classes present with their colour; --overlay-scores writes text."""
     import cv2
+    import matplotlib
 
     from mmdet_custom.apis.scene import SceneDetectionsBuilder, SceneReader, merge_scene_detections
     from mmdet_custom.apis.scene.writers import LEGEND_MARGIN, class_palette, pixel_polygons, write_overlay
@@ -315,6 +328,9 @@ def test_overlay_outlines_in_class_colours_with_a_legend_and_scores(tmp_path):
     builder.add(0, [[60, 50, 160, 100]], [0.87], [HARBOR], mask)
     dets, _ = merge_scene_detections(builder.build())
     palette = class_palette(len(ISAID_CLASSES))
+    # colours the eye tells apart (not iSAID's encoding palette of dark blues): the first ten are tab10's, all differ
+    assert palette[:10] == [tuple(round(255 * c) for c in rgb) for rgb in matplotlib.colormaps['tab10'].colors]
+    assert len(set(palette)) == len(ISAID_CLASSES) and max(max(c) for c in palette) > 200
     r, g, b = palette[HARBOR]
     pictures = {}
     for scores in (False, True):

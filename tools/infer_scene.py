@@ -131,10 +131,15 @@ def main(argv=None):
     from mmengine.config import Config
 
     from mmdet_custom.apis.scene import SceneInferencer, expand_scene_inputs, infer_region, resolve_shard
+    from mmdet_custom.apis.scene.inputs import MASK_SUFFIXES
     from mmdet_custom.apis.scene.manifest import config_sha256, file_sha256
     from mmdet_custom.models.builder import default_device
     shard = resolve_shard(args.shard)
-    inputs = expand_scene_inputs(args.inputs)
+    skipped = []
+    inputs = expand_scene_inputs(args.inputs, skipped)
+    if skipped:
+        print(f'skipped {len(skipped)} iSAID annotation mask(s) found in the folders/patterns '
+              f'(*{" and *".join(MASK_SUFFIXES)}); name a file alone to predict on it anyway')
     device = args.device or default_device()
     if device == 'cuda' and 'LOCAL_RANK' in os.environ:  # torchrun: one GPU per local rank
         device = f'cuda:{int(os.environ["LOCAL_RANK"])}'

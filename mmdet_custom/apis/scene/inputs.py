@@ -3,12 +3,17 @@
 An input item is a scene file, a folder (its rasters, not recursive), a glob pattern (``'tiles/**/*.tif'``, quoted
 so that the shell does not expand it), or a text file ``*.txt`` / ``*.lst`` with one scene path per line (blank
 lines and lines starting with ``#`` skipped; relative paths are relative to the list file's folder).
+
+A folder or a glob skips iSAID's annotation masks (``*_instance_color_RGB.png``, ``*_instance_id_RGB.png``): the
+devkit keeps them beside the images in ``<split>/images/``, and predicting on a label image is never what was
+meant. Named one by one (or in a list), such a file is taken as given.
 """
 import glob
 import os
 import os.path as osp
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mmdet_custom.converters.isaid.sources import COLOR_SUFFIX, ID_SUFFIX
 from mmdet_custom.converters.isaid.windows import natural_key
 from mmdet_custom.utils.errors import UserError
 
@@ -19,8 +24,16 @@ LIST_EXTENSIONS = ('.txt', '.lst')
 _GLOB_CHARS = '*?['
 
 
-def _rasters(paths: Sequence[str]) -> List[str]:
+#: Name endings of iSAID's annotation masks, which a folder or a glob skips.
+MASK_SUFFIXES = (COLOR_SUFFIX, ID_SUFFIX)
+
+
+def _rasters(paths: Sequence[str], skipped: Optional[List[str]] = None) -> List[str]:
     found = [p for p in paths if osp.isfile(p) and osp.splitext(p)[1].lower() in RASTER_EXTENSIONS]
+    masks = [p for p in found if p.endswith(MASK_SUFFIXES)]
+    if skipped is not None:
+        skipped.extend(masks)
+    found = [p for p in found if not p.endswith(MASK_SUFFIXES)]
     return sorted(found, key=lambda p: natural_key(osp.basename(p)) + natural_key(p))
 
 
@@ -39,13 +52,14 @@ def _read_list(path: str) -> List[str]:
     return out
 
 
-def expand_scene_inputs(items: Sequence[str]) -> List[str]:
+def expand_scene_inputs(items: Sequence[str], skipped: Optional[List[str]] = None) -> List[str]:
     """The scene files named by ``items`` (see the module text), in order: a folder's or a glob's files in natural
     order of their names, a list file's in its line order; a file reached twice (same real path) is kept once, at
     its first place.
 
     Args:
         items (Sequence[str]): files, folders, glob patterns, list files.
+        skipped (list, optional): receives the iSAID annotation masks a folder or a glob skipped.
 
     Returns:
         list[str]: scene paths.
@@ -58,13 +72,15 @@ def expand_scene_inputs(items: Sequence[str]) -> List[str]:
     for item in items:
         item = os.fspath(item)
         if osp.isdir(item):
-            found = _rasters([osp.join(item, name) for name in os.listdir(item)])
+            found = _rasters([osp.join(item, name) for name in os.listdir(item)], skipped)
             if not found:
-                raise UserError(f'the folder {item} holds no raster ({", ".join(RASTER_EXTENSIONS)})')
+                raise UserError(f'the folder {item} holds no raster ({", ".join(RASTER_EXTENSIONS)}) other than '
+                                'iSAID annotation masks')
         elif any(c in item for c in _GLOB_CHARS) and not osp.exists(item):
-            found = _rasters(glob.glob(item, recursive=True))
+            found = _rasters(glob.glob(item, recursive=True), skipped)
             if not found:
-                raise UserError(f'the pattern {item} matches no raster file ({", ".join(RASTER_EXTENSIONS)})')
+                raise UserError(f'the pattern {item} matches no raster file ({", ".join(RASTER_EXTENSIONS)}) other '
+                                'than iSAID annotation masks')
         elif osp.splitext(item)[1].lower() in LIST_EXTENSIONS:
             if not osp.isfile(item):
                 raise FileNotFoundError(f'scene list not found: {item}')

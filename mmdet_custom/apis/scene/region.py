@@ -173,7 +173,7 @@ def infer_region(inferencer, inputs: Sequence[str], out_dir: str, model_id: Opti
     log(f'rank {rank} of {world_size}: {len(mine)} of {len(headers)} scenes, {skipped} already complete (skipped), '
         f'{len(pending)} to run')
     classes = list(inferencer.classes)
-    palette = writers.class_palette(len(classes), inferencer.palette)
+    palette = writers.class_palette(len(classes))
     bar = tqdm(total=sum(h.num_windows for h in pending), unit='window', disable=not progress, dynamic_ncols=True)
     try:
         for k, header in enumerate(pending, 1):

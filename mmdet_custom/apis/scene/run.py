@@ -259,7 +259,7 @@ def infer_scenes(inferencer, inputs: Sequence[str], out_dir: str, gt_dir: Option
                                 out_flag='--out-dir')
     classes = list(inferencer.classes)
     category_ids = list(range(1, len(classes) + 1))
-    palette = writers.class_palette(len(classes), inferencer.palette)
+    palette = writers.class_palette(len(classes))
     summary = dict(classes=classes, window=inferencer.window, overlap=inferencer.overlap,
                    batch_size=inferencer.batch_size, score_thr=inferencer.score_thr,
                    max_per_window=inferencer.max_per_window, match=inferencer.match, match_thr=inferencer.match_thr,

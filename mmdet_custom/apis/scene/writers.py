@@ -172,11 +172,22 @@ def write_frame(frame, path: str, layer: str = 'detections') -> None:
 
 
 def class_palette(num_classes: int, palette: Optional[Sequence] = None) -> List[tuple]:
-    """RGB colours per class: the model's ``dataset_meta['palette']`` when it has enough, else a fixed spread."""
+    """RGB colours (0-255) per class for the overlay: ``palette`` when given with enough colours, else matplotlib's
+    qualitative maps tab20 (its 10 strong colours first), tab20b, tab20c in turn (60 colours that the eye tells
+    apart), then a seeded spread.
+
+    The model's ``dataset_meta['palette']`` is not the default: iSAID's is the devkit's *encoding* of classes in
+    ``*_instance_color_RGB.png`` (dark blues and teals, every channel in 0-63), which an overlay cannot tell apart.
+    """
     if palette is not None and len(palette) >= num_classes:
         return [tuple(int(c) for c in p) for p in palette[:num_classes]]
+    from matplotlib import colormaps
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # tab20: its 10 strong colours before their light pairs
+    colours = [tuple(int(round(255 * c)) for c in colormaps[name](i)[:3])
+               for name in ('tab20', 'tab20b', 'tab20c') for i in order]
     rng = np.random.RandomState(42)
-    return [tuple(int(c) for c in rng.randint(64, 256, 3)) for _ in range(num_classes)]
+    colours += [tuple(int(c) for c in rng.randint(64, 256, 3)) for _ in range(max(0, num_classes - len(colours)))]
+    return colours[:num_classes]
 
 
 def write_overlay(path: str, reader, dets: SceneDetections, pixel_geoms: list, palette: Sequence[tuple],
