@@ -35,8 +35,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.apis.lr_find import default_out, lr_range_test, plot_lr_find
-    from mmdet_custom.apis.runner import check_writable
-    from mmdet_custom.utils.fileio import dump_json_atomic
+    from mmdet_custom.utils.fileio import check_writable, dump_json_atomic
     out = args.out or default_out(args.config)
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config not found: {args.config}')

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from mmdet_custom.studies.once import Outputs, run_registered
 from mmdet_custom.studies.plots import save_plots
-from mmdet_custom.studies.storage import (  # noqa: F401  (redact_url re-exported)
+from mmdet_custom.studies.storage import (
     StorageError,
     fail_stale_trials,
     is_in_memory_sqlite,
@@ -43,7 +43,7 @@ from .space import check_space, json_safe, load_space, suggest_options
 from .trial import ensure_val_loss_hook, run_trial, trial_config
 
 __all__ = ['StudyError', 'StudySpec', 'open_study', 'count_trials', 'run_worker', 'run_study', 'write_best_config',
-           'write_results', 'study_summary', 'redact_url', 'RESULT_ATTR']
+           'write_results', 'study_summary', 'RESULT_ATTR']
 
 PRUNERS = ('median', 'hyperband', 'none')
 #: Study user attribute holding the write record of the results (best config, summary, plots).

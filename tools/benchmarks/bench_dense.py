@@ -41,9 +41,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.analysis.dense_bench import DEFAULT_CONFIGS, format_markdown, run_dense_benchmark
-    from mmdet_custom.apis.runner import check_writable
     from mmdet_custom.utils.errors import UserError
-    from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
+    from mmdet_custom.utils.fileio import atomic_path, check_writable, dump_json_atomic
     if min(args.objects) < 0 or args.batch < 1 or args.max_gib <= 0 or args.steps < 1:
         raise UserError('--objects must be >= 0, --batch and --steps >= 1 and --max-gib > 0')
     for path, flag in ((args.out_md, '--out-md'), (args.out_json, '--out-json')):

@@ -46,8 +46,7 @@ def main(argv=None):
     args = parse_args(argv)
     from mmdet_custom.analysis.bench_report import format_markdown, format_profile, format_table
     from mmdet_custom.analysis.benchmark import default_specs, parse_spec, run_benchmark
-    from mmdet_custom.apis.runner import check_writable
-    from mmdet_custom.utils.fileio import atomic_path, dump_json_atomic
+    from mmdet_custom.utils.fileio import atomic_path, check_writable, dump_json_atomic
     specs = [parse_spec(c) for c in args.configs] if args.configs else default_specs()
     for spec in specs:
         spec.cfg_options.update(args.cfg_options or {})

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 
+from mmdet_custom.analysis.resources import load_average
 from mmdet_custom.utils.cli import add_device, run_cli
 from mmdet_custom.utils.paths import config_path
 
@@ -102,7 +103,7 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix='run-', dir=osp.abspath(args.work_dir))
     ckpt = _prepare(work, args.scenes, args.size)
-    load = os.getloadavg()[0]
+    load = load_average()
     cpu = _cpu()
     one, _ = _run([_cmd(ckpt, work, 'one', device=args.device)])
     cpu_one, cpu = _cpu() - cpu, _cpu()
@@ -124,7 +125,7 @@ def main(argv=None):
     rerun, _ = _run([_cmd(ckpt, work, 'killed', device=args.device)])
     same = all(open(osp.join(work, d, 'region', 'results.json')).read() ==
                open(osp.join(work, 'one', 'region', 'results.json')).read() for d in ('two', 'killed'))
-    figures = dict(scenes=args.scenes, size=args.size, load_1min=round(load, 2),
+    figures = dict(scenes=args.scenes, size=args.size, load_1min=None if load is None else round(load, 2),
                    one_process_s=round(one, 1), one_process_scenes_per_min=round(args.scenes / one * 60, 2),
                    two_processes_s=round(two, 1), two_processes_scenes_per_min=round(args.scenes / two * 60, 2),
                    speedup=round(one / two, 2), one_process_cpu_s=round(cpu_one, 1),
